@@ -14,7 +14,7 @@ export class RidproxyError extends Error {
 
 /** A string the user gave (endpoint, RID, address, identity file) could not be used. */
 export class InvalidArgumentError extends RidproxyError {
-  constructor(code: 'ERR_INVALID_ENDPOINT' | 'ERR_INVALID_RID' | 'ERR_INVALID_ADDRESS' | 'ERR_INVALID_IDENTITY' | 'ERR_INVALID_OPTION', message: string, options?: { cause?: unknown }) {
+  constructor(code: 'ERR_INVALID_ENDPOINT' | 'ERR_INVALID_RID' | 'ERR_INVALID_ADDRESS' | 'ERR_INVALID_IDENTITY' | 'ERR_IDENTITY_EXISTS' | 'ERR_INVALID_OPTION', message: string, options?: { cause?: unknown }) {
     super(code, message, options);
   }
 }
@@ -118,8 +118,15 @@ export class MuxError extends RidproxyError {
 
 /** An operation on a Manager that cannot proceed in its current state. */
 export class ManagerError extends RidproxyError {
-  constructor(code: 'ERR_MANAGER_CLOSED' | 'ERR_NOT_LISTENING' | 'ERR_NO_CACHED_VC' | 'ERR_MESSAGE_TOO_LARGE', message: string) {
+  constructor(code: 'ERR_MANAGER_CLOSED' | 'ERR_NOT_LISTENING' | 'ERR_NO_CACHED_VC' | 'ERR_MESSAGE_TOO_LARGE' | 'ERR_END_OF_FLOW' | 'ERR_NAME_IN_USE', message: string) {
     super(code, message);
+  }
+}
+
+/** A TCP address could not be reached (refused, unresolvable, or timed out while connecting). */
+export class UnreachableError extends RidproxyError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_UNREACHABLE', message, options);
   }
 }
 

@@ -1,0 +1,175 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { InvalidArgumentError } from '../errors.js';
+import { RoutingId, ridHexProblem } from './routing-id.js';
+
+const SCHEME = 'ridp';
+const ENDPOINT_FORM = 'expected ridp://host:port/<32-hex routing id>';
+const ADDRESS_FORM = 'expected host:port, [ipv6]:port or port';
+const LABEL_RE = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+
+/** Quotes user input for an error message, escaping control characters and capping the length. */
+function quote(s: string): string {
+  return JSON.stringify(s.length > 120 ? `${s.slice(0, 120)}…` : s);
+}
+
+/** Why `host` (brackets already removed) cannot be used, or undefined when it can. */
+function hostProblem(host: string): string | undefined {
+  if (host.length === 0) return 'missing host';
+  if (host.includes(':')) return isIPv6(host) ? undefined : `host ${quote(host)} is not a valid IPv6 address`;
+  if (/^[0-9.]+$/.test(host)) return isIPv4(host) ? undefined : `host ${quote(host)} is not a valid IPv4 address`;
+  if (host.length > 253) return `host name is ${host.length} characters long (at most 253)`;
+  const bad = host.split('.').find((label) => !LABEL_RE.test(label));
+  if (bad !== undefined) return `host ${quote(host)} is not a valid host name (bad label ${quote(bad)})`;
+  return undefined;
+}
+
+function portProblem(text: string, min: number): string | number {
+  if (text.length === 0) return 'missing port';
+  if (!/^[0-9]+$/.test(text)) return `port ${quote(text)} is not a number`;
+  const port = text.length > 5 ? Infinity : Number(text);
+  if (port < min || port > 65535) return `port ${text} is out of range (${min}-65535)`;
+  return port;
+}
+
+type HostPort = { host: string; port: number } | { problem: string };
+
+/** Shared by endpoints (port 1-65535) and listen addresses (port 0 means "any free port"). */
+function splitHostPort(s: string, minPort: number, defaultHost: string | undefined): HostPort {
+  if (s.length === 0) return { problem: 'missing host and port' };
+  let host: string;
+  let portText: string;
+  if (/^[0-9]+$/.test(s)) {
+    if (defaultHost === undefined) return { problem: 'missing host' };
+    host = defaultHost;
+    portText = s;
+  } else if (s.startsWith('[')) {
+    const close = s.indexOf(']');
+    if (close < 0) return { problem: 'missing "]" after the IPv6 address' };
+    host = s.slice(1, close);
+    if (host.length === 0) return { problem: 'empty IPv6 address in brackets' };
+    if (!isIPv6(host)) return { problem: `host ${quote(host)} is not a valid IPv6 address` };
+    const rest = s.slice(close + 1);
+    if (rest.length === 0) return { problem: 'missing port' };
+    if (!rest.startsWith(':')) return { problem: `unexpected ${quote(rest)} after the IPv6 address (expected ":port")` };
+    portText = rest.slice(1);
+  } else {
+    const colon = s.lastIndexOf(':');
+    if (colon < 0) return { problem: 'missing port' };
+    host = s.slice(0, colon);
+    if (host.includes(':')) return { problem: `IPv6 addresses must be in brackets, e.g. [${host}]:${s.slice(colon + 1)}` };
+    if (host.length === 0) {
+      if (defaultHost === undefined) return { problem: 'missing host' };
+      host = defaultHost;
+    }
+    portText = s.slice(colon + 1);
+  }
+  const hp = hostProblem(host);
+  if (hp !== undefined) return { problem: hp };
+  const port = portProblem(portText, minPort);
+  if (typeof port === 'string') return { problem: port };
+  return { host: normalizeHost(host), port };
+}
+
+/**
+ * Parses a listen or forward address: `host:port`, `[v6]:port`, or a bare `port` (then
+ * `defaultHost` is the host, and without one it is an error). Port 0 is accepted: it asks the
+ * system for any free port.
+ */
+export function parseAddress(s: string, defaultHost?: string): { host: string; port: number } {
+  const text = typeof s === 'string' ? s.trim() : '';
+  const r = splitHostPort(text, 0, defaultHost);
+  if ('problem' in r) {
+    throw new InvalidArgumentError('ERR_INVALID_ADDRESS', `invalid address ${quote(String(s))}: ${r.problem}; ${ADDRESS_FORM}`);
+  }
+  return r;
+}
+
+/** Host names and addresses compare case-insensitively; an IPv6 zone (an interface name) does not. */
+function normalizeHost(host: string): string {
+  const zone = host.indexOf('%');
+  return zone < 0 ? host.toLowerCase() : host.slice(0, zone).toLowerCase() + host.slice(zone);
+}
+
+/** `host:port`, with IPv6 hosts in brackets. */
+function formatAddress(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * Where to connect (a proxy or a process listening directly) and the routing id to reach there.
+ * The null routing id means "whatever process answers at that address".
+ */
+export class Endpoint {
+  /** Lowercase (except an IPv6 zone), without IPv6 brackets. */
+  readonly host: string;
+  readonly port: number;
+  readonly routingId: RoutingId;
+
+  constructor(host: string, port: number, routingId: RoutingId) {
+    const bare = typeof host === 'string' && host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+    const hp = typeof bare === 'string' ? hostProblem(bare) : 'host must be a string';
+    if (hp !== undefined) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `invalid endpoint: ${hp}`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `invalid endpoint: port ${String(port)} is out of range (1-65535)`);
+    }
+    if (!(routingId instanceof RoutingId)) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: routingId must be a RoutingId');
+    this.host = normalizeHost(bare);
+    this.port = port;
+    this.routingId = routingId;
+  }
+
+  get address(): string {
+    return formatAddress(this.host, this.port);
+  }
+
+  /**
+   * Accepts `ridp://host:port/<rid>`, `ridp://host:port` (null routing id), and the same without
+   * the scheme. Surrounding whitespace is ignored, as pasted endpoints often carry a newline.
+   */
+  static parse(s: string): Endpoint {
+    if (typeof s !== 'string') {
+      throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `invalid endpoint: expected a string, got ${typeof s}; ${ENDPOINT_FORM}`);
+    }
+    const fail = (problem: string): never => {
+      throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `invalid endpoint ${quote(s)}: ${problem}; ${ENDPOINT_FORM}`);
+    };
+    let rest = s.trim();
+    const sep = rest.indexOf('://');
+    if (sep >= 0) {
+      const scheme = rest.slice(0, sep);
+      if (scheme.toLowerCase() !== SCHEME) fail(`unknown scheme ${quote(scheme)} (only ridp:// is supported)`);
+      rest = rest.slice(sep + 3);
+    }
+    const slash = rest.indexOf('/');
+    const authority = slash < 0 ? rest : rest.slice(0, slash);
+    const path = slash < 0 ? '' : rest.slice(slash + 1);
+    const hp = splitHostPort(authority, 1, undefined);
+    if ('problem' in hp) return fail(hp.problem);
+    let rid = RoutingId.NULL;
+    if (path.length > 0) {
+      if (path.includes('/')) fail(`unexpected path ${quote(path.slice(path.indexOf('/')))} after the routing id`);
+      const problem = ridHexProblem(path);
+      if (problem !== undefined) fail(`bad routing id ${quote(path)}: ${problem}`);
+      rid = RoutingId.parse(path);
+    }
+    return new Endpoint(hp.host, hp.port, rid);
+  }
+
+  /** The null routing id is left out, so an address-only endpoint prints as `ridp://host:port`. */
+  toString(): string {
+    const base = `${SCHEME}://${this.address}`;
+    return this.routingId.isNull() ? base : `${base}/${this.routingId}`;
+  }
+
+  toJSON(): string {
+    return this.toString();
+  }
+
+  withRoutingId(rid: RoutingId): Endpoint {
+    return new Endpoint(this.host, this.port, rid);
+  }
+
+  equals(o: Endpoint): boolean {
+    return this === o || (this.host === o.host && this.port === o.port && this.routingId.equals(o.routingId));
+  }
+}

@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { Endpoint, RoutingId, parseAddress } from '../../src/id/index.js';
+
+const RID = '0123456789abcdef0123456789abcdef';
+const FORM = 'expected ridp://host:port/<32-hex routing id>';
+
+function errorOf(fn: () => unknown): { code?: string; message: string } {
+  try {
+    fn();
+  } catch (err) {
+    return err as { code?: string; message: string };
+  }
+  throw new Error('expected an error');
+}
+
+const ridArb = fc.oneof(
+  fc.constant(RoutingId.NULL),
+  fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => RoutingId.fromBytes(b)),
+);
+const hostArb = fc.oneof(fc.domain(), fc.ipV4(), fc.ipV6(), fc.constantFrom('localhost', 'fe80::1%eth0', 'my_host', 'A.Example.COM'));
+const portArb = fc.integer({ min: 1, max: 65535 });
+
+describe('Endpoint', () => {
+  it('parse(toString()) round-trips for any host, port and routing id', () => {
+    fc.assert(
+      fc.property(hostArb, portArb, ridArb, (host, port, rid) => {
+        const ep = new Endpoint(host, port, rid);
+        const s = ep.toString();
+        const back = Endpoint.parse(s);
+        expect(back.equals(ep)).toBe(true);
+        expect(back.toString()).toBe(s);
+        expect(Endpoint.parse(`  ${s}\n`).equals(ep)).toBe(true);
+        // The schemeless form parses to the same endpoint.
+        expect(Endpoint.parse(s.slice('ridp://'.length)).equals(ep)).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('formats IPv6 hosts in brackets and leaves out the null routing id', () => {
+    const ep = new Endpoint('::1', 7700, RoutingId.parse(RID));
+    expect(ep.address).toBe('[::1]:7700');
+    expect(ep.toString()).toBe(`ridp://[::1]:7700/${RID}`);
+    expect(ep.withRoutingId(RoutingId.NULL).toString()).toBe('ridp://[::1]:7700');
+    expect(new Endpoint('[::1]', 1, RoutingId.NULL).host).toBe('::1');
+    expect(JSON.stringify({ ep })).toBe(`{"ep":"ridp://[::1]:7700/${RID}"}`);
+  });
+
+  it('parses the accepted forms', () => {
+    const a = Endpoint.parse(`ridp://Proxy.Example.com:7700/${RID.toUpperCase()}`);
+    expect([a.host, a.port, a.routingId.toString()]).toEqual(['proxy.example.com', 7700, RID]);
+    expect(Endpoint.parse('ridp://10.0.0.1:80').routingId.isNull()).toBe(true);
+    expect(Endpoint.parse('ridp://10.0.0.1:80/').routingId.isNull()).toBe(true);
+    expect(Endpoint.parse('10.0.0.1:80').address).toBe('10.0.0.1:80');
+    expect(Endpoint.parse(`RIDP://[2001:db8::1]:443/${RID}`).address).toBe('[2001:db8::1]:443');
+    expect(Endpoint.parse(`[::1]:9/${RID}`).routingId.toString()).toBe(RID);
+  });
+
+  it('equals compares host, port and routing id', () => {
+    const ep = Endpoint.parse(`ridp://h:1/${RID}`);
+    expect(ep.equals(Endpoint.parse(`ridp://H:1/${RID}`))).toBe(true);
+    expect(ep.equals(Endpoint.parse(`ridp://h:2/${RID}`))).toBe(false);
+    expect(ep.equals(Endpoint.parse('ridp://h:1'))).toBe(false);
+    expect(ep.equals(Endpoint.parse(`ridp://g:1/${RID}`))).toBe(false);
+  });
+
+  const bad: Array<[string, RegExp]> = [
+    [`ridp://h:99999/${RID}`, /port 99999 is out of range \(1-65535\)/],
+    [`ridp://h:0/${RID}`, /port 0 is out of range \(1-65535\)/],
+    [`ridp://h:12345678901234567890/${RID}`, /port 12345678901234567890 is out of range/],
+    [`ridp://h:http/${RID}`, /port "http" is not a number/],
+    [`ridp://h/${RID}`, /missing port/],
+    [`ridp://h:/${RID}`, /missing port/],
+    [`ridp://:80/${RID}`, /missing host/],
+    ['', /missing host and port/],
+    [`ridp://::1:80/${RID}`, /IPv6 addresses must be in brackets, e\.g\. \[::1\]:80/],
+    [`ridp://[::1:80/${RID}`, /missing "\]" after the IPv6 address/],
+    [`ridp://[::g]:80/${RID}`, /host "::g" is not a valid IPv6 address/],
+    [`ridp://[::1]80/${RID}`, /unexpected "80" after the IPv6 address/],
+    [`ridp://[]:80/${RID}`, /empty IPv6 address/],
+    [`ridp://999.1.1.1:80/${RID}`, /host "999\.1\.1\.1" is not a valid IPv4 address/],
+    [`ridp://bad host:80/${RID}`, /host "bad host" is not a valid host name \(bad label "bad host"\)/],
+    [`ridp://-a.b:80/${RID}`, /bad label "-a"/],
+    [`ridp://a..b:80/${RID}`, /bad label ""/],
+    ['ridp://h:80/abc', /bad routing id "abc": expected 32 hex characters, got 3/],
+    [`ridp://h:80/${RID.slice(0, 31)}x`, /bad routing id "[0-9a-f]{31}x": "x" at position 32 is not a hex digit/],
+    [`ridp://h:80/${RID}/more`, /unexpected path "\/more" after the routing id/],
+    [`http://h:80/${RID}`, /unknown scheme "http" \(only ridp:\/\/ is supported\)/],
+  ];
+  for (const [input, message] of bad) {
+    it(`rejects ${JSON.stringify(input)}`, () => {
+      const err = errorOf(() => Endpoint.parse(input));
+      expect(err.code).toBe('ERR_INVALID_ENDPOINT');
+      expect(err.message).toMatch(message);
+      expect(err.message.startsWith(`invalid endpoint ${JSON.stringify(input)}: `)).toBe(true);
+      expect(err.message.endsWith(`; ${FORM}`)).toBe(true);
+    });
+  }
+
+  it('quotes very long input only in part', () => {
+    const err = errorOf(() => Endpoint.parse(`ridp://h:1/${'z'.repeat(5000)}`));
+    expect(err.message.length).toBeLessThan(400);
+  });
+
+  it('rejects bad constructor arguments', () => {
+    expect(errorOf(() => new Endpoint('h', 0, RoutingId.NULL)).code).toBe('ERR_INVALID_ENDPOINT');
+    expect(errorOf(() => new Endpoint('h', 1.5, RoutingId.NULL)).message).toMatch(/port 1.5 is out of range/);
+    expect(errorOf(() => new Endpoint('', 1, RoutingId.NULL)).message).toMatch(/missing host/);
+    expect(errorOf(() => new Endpoint('h', 1, 'x' as unknown as RoutingId)).message).toMatch(/routingId must be a RoutingId/);
+  });
+});
+
+describe('parseAddress', () => {
+  it('accepts host:port, [v6]:port and port', () => {
+    expect(parseAddress('127.0.0.1:3000')).toEqual({ host: '127.0.0.1', port: 3000 });
+    expect(parseAddress('[::1]:0')).toEqual({ host: '::1', port: 0 });
+    expect(parseAddress('localhost:65535')).toEqual({ host: 'localhost', port: 65535 });
+    expect(parseAddress('9000', '0.0.0.0')).toEqual({ host: '0.0.0.0', port: 9000 });
+    expect(parseAddress(':9000', '127.0.0.1')).toEqual({ host: '127.0.0.1', port: 9000 });
+  });
+
+  it('round-trips any host and port', () => {
+    fc.assert(
+      fc.property(hostArb, fc.integer({ min: 0, max: 65535 }), (host, port) => {
+        const text = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+        const parsed = parseAddress(text);
+        expect(parsed.port).toBe(port);
+        expect(parsed.host).toBe(new Endpoint(host, 1, RoutingId.NULL).host);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  const bad: Array<[string, string | undefined, RegExp]> = [
+    ['9000', undefined, /missing host/],
+    ['h:65536', undefined, /port 65536 is out of range \(0-65535\)/],
+    ['h', undefined, /missing port/],
+    ['::1', undefined, /IPv6 addresses must be in brackets/],
+    ['h:-1', undefined, /port "-1" is not a number/],
+    ['', '127.0.0.1', /missing host and port/],
+  ];
+  for (const [input, defaultHost, message] of bad) {
+    it(`rejects ${JSON.stringify(input)}`, () => {
+      const err = errorOf(() => parseAddress(input, defaultHost));
+      expect(err.code).toBe('ERR_INVALID_ADDRESS');
+      expect(err.message).toMatch(message);
+      expect(err.message).toMatch(/; expected host:port, \[ipv6\]:port or port$/);
+    });
+  }
+});
