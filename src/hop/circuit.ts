@@ -1,0 +1,202 @@
+import { Duplex } from 'node:stream';
+import { Reason, VcClosedError } from '../errors.js';
+import type { RoutingId } from '../id/routing-id.js';
+import { FrameType, encodeCredit, encodeReason } from '../wire/index.js';
+import type { HopConnection } from './connection.js';
+
+/** Default receive window of a VC end: how many bytes the peer may send before we grant more. */
+export const DEFAULT_VC_WINDOW = 1 << 20;
+/** Largest Data frame a VC end sends: big enough to amortise headers, small enough to interleave VCs fairly. */
+export const MAX_DATA_FRAME = 64 * 1024;
+
+export interface CircuitInit {
+  connection: HopConnection;
+  vci: number;
+  /** Credit the peer granted us (its receive window). */
+  sendCredit: number;
+  /** Our receive window, as announced to the peer. */
+  receiveWindow: number;
+  remoteRoutingId: RoutingId;
+  remotePublicKey: Buffer;
+}
+
+/**
+ * One end of a VC inside a process: an ordered byte stream carried in Data frames on a hop
+ * connection. Sending spends the peer's credit and parks on zero; received bytes are queued
+ * here and handed to the reader only when it asks (`_read`), and credit is returned for what
+ * the reader took, so a slow reader holds at most one window.
+ */
+export class VirtualCircuit extends Duplex {
+  readonly connection: HopConnection;
+  readonly vci: number;
+  readonly remoteRoutingId: RoutingId;
+  readonly remotePublicKey: Buffer;
+  readonly receiveWindow: number;
+
+  private sendCredit: number;
+  private parkedChunk: Buffer | undefined;
+  private parkedCallback: ((err?: Error | null) => void) | undefined;
+  private readonly received: Buffer[] = [];
+  private receivedBytes = 0;
+  /** Bytes the peer has sent that we have not yet credited back. */
+  private uncredited = 0;
+  /** Bytes handed to the reader but not yet credited back. */
+  private consumedUncredited = 0;
+  private readerWaiting = false;
+  private closedOnWire = false;
+  private remoteEnded = false;
+  private readableEndPushed = false;
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  constructor(init: CircuitInit) {
+    super({ allowHalfOpen: false, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 });
+    this.connection = init.connection;
+    this.vci = init.vci;
+    this.sendCredit = init.sendCredit;
+    this.receiveWindow = init.receiveWindow;
+    this.remoteRoutingId = init.remoteRoutingId;
+    this.remotePublicKey = init.remotePublicKey;
+  }
+
+  /** Bytes received and not yet taken by the reader. */
+  get queuedBytes(): number {
+    return this.receivedBytes;
+  }
+
+  handleData(parts: readonly Buffer[], length: number): void {
+    if (this.destroyed) return;
+    if (this.uncredited + length > this.receiveWindow) {
+      this.abort(Reason.Protocol, `peer ${this.remoteRoutingId} sent ${length} bytes with only ${this.receiveWindow - this.uncredited} bytes of credit`);
+      return;
+    }
+    this.uncredited += length;
+    this.bytesReceived += length;
+    for (const part of parts) this.received.push(part);
+    this.receivedBytes += length;
+    if (this.readerWaiting) this.deliver();
+  }
+
+  handleCredit(amount: number): void {
+    if (this.destroyed) return;
+    this.sendCredit += amount;
+    this.flushParked();
+  }
+
+  /** The peer (or the proxy on its behalf) closed the VC. A clean close still delivers what was queued. */
+  handleClose(reason: number, message: string): void {
+    this.closedOnWire = true;
+    if (reason !== Reason.Normal) {
+      this.destroy(new VcClosedError(reason, message));
+      return;
+    }
+    this.failParked(new VcClosedError(Reason.Normal, `VC closed by ${this.remoteRoutingId}`));
+    this.remoteEnded = true;
+    if (this.received.length === 0) this.endReadable();
+  }
+
+  /** Closes the VC on the wire with a reason and tears this end down with the matching error. */
+  abort(reason: Reason, message: string): void {
+    if (!this.closedOnWire) {
+      this.closedOnWire = true;
+      this.connection.send(FrameType.CloseVc, this.vci, encodeReason(reason, message));
+    }
+    this.destroy(new VcClosedError(reason, message));
+  }
+
+  override _read(): void {
+    this.readerWaiting = true;
+    this.deliver();
+  }
+
+  private deliver(): void {
+    while (this.received.length > 0) {
+      const chunk = this.received.shift()!;
+      this.receivedBytes -= chunk.length;
+      this.consumedUncredited += chunk.length;
+      if (!this.push(chunk)) {
+        this.readerWaiting = false;
+        break;
+      }
+    }
+    if (this.remoteEnded) {
+      if (this.received.length === 0) this.endReadable();
+      return;
+    }
+    // Batch credit: one Credit frame per quarter window keeps the sender streaming without a frame per chunk.
+    if (this.consumedUncredited >= this.receiveWindow / 4) this.grantCredit();
+  }
+
+  private endReadable(): void {
+    if (this.readableEndPushed) return;
+    this.readableEndPushed = true;
+    this.push(null);
+  }
+
+  private failParked(err: Error): void {
+    const callback = this.parkedCallback;
+    this.parkedChunk = undefined;
+    this.parkedCallback = undefined;
+    callback?.(err);
+  }
+
+  private grantCredit(): void {
+    const amount = this.consumedUncredited;
+    if (amount === 0 || this.closedOnWire) return;
+    this.consumedUncredited = 0;
+    this.uncredited -= amount;
+    this.connection.send(FrameType.Credit, this.vci, encodeCredit(amount));
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.parkedChunk = chunk;
+    this.parkedCallback = callback;
+    this.flushParked();
+  }
+
+  private flushParked(): void {
+    let chunk = this.parkedChunk;
+    if (chunk === undefined) return;
+    if (this.closedOnWire || !this.connection.isOpen) {
+      this.failParked(new VcClosedError(Reason.ConnectionLost, `VC to ${this.remoteRoutingId} is closed`));
+      return;
+    }
+    while (chunk.length > 0 && this.sendCredit > 0) {
+      const size = Math.min(chunk.length, this.sendCredit, MAX_DATA_FRAME);
+      this.connection.send(FrameType.Data, this.vci, size === chunk.length ? chunk : chunk.subarray(0, size));
+      this.sendCredit -= size;
+      this.bytesSent += size;
+      chunk = chunk.subarray(size);
+    }
+    if (chunk.length > 0) {
+      this.parkedChunk = chunk;
+      return;
+    }
+    const callback = this.parkedCallback!;
+    this.parkedChunk = undefined;
+    this.parkedCallback = undefined;
+    callback();
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    // A VC has no half-close of its own: the multiplexer above finishes its streams first.
+    if (!this.closedOnWire) {
+      this.closedOnWire = true;
+      this.connection.send(FrameType.CloseVc, this.vci, encodeReason(Reason.Normal, 'closed'));
+    }
+    this.endReadable();
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    if (!this.closedOnWire) {
+      this.closedOnWire = true;
+      const reason = err instanceof VcClosedError ? err.reason : err ? Reason.Internal : Reason.Normal;
+      this.connection.send(FrameType.CloseVc, this.vci, encodeReason(reason, err ? err.message : 'closed'));
+    }
+    this.failParked(err ?? new VcClosedError(Reason.Normal, 'VC closed'));
+    this.received.length = 0;
+    this.receivedBytes = 0;
+    callback(err);
+  }
+}

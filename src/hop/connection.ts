@@ -1,0 +1,415 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import {
+  AuthenticationError,
+  ConnectionClosedError,
+  ProtocolError,
+  Reason,
+  RidproxyError,
+  TimeoutError,
+} from '../errors.js';
+import { Identity } from '../id/identity.js';
+import { RoutingId } from '../id/routing-id.js';
+import {
+  DEFAULT_MAX_PAYLOAD,
+  FrameDecoder,
+  FrameType,
+  PROTOCOL_VERSION,
+  decodeHello,
+  decodeReason,
+  encodeHeader,
+  encodeHello,
+  encodePreface,
+  encodeReason,
+  payloadOf,
+  proofTranscript,
+  type Frame,
+} from '../wire/index.js';
+
+export interface HopConnectionOptions {
+  socket: Socket;
+  identity: Identity;
+  /** True on the side that opened the TCP connection: it allocates odd VC ids, the other side even ones. */
+  initiator: boolean;
+  maxPayload?: number;
+  /** Milliseconds the peer has to complete preface, hello and proof. */
+  handshakeTimeout?: number;
+  /** Milliseconds between keepalive pings; 0 disables them. */
+  keepAliveInterval?: number;
+  /** Milliseconds without any frame from the peer, once a ping is outstanding, before the connection is declared dead. */
+  keepAliveTimeout?: number;
+  /** Human name of the peer for error messages, e.g. "proxy 127.0.0.1:8100". */
+  peerLabel?: string;
+}
+
+export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
+export const DEFAULT_KEEPALIVE_INTERVAL = 15_000;
+
+const PING_SIZE = 8;
+
+/**
+ * One TCP connection speaking the hop protocol, after both sides proved their keys.
+ * Owners (the proxy, or a process's manager) set `onFrame` and handle VC frames; this class
+ * handles the connection-level ones: ping/pong, go-away, and protocol errors.
+ */
+export class HopConnection extends EventEmitter {
+  readonly socket: Socket;
+  readonly peerPublicKey: Buffer;
+  readonly peerRoutingId: RoutingId;
+  readonly peerLabel: string;
+  /** Resolves when the connection ends: undefined after a clean local close, the error otherwise. Never rejects. */
+  readonly closed: Promise<RidproxyError | undefined>;
+
+  private onFrame: ((frame: Frame) => void) | undefined;
+  /** Frames that arrive before the owner calls start(); the handshake can deliver some in the proof's chunk. */
+  private pending: Frame[] = [];
+
+  private readonly decoder: FrameDecoder;
+  private nextVciValue: number;
+  private corked = false;
+  private closeError: RidproxyError | undefined;
+  private isClosed = false;
+  private resolveClosed!: (err: RidproxyError | undefined) => void;
+  private keepAliveTimer: NodeJS.Timeout | undefined;
+  private pingSentAt = 0;
+  private lastFrameAt = Date.now();
+  private rttMs: number | undefined;
+  private readonly keepAliveInterval: number;
+  private readonly keepAliveTimeout: number;
+  private readonly localRoutingId: RoutingId;
+
+  private constructor(options: HopConnectionOptions, decoder: FrameDecoder, peerPublicKey: Buffer) {
+    super();
+    this.socket = options.socket;
+    this.decoder = decoder;
+    this.peerPublicKey = peerPublicKey;
+    this.peerRoutingId = RoutingId.fromPublicKey(peerPublicKey);
+    this.peerLabel = options.peerLabel ?? `${this.socket.remoteAddress}:${this.socket.remotePort}`;
+    this.localRoutingId = options.identity.routingId;
+    this.nextVciValue = options.initiator ? 1 : 2;
+    this.keepAliveInterval = options.keepAliveInterval ?? DEFAULT_KEEPALIVE_INTERVAL;
+    this.keepAliveTimeout = options.keepAliveTimeout ?? this.keepAliveInterval * 2;
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    this.socket.on('close', () => this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} closed`)));
+    this.socket.on('error', (err) => this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} failed: ${err.message}`)));
+    if (this.keepAliveInterval > 0) this.scheduleKeepAlive();
+  }
+
+  /**
+   * Runs the handshake on a connected socket: both sides send the preface and a Hello with a
+   * fresh nonce, then sign the peer's nonce. Rejects with a typed error if the peer is not a
+   * ridproxy peer, speaks no common version, fails the proof, or is too slow.
+   */
+  static establish(options: HopConnectionOptions): Promise<HopConnection> {
+    const { socket, identity } = options;
+    const label = options.peerLabel ?? `${socket.remoteAddress}:${socket.remotePort}`;
+    const ownNonce = randomBytes(32);
+    return new Promise<HopConnection>((resolve, reject) => {
+      let peerHello: { publicKey: Buffer; nonce: Buffer } | undefined;
+      let settled = false;
+      let connection: HopConnection | undefined;
+
+      const fail = (err: RidproxyError): void => {
+        if (settled) return;
+        settled = true;
+        cleanup();
+        if (!(err instanceof ConnectionClosedError) && socket.writable) {
+          const reason = err instanceof AuthenticationError ? Reason.Authentication : err instanceof TimeoutError ? Reason.Timeout : Reason.Protocol;
+          socket.end(frameBytes(FrameType.GoAway, 0, encodeReason(reason, err.message)));
+          socket.destroySoon();
+        } else {
+          socket.destroy();
+        }
+        reject(err);
+      };
+      const decoder = new FrameDecoder({
+        maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+        onPreface: ({ minVersion, maxVersion }) => {
+          if (PROTOCOL_VERSION < minVersion || PROTOCOL_VERSION > maxVersion) {
+            throw new ProtocolError(
+              'ERR_UNSUPPORTED_VERSION',
+              `${label} speaks protocol versions ${minVersion}-${maxVersion}; this build speaks ${PROTOCOL_VERSION}`,
+            );
+          }
+        },
+        onFrame: (frame) => {
+          if (connection) {
+            connection.dispatch(frame);
+            return;
+          }
+          if (!peerHello) {
+            if (frame.type === FrameType.GoAway) {
+              const { reason, message } = decodeReason(payloadOf(frame));
+              throw new ConnectionClosedError(reason, `${label} refused the connection: ${message}`);
+            }
+            if (frame.type !== FrameType.Hello) {
+              throw new ProtocolError('ERR_PROTOCOL', `${label} sent frame type ${frame.type} before completing the handshake`);
+            }
+            peerHello = decodeHello(payloadOf(frame));
+            socket.write(frameBytes(FrameType.Proof, 0, identity.sign(proofTranscript(peerHello.nonce, ownNonce, identity.publicKey))));
+            return;
+          }
+          if (frame.type === FrameType.GoAway) {
+            const { reason, message } = decodeReason(payloadOf(frame));
+            throw new ConnectionClosedError(reason, `${label} refused the connection: ${message}`);
+          }
+          if (frame.type !== FrameType.Proof) {
+            throw new ProtocolError('ERR_PROTOCOL', `${label} sent frame type ${frame.type} instead of its identity proof`);
+          }
+          const transcript = proofTranscript(ownNonce, peerHello.nonce, peerHello.publicKey);
+          if (!Identity.verify(peerHello.publicKey, transcript, payloadOf(frame))) {
+            throw new AuthenticationError(`${label} failed to prove it holds the key for routing id ${RoutingId.fromPublicKey(peerHello.publicKey)}`);
+          }
+          connection = new HopConnection({ ...options, peerLabel: label }, decoder, peerHello.publicKey);
+        },
+      });
+
+      const onData = (chunk: Buffer): void => {
+        try {
+          decoder.push(chunk);
+        } catch (err) {
+          fail(asRidproxyError(err));
+          return;
+        }
+        if (connection && !settled) {
+          settled = true;
+          cleanup();
+          const established = connection;
+          socket.on('data', (next: Buffer) => established.receive(next));
+          resolve(established);
+        }
+      };
+      const onClose = (): void => fail(new ConnectionClosedError(Reason.ConnectionLost, `${label} closed the connection during the handshake`));
+      const onError = (err: Error): void => fail(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${label} failed during the handshake: ${err.message}`));
+      const timer = setTimeout(
+        () => fail(new TimeoutError(`${label} did not complete the handshake within ${options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT} ms`)),
+        options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
+      );
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        socket.off('data', onData);
+        socket.off('close', onClose);
+        socket.off('error', onError);
+      };
+      socket.on('data', onData);
+      socket.on('close', onClose);
+      socket.on('error', onError);
+      socket.setNoDelay(true);
+      socket.cork();
+      socket.write(encodePreface());
+      socket.write(frameBytes(FrameType.Hello, 0, encodeHello(identity.publicKey, ownNonce)));
+      socket.uncork();
+    });
+  }
+
+  /** Starts delivering VC and registration frames to `handler`, beginning with any that arrived early. */
+  start(handler: (frame: Frame) => void): void {
+    this.onFrame = handler;
+    const early = this.pending;
+    this.pending = [];
+    for (const frame of early) {
+      if (this.isClosed) return;
+      this.deliver(frame);
+    }
+  }
+
+  get routingId(): RoutingId {
+    return this.localRoutingId;
+  }
+
+  /** Round-trip time of the last keepalive ping, in milliseconds. */
+  get rtt(): number | undefined {
+    return this.rttMs;
+  }
+
+  /** Bytes written to this connection that the kernel has not yet taken. */
+  get bufferedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  get isOpen(): boolean {
+    return !this.isClosed;
+  }
+
+  /** The error the connection ended with, once it has ended. */
+  get error(): RidproxyError | undefined {
+    return this.closeError;
+  }
+
+  /** Allocates a VC id from this side's half of the space; ids are never reused on a connection. */
+  allocateVci(): number {
+    const vci = this.nextVciValue;
+    if (vci > 0xffff_fffe) throw new ProtocolError('ERR_PROTOCOL', `VC ids exhausted on the connection to ${this.peerLabel}`);
+    this.nextVciValue += 2;
+    return vci;
+  }
+
+  /** True if `vci` was already allocated by the side that owns its parity (so a late frame for it is stale, not bogus). */
+  wasAllocated(vci: number): boolean {
+    const ownParity = this.nextVciValue % 2;
+    if (vci % 2 === ownParity) return vci < this.nextVciValue;
+    return vci <= this.peerHighestVci;
+  }
+
+  /** Records a VC id the peer allocated (from its OpenVc), enforcing that ids only grow. */
+  notePeerVci(vci: number): boolean {
+    if (vci % 2 === this.nextVciValue % 2 || vci <= this.peerHighestVci) return false;
+    this.peerHighestVci = vci;
+    return true;
+  }
+
+  private peerHighestVci = 0;
+
+  /** Set once the peer announced it is going away: no new VCs may be opened on this connection. */
+  peerGoAway: ConnectionClosedError | undefined;
+  /** Set once this side announced it is going away. */
+  localGoAway = false;
+
+  /** Announces that this side opens and accepts no new VCs; existing ones may finish. */
+  goAway(reason: Reason, message: string): void {
+    if (this.isClosed || this.localGoAway) return;
+    this.localGoAway = true;
+    this.send(FrameType.GoAway, 0, encodeReason(reason, message));
+  }
+
+  /**
+   * Queues a frame. Writes in one tick are corked together so the kernel sees them as one
+   * writev; payload buffers are handed over as they are, never copied.
+   */
+  send(type: FrameType, vci: number, payload?: Buffer | readonly Buffer[]): void {
+    if (this.isClosed) return;
+    const socket = this.socket;
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    if (payload === undefined) {
+      socket.write(encodeHeader(type, vci, 0));
+    } else if (Buffer.isBuffer(payload)) {
+      socket.write(encodeHeader(type, vci, payload.length));
+      if (payload.length > 0) socket.write(payload);
+    } else {
+      let length = 0;
+      for (const part of payload) length += part.length;
+      socket.write(encodeHeader(type, vci, length));
+      for (const part of payload) if (part.length > 0) socket.write(part);
+    }
+  }
+
+  /** Tells the peer why, then closes. Frames already queued are still delivered. */
+  close(reason: Reason = Reason.Normal, message = 'closed'): void {
+    if (this.isClosed) return;
+    if (!this.localGoAway) this.send(FrameType.GoAway, 0, encodeReason(reason, message));
+    this.finish(reason === Reason.Normal ? undefined : new ConnectionClosedError(reason, message), true);
+    this.socket.end();
+    this.socket.setTimeout(DEFAULT_HANDSHAKE_TIMEOUT, () => this.socket.destroy());
+  }
+
+  /** Drops the connection at once, e.g. for a peer that broke the protocol. */
+  destroy(err?: RidproxyError): void {
+    this.finish(err);
+    this.socket.destroy();
+  }
+
+  private receive(chunk: Buffer): void {
+    if (this.isClosed) return;
+    this.lastFrameAt = Date.now();
+    try {
+      this.decoder.push(chunk);
+    } catch (err) {
+      this.failProtocol(asRidproxyError(err));
+    }
+  }
+
+  private dispatch(frame: Frame): void {
+    if (this.isClosed) return;
+    try {
+      switch (frame.type) {
+        case FrameType.Ping:
+          this.send(FrameType.Pong, 0, payloadOf(frame));
+          return;
+        case FrameType.Pong:
+          if (this.pingSentAt !== 0) {
+            this.rttMs = Date.now() - this.pingSentAt;
+            this.pingSentAt = 0;
+          }
+          return;
+        case FrameType.GoAway: {
+          const { reason, message } = decodeReason(payloadOf(frame));
+          this.peerGoAway = new ConnectionClosedError(reason, `${this.peerLabel} is going away: ${message}`);
+          this.emit('goaway', this.peerGoAway);
+          return;
+        }
+        case FrameType.Hello:
+        case FrameType.Proof:
+          throw new ProtocolError('ERR_PROTOCOL', `${this.peerLabel} repeated the handshake on an established connection`);
+        default:
+          if (this.onFrame) this.deliver(frame);
+          else this.pending.push(frame);
+      }
+    } catch (err) {
+      this.failProtocol(asRidproxyError(err));
+    }
+  }
+
+  private deliver(frame: Frame): void {
+    try {
+      this.onFrame!(frame);
+    } catch (err) {
+      this.failProtocol(asRidproxyError(err));
+    }
+  }
+
+  /** Sends the peer a go-away naming its violation, then drops the connection. */
+  failProtocol(err: RidproxyError): void {
+    if (this.isClosed) return;
+    this.send(FrameType.GoAway, 0, encodeReason(err instanceof ProtocolError || err instanceof AuthenticationError ? Reason.Protocol : Reason.Internal, err.message));
+    this.finish(err);
+    // Give the go-away a chance to reach the peer; the socket is gone either way.
+    this.socket.end();
+    this.socket.destroySoon();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  private scheduleKeepAlive(): void {
+    this.keepAliveTimer = setInterval(() => {
+      const now = Date.now();
+      if (this.pingSentAt !== 0 && now - Math.max(this.pingSentAt, this.lastFrameAt) >= this.keepAliveTimeout - this.keepAliveInterval) {
+        this.destroy(new ConnectionClosedError(Reason.Timeout, `${this.peerLabel} stopped answering keepalive pings`));
+        return;
+      }
+      if (this.pingSentAt === 0) {
+        this.pingSentAt = now;
+        this.send(FrameType.Ping, 0, randomBytes(PING_SIZE));
+      }
+    }, this.keepAliveInterval);
+    this.keepAliveTimer.unref();
+  }
+
+  private finish(err: RidproxyError | undefined, local = false): void {
+    if (this.isClosed) return;
+    // A peer that said why it was leaving (superseded, shutting down) is the better explanation.
+    if (this.peerGoAway && (err === undefined || err.code === 'ERR_CONNECTION_LOST')) err = this.peerGoAway;
+    this.isClosed = true;
+    this.closeError = err;
+    if (this.keepAliveTimer) clearInterval(this.keepAliveTimer);
+    this.resolveClosed(err);
+    this.emit('close', err, local);
+  }
+}
+
+function frameBytes(type: FrameType, vci: number, payload: Buffer): Buffer {
+  return Buffer.concat([encodeHeader(type, vci, payload.length), payload]);
+}
+
+function asRidproxyError(err: unknown): RidproxyError {
+  if (err instanceof RidproxyError) return err;
+  return new RidproxyError('ERR_INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
+}

@@ -1,0 +1,557 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { ProtocolError, Reason, type RidproxyError } from '../errors.js';
+import { Endpoint } from '../id/endpoint.js';
+import { Identity } from '../id/identity.js';
+import type { RoutingId } from '../id/routing-id.js';
+import { HopConnection } from '../hop/connection.js';
+import {
+  DEFAULT_MAX_PAYLOAD,
+  FrameType,
+  decodeCredit,
+  decodeOpenVc,
+  decodeWindow,
+  encodeReason,
+  payloadOf,
+  type Frame,
+} from '../wire/index.js';
+
+export interface ProxyOptions {
+  /** Interface to listen on. Default 127.0.0.1: exposing a proxy publicly is a deliberate choice. */
+  host?: string;
+  /** TCP port; 0 picks a free one. Default 0. */
+  port?: number;
+  /** The proxy's own identity; generated in memory when absent. */
+  identity?: Identity;
+  /** Largest frame payload accepted from a peer. */
+  maxPayload?: number;
+  /** Milliseconds a new connection has to complete the handshake. */
+  handshakeTimeout?: number;
+  /** Milliseconds between keepalive pings on hop connections; 0 disables. */
+  keepAliveInterval?: number;
+  /** Largest receive window a VC end may announce; bounds what one VC can make the proxy hold. */
+  maxVcWindow?: number;
+  /** Bytes the proxy may commit to VC windows in total; beyond it new VCs are refused (Reason.Limit). */
+  bufferBudget?: number;
+  /** Bytes the proxy may commit to the VCs of one hop connection. */
+  connectionBufferBudget?: number;
+  /** When set, Register frames must carry this token. */
+  registrationToken?: string;
+}
+
+export const DEFAULT_MAX_VC_WINDOW = 4 << 20;
+export const DEFAULT_BUFFER_BUDGET = 1 << 30;
+export const DEFAULT_CONNECTION_BUFFER_BUDGET = 256 << 20;
+
+export interface ProxyStats {
+  connections: number;
+  registrations: number;
+  vcs: number;
+  /** Bytes written to hop sockets that the kernel has not yet taken, summed now. */
+  bufferedBytes: number;
+  /** Highest bufferedBytes seen on any single hop connection. */
+  peakConnectionBufferedBytes: number;
+  /** Window bytes committed to open VCs (the budget's current use). */
+  reservedBytes: number;
+  bytesForwarded: number;
+  vcsRejected: number;
+  protocolErrors: number;
+  /** Frames for VCs that had just closed, dropped as the protocol allows. */
+  staleFrames: number;
+}
+
+export interface ProxyServerReport {
+  routingId: string;
+  /** Where the server's hop connection comes from. */
+  address: string;
+  vcs: number;
+  /** Payload bytes the server sent through the proxy. */
+  bytesIn: number;
+  /** Payload bytes the proxy delivered to the server. */
+  bytesOut: number;
+  connectedSeconds: number;
+}
+
+export interface ProxyStatusReport {
+  endpoint: string;
+  routingId: string;
+  uptimeSeconds: number;
+  connections: number;
+  vcs: number;
+  bytesForwarded: number;
+  bufferedBytes: number;
+  servers: ProxyServerReport[];
+}
+
+/** One direction's half of a routed VC as seen from one hop connection. */
+interface VcSide {
+  route: VcRoute;
+  /** True for the side that sent OpenVc. */
+  opener: boolean;
+}
+
+interface VcRoute {
+  opener: ProxyConnection;
+  openerVci: number;
+  acceptor: ProxyConnection;
+  acceptorVci: number;
+  accepted: boolean;
+  /** Bytes the opener may still send toward the acceptor (the acceptor's unreturned credit). */
+  creditToAcceptor: number;
+  /** Bytes the acceptor may still send toward the opener. */
+  creditToOpener: number;
+  openerWindow: number;
+  acceptorWindow: number;
+  reserved: number;
+}
+
+interface ProxyConnection {
+  hop: HopConnection;
+  vcs: Map<number, VcSide>;
+  reserved: number;
+  connectedAt: number;
+  /** Payload bytes received from this connection's process and forwarded. */
+  bytesIn: number;
+  /** Payload bytes forwarded to this connection's process. */
+  bytesOut: number;
+}
+
+/**
+ * The frame router: a routing table (RID -> hop connection) and a VC table pairing
+ * (connection, vci) ends. It rewrites VC ids and forwards payload buffers as they arrived;
+ * it never reads them. Credit is tracked per VC direction so no peer can make it hold more
+ * than the windows it committed to, and those commitments are bounded by the budgets.
+ */
+export class Proxy {
+  readonly identity: Identity;
+  readonly endpoint: string;
+  readonly host: string;
+  readonly port: number;
+
+  private readonly server: Server;
+  private readonly options: Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'host' | 'port'>> & { registrationToken: string | undefined };
+  private readonly connections = new Set<ProxyConnection>();
+  private readonly handshaking = new Set<Socket>();
+  private readonly routes = new Map<string, ProxyConnection>();
+  private reserved = 0;
+  private counters = { bytesForwarded: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0 };
+  private closing: Promise<void> | undefined;
+  private readonly startedAt = Date.now();
+
+  private constructor(server: Server, identity: Identity, host: string, port: number, options: ProxyOptions) {
+    this.server = server;
+    this.identity = identity;
+    this.host = host;
+    this.port = port;
+    this.endpoint = new Endpoint(host, port, identity.routingId).toString();
+    this.options = {
+      maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+      handshakeTimeout: options.handshakeTimeout ?? 10_000,
+      keepAliveInterval: options.keepAliveInterval ?? 15_000,
+      maxVcWindow: options.maxVcWindow ?? DEFAULT_MAX_VC_WINDOW,
+      bufferBudget: options.bufferBudget ?? DEFAULT_BUFFER_BUDGET,
+      connectionBufferBudget: options.connectionBufferBudget ?? DEFAULT_CONNECTION_BUFFER_BUDGET,
+      registrationToken: options.registrationToken,
+    };
+    server.on('connection', (socket) => this.accept(socket));
+  }
+
+  /** Starts a proxy listening on host:port (default 127.0.0.1 and a free port). */
+  static async listen(options: ProxyOptions = {}): Promise<Proxy> {
+    const host = options.host ?? '127.0.0.1';
+    const server = createServer({ noDelay: true });
+    server.listen(options.port ?? 0, host);
+    await Promise.race([
+      once(server, 'listening'),
+      once(server, 'error').then(([err]: Error[]) => {
+        throw err;
+      }),
+    ]);
+    const address = server.address();
+    if (address === null || typeof address === 'string') throw new Error('proxy server has no TCP address');
+    return new Proxy(server, options.identity ?? Identity.generate(), host, address.port, options);
+  }
+
+  get routingId(): RoutingId {
+    return this.identity.routingId;
+  }
+
+  stats(): ProxyStats {
+    let vcs = 0;
+    let bufferedBytes = 0;
+    for (const conn of this.connections) {
+      bufferedBytes += conn.hop.bufferedBytes;
+      for (const side of conn.vcs.values()) if (side.opener) vcs++;
+    }
+    return {
+      connections: this.connections.size,
+      registrations: this.routes.size,
+      vcs,
+      bufferedBytes,
+      peakConnectionBufferedBytes: this.counters.peakConnectionBufferedBytes,
+      reservedBytes: this.reserved,
+      bytesForwarded: this.counters.bytesForwarded,
+      vcsRejected: this.counters.vcsRejected,
+      protocolErrors: this.counters.protocolErrors,
+      staleFrames: this.counters.staleFrames,
+    };
+  }
+
+  /**
+   * Stops accepting connections, tells every connected process the proxy is going away, lets
+   * open VCs finish for up to `drainTimeout` ms, then drops whatever is left.
+   */
+  close(options: { drainTimeout?: number } = {}): Promise<void> {
+    this.closing ??= this.shutdown(options.drainTimeout ?? 0);
+    return this.closing;
+  }
+
+  private async shutdown(drainTimeout: number): Promise<void> {
+    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.handshaking) socket.destroy();
+    for (const conn of this.connections) {
+      conn.hop.goAway(Reason.GoingAway, 'the proxy is shutting down');
+      this.closeIfIdle(conn);
+    }
+    if (drainTimeout > 0 && this.connections.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all([...this.connections].map((conn) => conn.hop.closed)),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, drainTimeout);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    for (const conn of this.connections) conn.hop.destroy();
+    await Promise.all([...this.connections].map((conn) => conn.hop.closed));
+    await serverClosed;
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    this.handshaking.add(socket);
+    HopConnection.establish({
+      socket,
+      identity: this.identity,
+      initiator: false,
+      maxPayload: this.options.maxPayload,
+      handshakeTimeout: this.options.handshakeTimeout,
+      keepAliveInterval: this.options.keepAliveInterval,
+    }).then(
+      (hop) => {
+        this.handshaking.delete(socket);
+        if (this.closing) {
+          hop.close(Reason.GoingAway, 'the proxy is shutting down');
+          return;
+        }
+        this.adopt(hop);
+      },
+      () => {
+        this.handshaking.delete(socket);
+        this.counters.protocolErrors++;
+      },
+    );
+  }
+
+  private adopt(hop: HopConnection): void {
+    const conn: ProxyConnection = { hop, vcs: new Map(), reserved: 0, connectedAt: Date.now(), bytesIn: 0, bytesOut: 0 };
+    this.connections.add(conn);
+    hop.on('close', (err: RidproxyError | undefined) => this.drop(conn, err));
+    hop.on('goaway', () => this.unregister(conn));
+    hop.start((frame) => this.route(conn, frame));
+  }
+
+  private route(conn: ProxyConnection, frame: Frame): void {
+    switch (frame.type) {
+      case FrameType.Data:
+        this.forwardData(conn, frame);
+        return;
+      case FrameType.Credit:
+        this.forwardCredit(conn, frame);
+        return;
+      case FrameType.OpenVc:
+        this.openVc(conn, frame);
+        return;
+      case FrameType.VcAccepted:
+        this.vcAccepted(conn, frame);
+        return;
+      case FrameType.VcRejected:
+      case FrameType.CloseVc:
+        this.forwardClose(conn, frame);
+        return;
+      case FrameType.Register:
+        this.register(conn, frame);
+        return;
+      case FrameType.Unregister:
+        this.unregister(conn);
+        return;
+      case FrameType.StatusRequest:
+        this.answerStatus(conn, frame);
+        return;
+      default:
+        throw new ProtocolError('ERR_PROTOCOL', `frame type ${frame.type} is not valid from a process to the proxy`);
+    }
+  }
+
+  /** What `proxy status` shows: registered servers and traffic. Withheld from callers without the token, when one is set. */
+  report(): ProxyStatusReport {
+    const now = Date.now();
+    const servers: ProxyServerReport[] = [];
+    for (const [routingId, conn] of this.routes) {
+      servers.push({
+        routingId,
+        address: conn.hop.peerLabel,
+        vcs: conn.vcs.size,
+        bytesIn: conn.bytesIn,
+        bytesOut: conn.bytesOut,
+        connectedSeconds: Math.round((now - conn.connectedAt) / 1000),
+      });
+    }
+    const stats = this.stats();
+    return {
+      endpoint: this.endpoint,
+      routingId: this.routingId.toString(),
+      uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+      connections: stats.connections,
+      vcs: stats.vcs,
+      bytesForwarded: stats.bytesForwarded,
+      bufferedBytes: stats.bufferedBytes,
+      servers,
+    };
+  }
+
+  private answerStatus(conn: ProxyConnection, frame: Frame): void {
+    const token = this.options.registrationToken;
+    const body =
+      token !== undefined && payloadOf(frame).toString('utf8') !== token
+        ? { error: { reason: Reason.Unauthorized, message: `proxy ${this.endpoint} shows its status only to callers presenting its token` } }
+        : { status: this.report() };
+    conn.hop.send(FrameType.StatusResponse, 0, Buffer.from(JSON.stringify(body), 'utf8'));
+  }
+
+  private register(conn: ProxyConnection, frame: Frame): void {
+    const { hop } = conn;
+    const token = this.options.registrationToken;
+    if (token !== undefined && payloadOf(frame).toString('utf8') !== token) {
+      hop.send(FrameType.RegisterError, 0, encodeReason(Reason.Unauthorized, `proxy ${this.endpoint} requires a valid registration token`));
+      return;
+    }
+    if (this.closing || hop.localGoAway) {
+      hop.send(FrameType.RegisterError, 0, encodeReason(Reason.GoingAway, 'the proxy is shutting down'));
+      return;
+    }
+    const key = hop.peerRoutingId.toString();
+    const previous = this.routes.get(key);
+    if (previous !== undefined && previous !== conn) {
+      previous.hop.close(Reason.Superseded, `routing id ${key} was registered again from another connection (${hop.peerLabel})`);
+    }
+    this.routes.set(key, conn);
+    hop.send(FrameType.RegisterOk, 0);
+  }
+
+  private unregister(conn: ProxyConnection): void {
+    const key = conn.hop.peerRoutingId.toString();
+    if (this.routes.get(key) === conn) this.routes.delete(key);
+    this.closeIfIdle(conn);
+  }
+
+  private openVc(conn: ProxyConnection, frame: Frame): void {
+    const { hop } = conn;
+    const vci = frame.vci;
+    if (!hop.notePeerVci(vci)) {
+      throw new ProtocolError('ERR_PROTOCOL', `OpenVc reuses or misallocates VC id ${vci}`);
+    }
+    const payload = payloadOf(frame);
+    const open = decodeOpenVc(payload);
+    if (!open.src.equals(hop.peerRoutingId) || !open.srcPublicKey.equals(hop.peerPublicKey)) {
+      throw new ProtocolError('ERR_PROTOCOL', `OpenVc claims source ${open.src}, but this connection proved routing id ${hop.peerRoutingId}`);
+    }
+    const reject = (reason: Reason, message: string): void => {
+      this.counters.vcsRejected++;
+      hop.send(FrameType.VcRejected, vci, encodeReason(reason, message));
+    };
+    if (this.closing || hop.localGoAway) {
+      reject(Reason.GoingAway, `proxy ${this.endpoint} is shutting down`);
+      return;
+    }
+    if (open.window === 0 || open.window > this.options.maxVcWindow) {
+      reject(Reason.Limit, `VC window ${open.window} is outside 1-${this.options.maxVcWindow} bytes allowed by proxy ${this.endpoint}`);
+      return;
+    }
+    const target = this.routes.get(open.dst.toString());
+    if (target === undefined || !target.hop.isOpen) {
+      reject(Reason.UnknownDestination, `no server with routing id ${open.dst} is registered on proxy ${this.endpoint}`);
+      return;
+    }
+    if (target.hop.peerGoAway) {
+      reject(Reason.GoingAway, `server ${open.dst} is going away from proxy ${this.endpoint}`);
+      return;
+    }
+    // Reserve the largest window the acceptor may announce; VcAccepted trims it to the real one.
+    const reserve = open.window + this.options.maxVcWindow;
+    if (
+      this.reserved + reserve > this.options.bufferBudget ||
+      conn.reserved + reserve > this.options.connectionBufferBudget ||
+      target.reserved + reserve > this.options.connectionBufferBudget
+    ) {
+      reject(Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for another VC`);
+      return;
+    }
+    const route: VcRoute = {
+      opener: conn,
+      openerVci: vci,
+      acceptor: target,
+      acceptorVci: target.hop.allocateVci(),
+      accepted: false,
+      creditToAcceptor: 0,
+      creditToOpener: open.window,
+      openerWindow: open.window,
+      acceptorWindow: 0,
+      reserved: 0,
+    };
+    this.adjustReservation(route, reserve);
+    conn.vcs.set(vci, { route, opener: true });
+    target.vcs.set(route.acceptorVci, { route, opener: false });
+    target.hop.send(FrameType.OpenVc, route.acceptorVci, frame.parts);
+  }
+
+  private vcAccepted(conn: ProxyConnection, frame: Frame): void {
+    const side = this.sideOf(conn, frame.vci);
+    if (side === undefined) return;
+    const { route } = side;
+    if (side.opener || route.accepted) {
+      throw new ProtocolError('ERR_PROTOCOL', `VcAccepted for VC id ${frame.vci}, which is not awaiting acceptance from this side`);
+    }
+    const window = decodeWindow(payloadOf(frame));
+    if (window === 0 || window > this.options.maxVcWindow) {
+      this.closeRoute(route, Reason.Limit, `VC window ${window} is outside 1-${this.options.maxVcWindow} bytes allowed by proxy ${this.endpoint}`);
+      return;
+    }
+    route.accepted = true;
+    route.acceptorWindow = window;
+    route.creditToAcceptor = window;
+    this.adjustReservation(route, route.openerWindow + window);
+    route.opener.hop.send(FrameType.VcAccepted, route.openerVci, frame.parts);
+  }
+
+  private forwardData(conn: ProxyConnection, frame: Frame): void {
+    const side = this.sideOf(conn, frame.vci);
+    if (side === undefined) return;
+    const { route } = side;
+    const length = frame.length;
+    if (side.opener) {
+      if (length > route.creditToAcceptor) throw this.overrun(conn, route.creditToAcceptor, length);
+      route.creditToAcceptor -= length;
+    } else {
+      if (length > route.creditToOpener) throw this.overrun(conn, route.creditToOpener, length);
+      route.creditToOpener -= length;
+    }
+    const peer = side.opener ? route.acceptor : route.opener;
+    peer.hop.send(FrameType.Data, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
+    this.counters.bytesForwarded += length;
+    conn.bytesIn += length;
+    peer.bytesOut += length;
+    const buffered = peer.hop.bufferedBytes;
+    if (buffered > this.counters.peakConnectionBufferedBytes) this.counters.peakConnectionBufferedBytes = buffered;
+  }
+
+  private forwardCredit(conn: ProxyConnection, frame: Frame): void {
+    const side = this.sideOf(conn, frame.vci);
+    if (side === undefined) return;
+    const { route } = side;
+    const amount = decodeCredit(payloadOf(frame));
+    // Credit flows from the receiver: the opener's Credit lets the acceptor send more, and vice versa.
+    if (side.opener) {
+      if (route.creditToOpener + amount > route.openerWindow) throw this.creditOverflow(conn, route.openerWindow);
+      route.creditToOpener += amount;
+      route.acceptor.hop.send(FrameType.Credit, route.acceptorVci, frame.parts);
+    } else {
+      if (route.creditToAcceptor + amount > route.acceptorWindow) throw this.creditOverflow(conn, route.acceptorWindow);
+      route.creditToAcceptor += amount;
+      route.opener.hop.send(FrameType.Credit, route.openerVci, frame.parts);
+    }
+  }
+
+  private forwardClose(conn: ProxyConnection, frame: Frame): void {
+    const side = this.sideOf(conn, frame.vci);
+    if (side === undefined) return;
+    const { route } = side;
+    if (frame.type === FrameType.VcRejected && (side.opener || route.accepted)) {
+      throw new ProtocolError('ERR_PROTOCOL', `VcRejected for VC id ${frame.vci}, which is not awaiting acceptance from this side`);
+    }
+    const peer = side.opener ? route.acceptor : route.opener;
+    const type = frame.type === FrameType.CloseVc && !side.opener && !route.accepted ? FrameType.VcRejected : frame.type;
+    peer.hop.send(type, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
+    if (frame.type === FrameType.VcRejected) this.counters.vcsRejected++;
+    this.forget(route);
+  }
+
+  /** The VC a frame belongs to; undefined for a frame that raced with the VC's close (dropped). */
+  private sideOf(conn: ProxyConnection, vci: number): VcSide | undefined {
+    const side = conn.vcs.get(vci);
+    if (side !== undefined) return side;
+    if (conn.hop.wasAllocated(vci)) {
+      this.counters.staleFrames++;
+      return undefined;
+    }
+    throw new ProtocolError('ERR_PROTOCOL', `frame for unknown VC id ${vci}`);
+  }
+
+  private overrun(conn: ProxyConnection, credit: number, length: number): ProtocolError {
+    return new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} sent a ${length}-byte Data frame with only ${credit} bytes of credit`);
+  }
+
+  private creditOverflow(conn: ProxyConnection, window: number): ProtocolError {
+    return new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} granted credit beyond its announced window of ${window} bytes`);
+  }
+
+  /** Closes a VC on both sides with a reason (e.g. a limit the acceptor broke). */
+  private closeRoute(route: VcRoute, reason: Reason, message: string): void {
+    const payload = encodeReason(reason, message);
+    route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
+    route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
+    this.forget(route);
+  }
+
+  private forget(route: VcRoute): void {
+    route.opener.vcs.delete(route.openerVci);
+    route.acceptor.vcs.delete(route.acceptorVci);
+    this.adjustReservation(route, 0);
+    this.closeIfIdle(route.opener);
+    this.closeIfIdle(route.acceptor);
+  }
+
+  private adjustReservation(route: VcRoute, amount: number): void {
+    const delta = amount - route.reserved;
+    route.reserved = amount;
+    this.reserved += delta;
+    route.opener.reserved += delta;
+    route.acceptor.reserved += delta;
+  }
+
+  /** A connection told to go away (either direction) is closed once its last VC is gone. */
+  private closeIfIdle(conn: ProxyConnection): void {
+    if (conn.vcs.size > 0 || !conn.hop.isOpen) return;
+    if (conn.hop.localGoAway || conn.hop.peerGoAway) conn.hop.close(Reason.GoingAway, 'going away');
+  }
+
+  private drop(conn: ProxyConnection, err: RidproxyError | undefined): void {
+    if (!this.connections.delete(conn)) return;
+    if (err instanceof ProtocolError) this.counters.protocolErrors++;
+    const key = conn.hop.peerRoutingId.toString();
+    if (this.routes.get(key) === conn) this.routes.delete(key);
+    const why = err?.code === 'ERR_SUPERSEDED' ? 'was superseded by a newer connection' : 'was lost';
+    for (const { route, opener } of conn.vcs.values()) {
+      const role = opener ? 'client' : 'server';
+      const message = `${role} connection of ${conn.hop.peerRoutingId} to proxy ${this.endpoint} ${why}`;
+      const payload = encodeReason(Reason.ConnectionLost, message);
+      if (opener) route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
+      else route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
+      this.forget(route);
+    }
+  }
+}

@@ -1,0 +1,150 @@
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { HopConnection } from '../../src/hop/connection.js';
+import { Identity } from '../../src/id/identity.js';
+import { Link } from '../../src/manager/link.js';
+import { Proxy } from '../../src/proxy/proxy.js';
+import type { VirtualCircuit } from '../../src/hop/circuit.js';
+import { FrameDecoder, FrameType, encodeHeader, encodeHello, encodePreface, payloadOf, decodeReason, type Frame } from '../../src/wire/index.js';
+import { activeResources, delay, digestStream, expectNoLeaks, waitFor, writeRandom } from '../helpers.js';
+
+const MiB = 1 << 20;
+
+async function socketTo(port: number): Promise<Socket> {
+  const socket = connect({ host: '127.0.0.1', port });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return socket;
+}
+
+/** A process-side hop link to the proxy, below the Manager: VCs as raw byte streams. */
+async function linkTo(proxy: Proxy, identity = Identity.generate(), window = 1 * MiB): Promise<Link> {
+  const hop = await HopConnection.establish({ socket: await socketTo(proxy.port), identity, initiator: true, keepAliveInterval: 0 });
+  const link = new Link(hop, identity, window);
+  link.start();
+  const openVc = link.openVc.bind(link);
+  // Tests here hold VCs without a multiplexer above them; their teardown errors are expected.
+  link.openVc = async (...args) => {
+    const circuit = await openVc(...args);
+    circuit.on('error', () => undefined);
+    return circuit;
+  };
+  return link;
+}
+
+describe('proxy routing of VCs', () => {
+  let proxy: Proxy;
+  let baseline: Record<string, number>;
+  const links: Link[] = [];
+
+  beforeEach(async () => {
+    baseline = activeResources();
+    proxy = await Proxy.listen({ keepAliveInterval: 0 });
+  });
+
+  afterEach(async () => {
+    for (const link of links.splice(0)) link.close();
+    await proxy.close();
+    await expectNoLeaks(baseline);
+  });
+
+  async function server(identity?: Identity): Promise<{ link: Link; circuits: VirtualCircuit[] }> {
+    const link = await linkTo(proxy, identity);
+    links.push(link);
+    const circuits: VirtualCircuit[] = [];
+    link.decide = () => undefined;
+    link.on('circuit', (circuit: VirtualCircuit) => {
+      circuit.on('error', () => undefined);
+      circuits.push(circuit);
+    });
+    await link.register();
+    return { link, circuits };
+  }
+
+  it('forwards a VC byte stream by routing id, rewriting VC ids, with every byte intact', async () => {
+    const s = await server();
+    const client = await linkTo(proxy);
+    links.push(client);
+    const vc = await client.openVc(s.link.hop.routingId);
+    await waitFor(() => s.circuits.length === 1, 'the server to see the VC');
+    const [sent, received] = await Promise.all([writeRandom(vc, 32 * MiB), digestStream(s.circuits[0])]);
+    expect(received).toEqual({ sha256: sent, bytes: 32 * MiB });
+    expect(s.circuits[0].remoteRoutingId.equals(client.hop.routingId)).toBe(true);
+    expect(proxy.stats().bytesForwarded).toBe(32 * MiB);
+  });
+
+  it('rejects a VC to an unregistered routing id, naming the id and the proxy', async () => {
+    const client = await linkTo(proxy);
+    links.push(client);
+    const nobody = Identity.generate().routingId;
+    await expect(client.openVc(nobody)).rejects.toMatchObject({
+      code: 'ERR_UNKNOWN_DESTINATION',
+      message: `no server with routing id ${nobody} is registered on proxy ${proxy.endpoint}`,
+    });
+    expect(proxy.stats().vcsRejected).toBe(1);
+  });
+
+  it('never lets a sender exceed its credit: a stalled receiver process holds the proxy to one window', async () => {
+    const s = await server();
+    const client = await linkTo(proxy);
+    links.push(client);
+    const vc = await client.openVc(s.link.hop.routingId);
+    await waitFor(() => s.circuits.length === 1, 'the server to see the VC');
+    // The server process stops reading its socket entirely (as if frozen).
+    s.link.hop.socket.pause();
+    void writeRandom(vc, 64 * MiB, 64 * 1024, false).catch(() => undefined);
+    await delay(300);
+    const window = 1 * MiB;
+    expect(proxy.stats().peakConnectionBufferedBytes).toBeLessThanOrEqual(window + 64 * 1024);
+    expect(proxy.stats().bytesForwarded).toBeLessThanOrEqual(window);
+    vc.destroy();
+    s.link.hop.socket.resume();
+  });
+
+  it('refuses a process that claims a public key it cannot sign for', async () => {
+    const victim = Identity.generate();
+    const socket = await socketTo(proxy.port);
+    const frames: Frame[] = [];
+    const decoder = new FrameDecoder({ onPreface: () => undefined, onFrame: (frame) => frames.push(frame) });
+    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+    const hello = encodeHello(victim.publicKey, randomBytes(32));
+    socket.write(Buffer.concat([encodePreface(), encodeHeader(FrameType.Hello, 0, hello.length), hello]));
+    await waitFor(() => frames.length >= 2, "the proxy's hello and proof");
+    // Without the victim's private key the best an impostor can send is a signature by another key.
+    const forged = Identity.generate().sign(Buffer.from('anything'));
+    socket.write(Buffer.concat([encodeHeader(FrameType.Proof, 0, forged.length), forged]));
+    await new Promise((resolve) => socket.once('close', resolve));
+    const goAway = frames.find((frame) => frame.type === FrameType.GoAway);
+    expect(goAway && decodeReason(payloadOf(goAway)).message).toContain(`failed to prove it holds the key for routing id ${victim.routingId}`);
+    expect(proxy.stats().registrations).toBe(0);
+  });
+
+  it('supersedes the old connection when the same key registers again, telling it why', async () => {
+    const identity = Identity.generate();
+    const first = await server(identity);
+    const second = await server(identity);
+    const err = await first.link.hop.closed;
+    expect(err).toMatchObject({ code: 'ERR_SUPERSEDED' });
+    expect(proxy.stats().registrations).toBe(1);
+    const client = await linkTo(proxy);
+    links.push(client);
+    await client.openVc(identity.routingId);
+    await waitFor(() => second.circuits.length === 1, 'the new registration to get the VC');
+  });
+
+  it('drops a peer that is not speaking the protocol and keeps serving others', async () => {
+    const socket = await socketTo(proxy.port);
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((resolve) => socket.once('close', resolve));
+    const s = await server();
+    const client = await linkTo(proxy);
+    links.push(client);
+    await client.openVc(s.link.hop.routingId);
+    expect(proxy.stats().protocolErrors).toBe(1);
+  });
+});
