@@ -37,9 +37,24 @@ export interface ProxyOptions {
   connectionBufferBudget?: number;
   /** When set, Register frames must carry this token. */
   registrationToken?: string;
+  /** Hop connections (including ones still in their handshake) the proxy holds at once. */
+  maxConnections?: number;
+  /** Hop connections from one source IP address. */
+  maxConnectionsPerAddress?: number;
+  /** Registered routing IDs. */
+  maxRegistrations?: number;
+  /** Open VCs per hop connection (as opener or acceptor). */
+  maxVcsPerConnection?: number;
+  /** Milliseconds a connection with no VCs and no registration may stay open. 0 disables. */
+  idleTimeout?: number;
 }
 
 export const DEFAULT_MAX_VC_WINDOW = 4 << 20;
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
+export const DEFAULT_MAX_REGISTRATIONS = 10_000;
+export const DEFAULT_MAX_VCS_PER_CONNECTION = 1_000;
+export const DEFAULT_IDLE_TIMEOUT = 60_000;
 export const DEFAULT_BUFFER_BUDGET = 1 << 30;
 export const DEFAULT_CONNECTION_BUFFER_BUDGET = 256 << 20;
 
@@ -56,6 +71,8 @@ export interface ProxyStats {
   bytesForwarded: number;
   vcsRejected: number;
   protocolErrors: number;
+  /** Connections refused or dropped by a limit (count, per address, handshake or idle time). */
+  connectionsRefused: number;
   /** Frames for VCs that had just closed, dropped as the protocol allows. */
   staleFrames: number;
 }
@@ -114,6 +131,7 @@ interface ProxyConnection {
   bytesIn: number;
   /** Payload bytes forwarded to this connection's process. */
   bytesOut: number;
+  idleTimer: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -134,7 +152,8 @@ export class Proxy {
   private readonly handshaking = new Set<Socket>();
   private readonly routes = new Map<string, ProxyConnection>();
   private reserved = 0;
-  private counters = { bytesForwarded: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0 };
+  private counters = { bytesForwarded: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0, connectionsRefused: 0 };
+  private readonly perAddress = new Map<string, number>();
   private closing: Promise<void> | undefined;
   private readonly startedAt = Date.now();
 
@@ -152,6 +171,11 @@ export class Proxy {
       bufferBudget: options.bufferBudget ?? DEFAULT_BUFFER_BUDGET,
       connectionBufferBudget: options.connectionBufferBudget ?? DEFAULT_CONNECTION_BUFFER_BUDGET,
       registrationToken: options.registrationToken,
+      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+      maxRegistrations: options.maxRegistrations ?? DEFAULT_MAX_REGISTRATIONS,
+      maxVcsPerConnection: options.maxVcsPerConnection ?? DEFAULT_MAX_VCS_PER_CONNECTION,
+      idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT,
     };
     server.on('connection', (socket) => this.accept(socket));
   }
@@ -194,6 +218,7 @@ export class Proxy {
       vcsRejected: this.counters.vcsRejected,
       protocolErrors: this.counters.protocolErrors,
       staleFrames: this.counters.staleFrames,
+      connectionsRefused: this.counters.connectionsRefused,
     };
   }
 
@@ -233,6 +258,20 @@ export class Proxy {
       socket.destroy();
       return;
     }
+    const address = socket.remoteAddress ?? 'unknown';
+    const fromAddress = this.perAddress.get(address) ?? 0;
+    if (this.handshaking.size + this.connections.size >= this.options.maxConnections || fromAddress >= this.options.maxConnectionsPerAddress) {
+      // Refused before any parsing: a flood must cost the proxy as little as possible.
+      this.counters.connectionsRefused++;
+      socket.destroy();
+      return;
+    }
+    this.perAddress.set(address, fromAddress + 1);
+    socket.once('close', () => {
+      const left = (this.perAddress.get(address) ?? 1) - 1;
+      if (left === 0) this.perAddress.delete(address);
+      else this.perAddress.set(address, left);
+    });
     this.handshaking.add(socket);
     HopConnection.establish({
       socket,
@@ -250,19 +289,43 @@ export class Proxy {
         }
         this.adopt(hop);
       },
-      () => {
+      (err: RidproxyError) => {
         this.handshaking.delete(socket);
-        this.counters.protocolErrors++;
+        if (err.code === 'ERR_TIMEOUT') this.counters.connectionsRefused++;
+        else this.counters.protocolErrors++;
       },
     );
   }
 
   private adopt(hop: HopConnection): void {
-    const conn: ProxyConnection = { hop, vcs: new Map(), reserved: 0, connectedAt: Date.now(), bytesIn: 0, bytesOut: 0 };
+    const conn: ProxyConnection = { hop, vcs: new Map(), reserved: 0, connectedAt: Date.now(), bytesIn: 0, bytesOut: 0, idleTimer: undefined };
     this.connections.add(conn);
     hop.on('close', (err: RidproxyError | undefined) => this.drop(conn, err));
     hop.on('goaway', () => this.unregister(conn));
     hop.start((frame) => this.route(conn, frame));
+    this.watchIdle(conn);
+  }
+
+  private isRegistered(conn: ProxyConnection): boolean {
+    return this.routes.get(conn.hop.peerRoutingId.toString()) === conn;
+  }
+
+  /** A connection that neither serves nor carries VCs only holds a descriptor; it may stay a while, not forever. */
+  private watchIdle(conn: ProxyConnection): void {
+    const idle = conn.vcs.size === 0 && !this.isRegistered(conn) && conn.hop.isOpen;
+    if (!idle) {
+      if (conn.idleTimer) clearTimeout(conn.idleTimer);
+      conn.idleTimer = undefined;
+      return;
+    }
+    if (conn.idleTimer || this.options.idleTimeout <= 0) return;
+    conn.idleTimer = setTimeout(() => {
+      conn.idleTimer = undefined;
+      if (conn.vcs.size > 0 || this.isRegistered(conn)) return;
+      this.counters.connectionsRefused++;
+      conn.hop.close(Reason.Timeout, `idle for ${this.options.idleTimeout} ms with no VCs and no registration`);
+    }, this.options.idleTimeout);
+    conn.idleTimer.unref();
   }
 
   private route(conn: ProxyConnection, frame: Frame): void {
@@ -346,10 +409,15 @@ export class Proxy {
     }
     const key = hop.peerRoutingId.toString();
     const previous = this.routes.get(key);
+    if (previous === undefined && this.routes.size >= this.options.maxRegistrations) {
+      hop.send(FrameType.RegisterError, 0, encodeReason(Reason.Limit, `proxy ${this.endpoint} has reached its limit of ${this.options.maxRegistrations} registered servers`));
+      return;
+    }
     if (previous !== undefined && previous !== conn) {
       previous.hop.close(Reason.Superseded, `routing id ${key} was registered again from another connection (${hop.peerLabel})`);
     }
     this.routes.set(key, conn);
+    this.watchIdle(conn);
     hop.send(FrameType.RegisterOk, 0);
   }
 
@@ -357,6 +425,7 @@ export class Proxy {
     const key = conn.hop.peerRoutingId.toString();
     if (this.routes.get(key) === conn) this.routes.delete(key);
     this.closeIfIdle(conn);
+    this.watchIdle(conn);
   }
 
   private openVc(conn: ProxyConnection, frame: Frame): void {
@@ -391,6 +460,11 @@ export class Proxy {
       reject(Reason.GoingAway, `server ${open.dst} is going away from proxy ${this.endpoint}`);
       return;
     }
+    const limit = this.options.maxVcsPerConnection;
+    if (conn.vcs.size >= limit || target.vcs.size >= limit) {
+      reject(Reason.Limit, `proxy ${this.endpoint} allows at most ${limit} VCs per connection`);
+      return;
+    }
     // Reserve the largest window the acceptor may announce; VcAccepted trims it to the real one.
     const reserve = open.window + this.options.maxVcWindow;
     if (
@@ -416,6 +490,7 @@ export class Proxy {
     this.adjustReservation(route, reserve);
     conn.vcs.set(vci, { route, opener: true });
     target.vcs.set(route.acceptorVci, { route, opener: false });
+    this.watchIdle(conn);
     target.hop.send(FrameType.OpenVc, route.acceptorVci, frame.parts);
   }
 
@@ -521,8 +596,10 @@ export class Proxy {
     route.opener.vcs.delete(route.openerVci);
     route.acceptor.vcs.delete(route.acceptorVci);
     this.adjustReservation(route, 0);
-    this.closeIfIdle(route.opener);
-    this.closeIfIdle(route.acceptor);
+    for (const conn of [route.opener, route.acceptor]) {
+      this.closeIfIdle(conn);
+      this.watchIdle(conn);
+    }
   }
 
   private adjustReservation(route: VcRoute, amount: number): void {
@@ -541,6 +618,7 @@ export class Proxy {
 
   private drop(conn: ProxyConnection, err: RidproxyError | undefined): void {
     if (!this.connections.delete(conn)) return;
+    if (conn.idleTimer) clearTimeout(conn.idleTimer);
     if (err instanceof ProtocolError) this.counters.protocolErrors++;
     const key = conn.hop.peerRoutingId.toString();
     if (this.routes.get(key) === conn) this.routes.delete(key);
