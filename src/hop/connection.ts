@@ -149,6 +149,10 @@ export class HopConnection extends EventEmitter {
               throw new ProtocolError('ERR_PROTOCOL', `${label} sent frame type ${frame.type} before completing the handshake`);
             }
             peerHello = decodeHello(payloadOf(frame));
+            // Our own key coming back is a reflection of our Hello: signing its nonce would hand the peer a proof of our key.
+            if (peerHello.publicKey.equals(identity.publicKey)) {
+              throw new AuthenticationError(`${label} presented this process's own public key; refusing a reflected handshake`);
+            }
             socket.write(frameBytes(FrameType.Proof, 0, identity.sign(proofTranscript(peerHello.nonce, ownNonce, identity.publicKey))));
             return;
           }
