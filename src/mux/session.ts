@@ -1,0 +1,479 @@
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
+import { InvalidArgumentError, MuxError } from '../errors.js';
+import { Flag, FrameType, GoAwayCode, INITIAL_STREAM_WINDOW, MAX_U32, encodeHeader, type FrameHeader } from './frame.js';
+import { kAbort, kData, kDataStart, kFlags, kLink, kOpen, kSendSome, kWindowUpdate, type SessionLink } from './internal.js';
+import { FrameParser } from './parser.js';
+import { YamuxStream, type YamuxStreamInit } from './stream.js';
+
+export interface YamuxSessionOptions {
+  /** True on the side that opened the underlying transport: its streams get odd ids. */
+  client: boolean;
+  /** Receive window per stream, at least (and by default) the spec's 256 KiB; more is announced on SYN/ACK. */
+  streamWindow?: number;
+  /** Open streams allowed at once, both directions together; default 4096. */
+  maxStreams?: number;
+  /** Milliseconds between keepalive pings; default 30 000, 0 disables them. */
+  keepAliveInterval?: number;
+  /** Milliseconds a keepalive ping may go unanswered before the session fails; default twice the interval. */
+  keepAliveTimeout?: number;
+  /** Largest Data body sent in one frame (bigger writes are split); default 64 KiB. */
+  maxFrameSize?: number;
+  /** Builds the stream object for both opened and accepted streams, e.g. a subclass. */
+  createStream?: (init: YamuxStreamInit) => YamuxStream;
+}
+
+const DEFAULT_MAX_STREAMS = 4096;
+const DEFAULT_KEEPALIVE_INTERVAL = 30_000;
+const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
+
+/**
+ * open: streams flow both ways. closing: close() sent GoAway; existing streams may finish, no new
+ * ones. ending: nothing left, the transport was ended and its 'close' will settle the session.
+ * closed: settled.
+ */
+type State = 'open' | 'closing' | 'ending' | 'closed';
+
+type PingDone = (err: Error | undefined, rtt?: number) => void;
+
+function connectionClosed(): MuxError {
+  return new MuxError('ERR_SESSION_CLOSED', 'the connection carrying this stream closed');
+}
+
+function checkInteger(name: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', `yamux option ${name} must be an integer from ${min} to ${max}, got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * A yamux session over an ordered, reliable byte stream (hashicorp yamux spec). Emits 'stream'
+ * synchronously for each stream the peer opens (with no 'stream' listener the stream is refused
+ * with RST), and 'close' once with the error that ended the session, or none for a clean close.
+ *
+ * Writes from all streams are sent round-robin, one frame per turn, and only while the transport
+ * accepts more (its write() returned true); after a false the session waits for 'drain'. A
+ * stream's write callback runs once its last byte was handed to the transport, so no layer here
+ * buffers without bound.
+ */
+export class YamuxSession extends EventEmitter {
+  /** Settles when the session ends: undefined for a clean close, the error otherwise. Never rejects. */
+  readonly closed: Promise<Error | undefined>;
+  readonly [kLink]: SessionLink;
+
+  readonly #transport: Duplex;
+  readonly #parser: FrameParser;
+  readonly #createStream: (init: YamuxStreamInit) => YamuxStream;
+  readonly #streamWindow: number;
+  readonly #maxStreams: number;
+  readonly #maxFrameSize: number;
+  readonly #client: boolean;
+  readonly #streams = new Map<number, YamuxStream>();
+  /** Streams with data and window, in the order they get their next turn. */
+  readonly #ready = new Set<YamuxStream>();
+  readonly #pings = new Map<number, { start: number; done: PingDone }>();
+  #resolveClosed!: (err: Error | undefined) => void;
+  #state: State = 'open';
+  #nextStreamId: number;
+  /** Highest stream id the peer has opened: ids only grow, so lower ones are closed streams. */
+  #peerHighId = 0;
+  #remoteGoAway = false;
+  #blocked = false;
+  #flushing = false;
+  /** The stream receiving the current Data frame's body; undefined when it is being skipped. */
+  #dataTarget: YamuxStream | undefined;
+  #nextPingId = 1;
+  #rtt: number | undefined;
+  #keepAliveTimer: NodeJS.Timeout | undefined;
+  #keepAliveDeadline: NodeJS.Timeout | undefined;
+  readonly #keepAliveTimeout: number;
+
+  constructor(transport: Duplex, options: YamuxSessionOptions) {
+    super();
+    this.#transport = transport;
+    this.#client = options.client;
+    this.#nextStreamId = options.client ? 1 : 2;
+    this.#streamWindow = checkInteger('streamWindow', options.streamWindow ?? INITIAL_STREAM_WINDOW, INITIAL_STREAM_WINDOW, MAX_U32);
+    this.#maxStreams = checkInteger('maxStreams', options.maxStreams ?? DEFAULT_MAX_STREAMS, 1, MAX_U32);
+    this.#maxFrameSize = checkInteger('maxFrameSize', options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE, 1, MAX_U32);
+    const keepAliveInterval = checkInteger('keepAliveInterval', options.keepAliveInterval ?? DEFAULT_KEEPALIVE_INTERVAL, 0, 2 ** 31 - 1);
+    this.#keepAliveTimeout = checkInteger('keepAliveTimeout', options.keepAliveTimeout ?? 2 * keepAliveInterval, 0, 2 ** 31 - 1);
+    this.#createStream = options.createStream ?? ((init) => new YamuxStream(init));
+    this.closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+
+    this[kLink] = {
+      streamWindow: this.#streamWindow,
+      maxFrameSize: this.#maxFrameSize,
+      canSend: () => this.#canSend(),
+      sendControl: (type, flags, streamId, length) => this.#sendControl(type, flags, streamId, length),
+      sendData: (streamId, length, pieces) => this.#sendData(streamId, length, pieces),
+      schedule: (stream) => this.#schedule(stream),
+      release: (stream) => this.#release(stream),
+    };
+
+    this.#parser = new FrameParser({
+      frame: (header) => this.#onFrame(header),
+      data: (piece) => this.#dataTarget?.[kData](piece),
+      dataEnd: (header) => this.#onDataEnd(header),
+      error: (err) => this.#fail(err, err, GoAwayCode.ProtocolError),
+    });
+
+    transport.on('data', (chunk: Buffer) => {
+      if (this.#state === 'open' || this.#state === 'closing') this.#parser.push(chunk);
+    });
+    transport.on('drain', () => {
+      this.#blocked = false;
+      this.#flush();
+    });
+    transport.on('end', () => this.#onTransportEnd());
+    transport.on('error', (err: Error) => this.#onTransportError(err));
+    transport.on('close', () => this.#onTransportClose());
+
+    if (keepAliveInterval > 0) {
+      this.#keepAliveTimer = setInterval(() => this.#keepAlive(), keepAliveInterval);
+      this.#keepAliveTimer.unref();
+    }
+  }
+
+  /** Round-trip time in milliseconds of the last answered ping (keepalive or ping()). */
+  get rtt(): number | undefined {
+    return this.#rtt;
+  }
+
+  /** Streams holding a slot: not yet closed by both sides, nor reset. */
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /** True once close() or destroy() was called or the session failed: no new streams either way. */
+  get isClosed(): boolean {
+    return this.#state !== 'open';
+  }
+
+  /** Opens a stream; its SYN is sent at once. Throws ERR_SESSION_CLOSED or ERR_STREAM_LIMIT. */
+  openStream(): YamuxStream {
+    if (this.#state !== 'open') throw new MuxError('ERR_SESSION_CLOSED', 'cannot open a stream: the session is closed');
+    if (this.#remoteGoAway) throw new MuxError('ERR_SESSION_CLOSED', 'cannot open a stream: the peer is closing the session (GoAway received)');
+    if (this.#streams.size >= this.#maxStreams) {
+      throw new MuxError('ERR_STREAM_LIMIT', `cannot open a stream: ${this.#streams.size} streams are open, the limit is ${this.#maxStreams}`);
+    }
+    if (this.#nextStreamId > MAX_U32) throw new MuxError('ERR_STREAM_LIMIT', 'cannot open a stream: this session has used up its stream ids');
+    const id = this.#nextStreamId;
+    this.#nextStreamId += 2;
+    const stream = this.#newStream(id);
+    stream[kOpen](Flag.SYN);
+    return stream;
+  }
+
+  /** Sends a ping and resolves to the round-trip time in milliseconds; rejects if the session ends first. */
+  ping(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      if (!this.#canSend()) {
+        reject(new MuxError('ERR_SESSION_CLOSED', 'cannot ping: the session is closed'));
+        return;
+      }
+      this.#sendPing((err, rtt) => (err ? reject(err) : resolve(rtt as number)));
+    });
+  }
+
+  /**
+   * Graceful close: sends GoAway, refuses new streams from either side, lets the open streams run
+   * to their end (FIN both ways, or RST), then ends the transport. There is no grace timer: a
+   * caller that wants a deadline calls destroy() when it expires. `closed` settles when the
+   * transport has closed.
+   */
+  close(): void {
+    if (this.#state !== 'open') return;
+    this.#state = 'closing';
+    this.#sendControl(FrameType.GoAway, 0, 0, GoAwayCode.Normal);
+    this.#endIfIdle();
+  }
+
+  /** Tears the session down now: open streams fail with `err` (or ERR_SESSION_CLOSED) and the transport is destroyed. */
+  destroy(err?: Error): void {
+    const streamErr = err ?? new MuxError('ERR_SESSION_CLOSED', 'the session carrying this stream was destroyed');
+    this.#fail(err, streamErr, err ? GoAwayCode.InternalError : GoAwayCode.Normal);
+  }
+
+  #newStream(id: number): YamuxStream {
+    const stream = this.#createStream({ session: this, id });
+    if (stream.session !== this || stream.id !== id) {
+      throw new InvalidArgumentError('ERR_INVALID_OPTION', 'createStream must pass its init object to the YamuxStream constructor');
+    }
+    this.#streams.set(id, stream);
+    return stream;
+  }
+
+  #onFrame(header: FrameHeader): void {
+    switch (header.type) {
+      case FrameType.Data:
+        this.#onDataStart(header);
+        return;
+      case FrameType.WindowUpdate:
+        this.#onWindowUpdate(header);
+        return;
+      case FrameType.Ping:
+        this.#onPing(header);
+        return;
+      case FrameType.GoAway:
+        this.#onGoAway(header);
+        return;
+    }
+  }
+
+  #onDataStart(header: FrameHeader): void {
+    this.#dataTarget = undefined;
+    const stream = this.#streamFor(header);
+    if (!stream) return;
+    const violation = stream[kDataStart](header.length);
+    if (violation) {
+      this.#protocolError(violation);
+      return;
+    }
+    this.#dataTarget = stream;
+  }
+
+  #onDataEnd(header: FrameHeader): void {
+    const stream = this.#dataTarget;
+    this.#dataTarget = undefined;
+    stream?.[kFlags](header.flags);
+  }
+
+  #onWindowUpdate(header: FrameHeader): void {
+    const stream = this.#streamFor(header);
+    if (!stream) return;
+    stream[kWindowUpdate](header.length);
+    stream[kFlags](header.flags);
+  }
+
+  #onPing(header: FrameHeader): void {
+    if (header.streamId !== 0) {
+      this.#protocolError(`Ping frame on stream ${header.streamId} (must be 0)`);
+    } else if (header.flags & Flag.SYN) {
+      this.#sendControl(FrameType.Ping, Flag.ACK, 0, header.length);
+    } else if (header.flags & Flag.ACK) {
+      const ping = this.#pings.get(header.length);
+      if (!ping) return;
+      this.#pings.delete(header.length);
+      this.#rtt = performance.now() - ping.start;
+      ping.done(undefined, this.#rtt);
+    } else {
+      this.#protocolError(`Ping frame with neither SYN nor ACK (flags ${header.flags})`);
+    }
+  }
+
+  #onGoAway(header: FrameHeader): void {
+    if (header.streamId !== 0) {
+      this.#protocolError(`GoAway frame on stream ${header.streamId} (must be 0)`);
+      return;
+    }
+    this.#remoteGoAway = true;
+    if (header.length === GoAwayCode.Normal) return;
+    const err =
+      header.length === GoAwayCode.ProtocolError
+        ? new MuxError('ERR_MUX_PROTOCOL', 'the peer ended the session: it says we broke the yamux protocol')
+        : new MuxError('ERR_SESSION_CLOSED', `the peer ended the session with error code ${header.length}`);
+    this.#fail(err, err, undefined);
+  }
+
+  /**
+   * The stream a Data or WindowUpdate frame is for, opening it on SYN. Undefined when the frame is
+   * to be skipped (a stream closed or refused earlier) or was a protocol error.
+   */
+  #streamFor(header: FrameHeader): YamuxStream | undefined {
+    const id = header.streamId;
+    if (id === 0) {
+      this.#protocolError(`${FrameType[header.type]} frame on stream 0`);
+      return undefined;
+    }
+    if (header.flags & Flag.SYN) return this.#accept(id);
+    const stream = this.#streams.get(id);
+    if (stream) return stream;
+    const ours = id % 2 === (this.#client ? 1 : 0);
+    const existedBefore = ours ? id < this.#nextStreamId : id <= this.#peerHighId;
+    if (!existedBefore) this.#protocolError(`${FrameType[header.type]} frame for stream ${id}, which was never opened`);
+    return undefined;
+  }
+
+  #accept(id: number): YamuxStream | undefined {
+    const ours = id % 2 === (this.#client ? 1 : 0);
+    if (ours) {
+      this.#protocolError(`peer opened stream ${id}, an id from our side's range`);
+      return undefined;
+    }
+    if (id <= this.#peerHighId) {
+      this.#protocolError(`peer opened stream ${id} after stream ${this.#peerHighId} (ids must increase)`);
+      return undefined;
+    }
+    this.#peerHighId = id;
+    if (this.#state !== 'open' || this.#streams.size >= this.#maxStreams || this.listenerCount('stream') === 0) {
+      this.#sendControl(FrameType.WindowUpdate, Flag.RST, id, 0);
+      return undefined;
+    }
+    const stream = this.#newStream(id);
+    stream[kOpen](Flag.ACK);
+    this.emit('stream', stream);
+    // The listener may have destroyed the stream or the whole session.
+    return this.#streams.get(id);
+  }
+
+  #keepAlive(): void {
+    if (this.#keepAliveDeadline || !this.#canSend()) return;
+    this.#keepAliveDeadline = setTimeout(() => {
+      const err = new MuxError('ERR_KEEPALIVE_TIMEOUT', `the peer did not answer a keepalive ping within ${this.#keepAliveTimeout} ms`);
+      this.#fail(err, err, undefined);
+    }, this.#keepAliveTimeout);
+    this.#keepAliveDeadline.unref();
+    this.#sendPing(() => this.#clearKeepAliveDeadline());
+  }
+
+  #clearKeepAliveDeadline(): void {
+    if (this.#keepAliveDeadline) clearTimeout(this.#keepAliveDeadline);
+    this.#keepAliveDeadline = undefined;
+  }
+
+  #sendPing(done: PingDone): void {
+    const id = this.#nextPingId;
+    this.#nextPingId = id === MAX_U32 ? 1 : id + 1;
+    this.#pings.set(id, { start: performance.now(), done });
+    this.#sendControl(FrameType.Ping, Flag.SYN, 0, id);
+  }
+
+  #canSend(): boolean {
+    return (this.#state === 'open' || this.#state === 'closing') && this.#transport.writable;
+  }
+
+  #sendControl(type: FrameType, flags: number, streamId: number, length: number): void {
+    if (!this.#canSend()) return;
+    if (!this.#transport.write(encodeHeader(type, flags, streamId, length))) this.#blocked = true;
+  }
+
+  #sendData(streamId: number, length: number, pieces: Buffer[]): void {
+    const transport = this.#transport;
+    // Separate writes keep the payload uncopied; the cork around #flush turns them into one writev.
+    let more = transport.write(encodeHeader(FrameType.Data, 0, streamId, length));
+    for (const piece of pieces) more = transport.write(piece);
+    if (!more) this.#blocked = true;
+  }
+
+  #schedule(stream: YamuxStream): void {
+    this.#ready.add(stream);
+    this.#flush();
+  }
+
+  /** Gives ready streams turns, one frame each, until none is ready or the transport is full. */
+  #flush(): void {
+    if (this.#flushing || this.#blocked || !this.#canSend()) return;
+    this.#flushing = true;
+    this.#transport.cork();
+    try {
+      // A Set iterator also visits entries re-added during the loop, which is the round robin.
+      for (const stream of this.#ready) {
+        if (this.#blocked || !this.#canSend()) break;
+        this.#ready.delete(stream);
+        if (stream[kSendSome]()) this.#ready.add(stream);
+      }
+    } finally {
+      this.#flushing = false;
+      this.#transport.uncork();
+    }
+  }
+
+  #release(stream: YamuxStream): void {
+    if (this.#streams.get(stream.id) !== stream) return;
+    this.#streams.delete(stream.id);
+    this.#ready.delete(stream);
+    this.#endIfIdle();
+  }
+
+  #endIfIdle(): void {
+    if (this.#state === 'closing' && this.#streams.size === 0) this.#end();
+  }
+
+  /** Clean end: nothing is left to send or receive. The transport's 'close' settles the session. */
+  #end(): void {
+    this.#state = 'ending';
+    this.#stopTimers();
+    this.#parser.stop();
+    this.#failPings(new MuxError('ERR_SESSION_CLOSED', 'the session closed before the ping was answered'));
+    this.#transport.end();
+    if (this.#transport.closed) this.#settle(undefined);
+  }
+
+  #onTransportEnd(): void {
+    if (this.#state !== 'open' && this.#state !== 'closing') return;
+    if (this.#streams.size === 0 && (this.#state === 'closing' || this.#remoteGoAway)) {
+      this.#end();
+      return;
+    }
+    const err = connectionClosed();
+    this.#fail(err, err, undefined);
+  }
+
+  #onTransportError(cause: Error): void {
+    // While ending, every stream is already done; the 'close' that follows settles cleanly.
+    if (this.#state !== 'open' && this.#state !== 'closing') return;
+    const err = new MuxError('ERR_SESSION_CLOSED', `the connection carrying this stream failed: ${cause.message}`);
+    err.cause = cause;
+    this.#fail(err, err, undefined);
+  }
+
+  #onTransportClose(): void {
+    if (this.#state === 'ending') {
+      this.#settle(undefined);
+      return;
+    }
+    const err = connectionClosed();
+    this.#fail(err, err, undefined);
+  }
+
+  #protocolError(message: string): void {
+    const err = new MuxError('ERR_MUX_PROTOCOL', message);
+    this.#fail(err, err, GoAwayCode.ProtocolError);
+  }
+
+  /**
+   * Tears everything down at once. `result` is what `closed` settles to, `streamErr` what open
+   * streams fail with; `goAway`, if given, is sent first on a best-effort basis (the transport
+   * is destroyed right after, so a peer that is not reading may never see it).
+   */
+  #fail(result: Error | undefined, streamErr: Error, goAway: GoAwayCode | undefined): void {
+    if (this.#state === 'closed') return;
+    if (goAway !== undefined && this.#canSend()) {
+      this.#transport.write(encodeHeader(FrameType.GoAway, 0, 0, goAway));
+    }
+    this.#state = 'closed';
+    this.#stopTimers();
+    this.#parser.stop();
+    this.#dataTarget = undefined;
+    const streams = [...this.#streams.values()];
+    this.#streams.clear();
+    this.#ready.clear();
+    for (const stream of streams) stream[kAbort](streamErr);
+    this.#failPings(streamErr);
+    this.#transport.destroy();
+    this.#settle(result);
+  }
+
+  #failPings(err: Error): void {
+    const pings = [...this.#pings.values()];
+    this.#pings.clear();
+    for (const ping of pings) ping.done(err);
+  }
+
+  #stopTimers(): void {
+    if (this.#keepAliveTimer) clearInterval(this.#keepAliveTimer);
+    this.#keepAliveTimer = undefined;
+    this.#clearKeepAliveDeadline();
+  }
+
+  #settle(result: Error | undefined): void {
+    this.#state = 'closed';
+    this.#resolveClosed(result);
+    this.emit('close', result);
+  }
+}

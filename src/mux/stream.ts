@@ -1,0 +1,205 @@
+import { Duplex } from 'node:stream';
+import { MuxError } from '../errors.js';
+import { Flag, FrameType, INITIAL_STREAM_WINDOW, MAX_U32 } from './frame.js';
+import { kAbort, kData, kDataStart, kFlags, kLink, kOpen, kSendSome, kWindowUpdate, type SessionLink } from './internal.js';
+import type { YamuxSession } from './session.js';
+
+/** What the session hands to a stream constructor; subclasses pass it through to `super`. */
+export interface YamuxStreamInit {
+  session: YamuxSession;
+  id: number;
+}
+
+type WriteCallback = (err?: Error | null) => void;
+
+/** The write being sent: the chunks of one `_write`/`_writev` call, consumed front to back. */
+interface PendingWrite {
+  chunks: Buffer[];
+  index: number;
+  offset: number;
+  remaining: number;
+  callback: WriteCallback;
+}
+
+/**
+ * One yamux stream: a Node Duplex with half-close. `end()` sends FIN after the last byte, a FIN
+ * from the peer ends the readable side, `destroy()` sends RST unless both sides had already
+ * closed, and an RST from the peer destroys the stream with ERR_STREAM_RESET.
+ *
+ * Flow control: the peer may send at most one receive window ahead of what this side has read.
+ * Credit is returned from `_read`, i.e. as the consumer actually reads, so a reader that stops
+ * reading stops the sender once one window is buffered here.
+ */
+export class YamuxStream extends Duplex {
+  readonly id: number;
+  readonly session: YamuxSession;
+
+  readonly #link: SessionLink;
+  /** Bytes the peer has allowed us to send and we have not sent yet. */
+  #sendWindow = INITIAL_STREAM_WINDOW;
+  /** Bytes we have allowed the peer to send and it has not sent yet. */
+  #recvWindow: number;
+  #pending: PendingWrite | undefined;
+  #localFin = false;
+  #remoteFin = false;
+  #released = false;
+  /** The peer reset the stream or the session is gone, so sending RST would be pointless. */
+  #resetNotNeeded = false;
+
+  constructor(init: YamuxStreamInit) {
+    super({ allowHalfOpen: true });
+    this.id = init.id;
+    this.session = init.session;
+    this.#link = init.session[kLink];
+    // Counted as already granted so that a _read before the SYN/ACK goes out cannot announce it twice.
+    this.#recvWindow = this.#link.streamWindow;
+  }
+
+  override _read(): void {
+    if (this.#remoteFin || this.destroyed || !this.#link.canSend()) return;
+    const window = this.#link.streamWindow;
+    // A consumer calling read(n) with n above the window raises readableHighWaterMark to n and
+    // must be able to buffer that much, or it would wait forever for a message larger than the window.
+    const wanted = Math.max(window, this.readableHighWaterMark);
+    const credit = Math.min(wanted - this.readableLength - this.#recvWindow, MAX_U32);
+    if (credit <= 0) return;
+    // Batch updates to one per half window; but never leave the peer at zero, because Node will
+    // not call _read again until more data is pushed.
+    if (credit < window / 2 && this.#recvWindow > 0) return;
+    this.#recvWindow += credit;
+    this.#link.sendControl(FrameType.WindowUpdate, 0, this.id, credit);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
+    this.#enqueue([chunk], chunk.length, callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: WriteCallback): void {
+    let total = 0;
+    const buffers = chunks.map(({ chunk }) => {
+      total += chunk.length;
+      return chunk;
+    });
+    this.#enqueue(buffers, total, callback);
+  }
+
+  override _final(callback: WriteCallback): void {
+    if (!this.#link.canSend()) {
+      callback(new MuxError('ERR_SESSION_CLOSED', `cannot end stream ${this.id}: its session is closed`));
+      return;
+    }
+    // Every earlier write's callback has run, so all its bytes are already with the transport.
+    this.#localFin = true;
+    this.#link.sendControl(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
+    if (this.#remoteFin) this.#release();
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: WriteCallback): void {
+    const pending = this.#pending;
+    this.#pending = undefined;
+    pending?.callback(err ?? new MuxError('ERR_STREAM_RESET', `stream ${this.id} was destroyed before this write was sent`));
+    const fullyClosed = this.#localFin && this.#remoteFin;
+    if (!fullyClosed && !this.#resetNotNeeded && this.#link.canSend()) {
+      this.#link.sendControl(FrameType.WindowUpdate, Flag.RST, this.id, 0);
+    }
+    this.#release();
+    callback(err);
+  }
+
+  /** Announces the stream (SYN) or accepts it (ACK), carrying any window beyond the spec's initial one. */
+  [kOpen](flag: number): void {
+    this.#link.sendControl(FrameType.WindowUpdate, flag, this.id, this.#link.streamWindow - INITIAL_STREAM_WINDOW);
+  }
+
+  /** A Data frame of `length` bytes starts; returns why it is a protocol violation, if it is one. */
+  [kDataStart](length: number): string | undefined {
+    if (this.#remoteFin) return `Data frame on stream ${this.id} after its FIN`;
+    if (length > this.#recvWindow) {
+      return `Data frame of ${length} bytes on stream ${this.id} overruns its receive window of ${this.#recvWindow} bytes`;
+    }
+    this.#recvWindow -= length;
+    return undefined;
+  }
+
+  [kData](piece: Buffer): void {
+    if (!this.destroyed) this.push(piece);
+  }
+
+  /** Applies FIN/RST from a frame, after that frame's body (if any) has been delivered. */
+  [kFlags](flags: number): void {
+    if (this.destroyed) return;
+    if (flags & Flag.RST) {
+      this.#resetNotNeeded = true;
+      this.destroy(new MuxError('ERR_STREAM_RESET', `the peer reset stream ${this.id}`));
+      return;
+    }
+    if (flags & Flag.FIN && !this.#remoteFin) {
+      this.#remoteFin = true;
+      this.push(null);
+      if (this.#localFin) this.#release();
+    }
+  }
+
+  [kWindowUpdate](delta: number): void {
+    this.#sendWindow += delta;
+    if (delta > 0 && this.#pending && !this.destroyed) this.#link.schedule(this);
+  }
+
+  /**
+   * Sends one Data frame from the pending write, as large as the frame limit and the send window
+   * allow. Returns whether the stream could use another turn right away.
+   */
+  [kSendSome](): boolean {
+    const pending = this.#pending;
+    if (!pending || this.destroyed || this.#sendWindow === 0) return false;
+    const length = Math.min(this.#link.maxFrameSize, this.#sendWindow, pending.remaining);
+    const pieces: Buffer[] = [];
+    let left = length;
+    while (left > 0) {
+      const chunk = pending.chunks[pending.index];
+      const take = Math.min(left, chunk.length - pending.offset);
+      if (take > 0) pieces.push(take === chunk.length ? chunk : chunk.subarray(pending.offset, pending.offset + take));
+      left -= take;
+      pending.offset += take;
+      if (pending.offset === chunk.length) {
+        pending.index++;
+        pending.offset = 0;
+      }
+    }
+    this.#sendWindow -= length;
+    pending.remaining -= length;
+    this.#link.sendData(this.id, length, pieces);
+    if (pending.remaining > 0) return this.#sendWindow > 0;
+    this.#pending = undefined;
+    // May synchronously start the next write (Node flushes its buffer from here), which reschedules us.
+    pending.callback();
+    return this.#pending !== undefined && this.#sendWindow > 0;
+  }
+
+  /** The session is gone: fail the stream without trying to tell the peer. */
+  [kAbort](err: Error): void {
+    this.#resetNotNeeded = true;
+    this.destroy(err);
+  }
+
+  #enqueue(chunks: Buffer[], total: number, callback: WriteCallback): void {
+    if (!this.#link.canSend()) {
+      callback(new MuxError('ERR_SESSION_CLOSED', `cannot write to stream ${this.id}: its session is closed`));
+      return;
+    }
+    if (total === 0) {
+      callback();
+      return;
+    }
+    this.#pending = { chunks, index: 0, offset: 0, remaining: total, callback };
+    // With a zero window the write stays parked until the peer's WindowUpdate reschedules it.
+    if (this.#sendWindow > 0) this.#link.schedule(this);
+  }
+
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#link.release(this);
+  }
+}
