@@ -1,0 +1,58 @@
+import type { ScenarioName } from './args.js';
+import type { BaselineName, Row, ScenarioReport, TargetResult } from './results.js';
+import { BULK_EIGHT, BULK_ONE } from '../scenarios/bulk.js';
+import { FAIRNESS_RATIO } from '../scenarios/fairness.js';
+import { P50_ADDED } from '../scenarios/latency.js';
+import { PER_IDLE_VC } from '../scenarios/memory.js';
+import { LIBRARY_VC, SETUP_METRIC } from '../scenarios/setup.js';
+
+interface TargetSpec {
+  id: string;
+  description: string;
+  scenario: ScenarioName;
+  path: string;
+  metric: string;
+  /** Compare the row's ratio to this baseline instead of its median. */
+  ratioTo?: BaselineName;
+  comparison: '>=' | '<=';
+  threshold: number;
+  unit: string;
+}
+
+/** The issue's targets. */
+const TARGETS: TargetSpec[] = [
+  { id: 'bulk-1', description: 'library bulk, 1 flow, vs 2-process relay chain', scenario: 'bulk', path: 'library', metric: BULK_ONE, ratioTo: 'chain', comparison: '>=', threshold: 0.6, unit: 'x chain' },
+  { id: 'bulk-8', description: 'library bulk, 8 flows, vs 2-process relay chain', scenario: 'bulk', path: 'library', metric: BULK_EIGHT, ratioTo: 'chain', comparison: '>=', threshold: 0.6, unit: 'x chain' },
+  { id: 'latency-p50', description: 'library added p50 latency vs plain relay\'s', scenario: 'latency', path: 'library', metric: P50_ADDED, ratioTo: 'relay', comparison: '<=', threshold: 2, unit: 'x relay' },
+  { id: 'vc-setup', description: 'library VC setups per second', scenario: 'setup', path: LIBRARY_VC, metric: SETUP_METRIC, comparison: '>=', threshold: 2000, unit: '/s' },
+  { id: 'rss-per-vc', description: 'proxy RSS per idle VC', scenario: 'memory', path: 'library', metric: PER_IDLE_VC, comparison: '<=', threshold: 16, unit: 'KiB' },
+  { id: 'fairness', description: 'library bulk beside a stalled flow / alone', scenario: 'fairness', path: 'library', metric: FAIRNESS_RATIO, comparison: '>=', threshold: 0.8, unit: 'ratio' },
+];
+
+function find(reports: ScenarioReport[], spec: TargetSpec): Row | undefined {
+  return reports.find((r) => r.name === spec.scenario)?.rows.find((row) => row.path === spec.path && row.metric === spec.metric);
+}
+
+/** PASS/MISS for every target whose scenario ran; N/A (pass null) when its figure is missing. */
+export function evaluateTargets(reports: ScenarioReport[]): TargetResult[] {
+  return TARGETS.filter((spec) => reports.some((r) => r.name === spec.scenario)).map((spec) => {
+    const row = find(reports, spec);
+    const value = row === undefined ? undefined : spec.ratioTo ? row.ratios[spec.ratioTo] : row.median;
+    const measured = value !== undefined && Number.isFinite(value);
+    const detail = !row
+      ? 'not measured in this run'
+      : !measured
+        ? `no ${spec.ratioTo ?? 'value'} figure to compare with`
+        : `median of ${row.samples.length} round${row.samples.length === 1 ? '' : 's'}`;
+    return {
+      id: spec.id,
+      description: spec.description,
+      value: measured ? value : null,
+      threshold: spec.threshold,
+      comparison: spec.comparison,
+      unit: spec.unit,
+      pass: measured ? (spec.comparison === '>=' ? value >= spec.threshold : value <= spec.threshold) : null,
+      detail,
+    };
+  });
+}

@@ -1,0 +1,79 @@
+import type { Options, PathName } from '../harness/args.js';
+import { Worker } from '../harness/children.js';
+import type { Skip } from '../harness/results.js';
+import type { SinkApi } from '../workers/sink.js';
+import { directRoute, startChainRoute, startRelayRoute } from './baselines.js';
+import { startCliPath } from './cli.js';
+import { startLibraryPath, type LibraryPath } from './library.js';
+import type { Route } from './types.js';
+
+export interface Context {
+  options: Options;
+  /** Paths known not to work in this run (library not built, CLI missing), with the reason. */
+  problems: Partial<Record<PathName, string>>;
+  log(line: string): void;
+}
+
+export interface Topology {
+  routes: Route[];
+  skipped: Skip[];
+  /** The library path's processes, when it is up (the memory scenario needs the proxy). */
+  library: LibraryPath | undefined;
+  close(): void;
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message.split('\n')[0] : String(err);
+}
+
+/**
+ * Starts the processes of the requested paths. The TCP paths share one sink process, so they
+ * differ only by what sits in between. A path that fails to start is skipped, not fatal.
+ */
+export async function openTopology(ctx: Context, paths: readonly PathName[]): Promise<Topology> {
+  const routes: Route[] = [];
+  const skipped: Skip[] = [];
+  const kills: Array<() => void> = [];
+  let library: LibraryPath | undefined;
+  const close = (): void => {
+    for (const kill of kills.splice(0).reverse()) kill();
+  };
+  try {
+    const wanted = paths.filter((p) => {
+      const problem = ctx.problems[p];
+      if (problem) skipped.push({ path: p, reason: problem });
+      return !problem;
+    });
+    let sinkPort = 0;
+    if (wanted.some((p) => p !== 'library')) {
+      const sink = await Worker.start<SinkApi>('sink', 'tcp sink');
+      kills.push(() => sink.kill());
+      sinkPort = (await sink.call('listenTcp', {}, 10_000)).port;
+    }
+    for (const path of wanted) {
+      try {
+        if (path === 'direct') routes.push(directRoute(sinkPort));
+        else if (path === 'relay' || path === 'chain') {
+          const started = await (path === 'relay' ? startRelayRoute(sinkPort) : startChainRoute(sinkPort));
+          kills.push(() => started.workers.forEach((w) => w.kill()));
+          routes.push(started.route);
+        } else if (path === 'library') {
+          library = await startLibraryPath();
+          kills.push(library.kill);
+          routes.push(library.route);
+        } else {
+          const cli = await startCliPath(sinkPort);
+          kills.push(cli.kill);
+          routes.push(cli.route);
+        }
+      } catch (err) {
+        skipped.push({ path, reason: `could not start: ${message(err)}` });
+        ctx.log(`  ${path}: could not start: ${message(err)}`);
+      }
+    }
+    return { routes, skipped, library, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
+}

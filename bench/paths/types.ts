@@ -1,0 +1,25 @@
+import type { PathName } from '../harness/args.js';
+import type { Skip } from '../harness/results.js';
+import type { Target } from '../lib/target.js';
+
+/** One way from the client worker to a sink, ready to carry streams. */
+export interface Route {
+  path: PathName;
+  target: Target;
+}
+
+/** The processes of a scenario's paths; close() kills every one of them. */
+export interface Topology {
+  routes: Route[];
+  /** Paths that could not be started, and why. */
+  skipped: Skip[];
+  close(): void;
+}
+
+export const PATH_LABELS: Record<PathName, string> = {
+  direct: 'direct TCP, client to sink (the limit)',
+  relay: 'plain Node relay (net + pipe), 1 process',
+  chain: 'plain Node relay chain, 2 processes in series',
+  library: 'ridproxy library: dialing Manager -> Proxy -> accepting Manager, 3 processes',
+  cli: 'ridproxy CLI: connect -> proxy start -> serve -> TCP sink',
+};

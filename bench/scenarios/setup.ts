@@ -1,0 +1,87 @@
+import { WorkerSlot } from '../harness/children.js';
+import { SampleTable, type ScenarioReport, type Skip } from '../harness/results.js';
+import { openTopology, type Context } from '../paths/topology.js';
+import type { Route } from '../paths/types.js';
+import type { ClientApi, SetupMode, SetupResult } from '../workers/client.js';
+import { runRounds } from './rounds.js';
+
+export const SETUP_METRIC = 'setups/s';
+export const LIBRARY_VC = 'library (new VC)';
+export const LIBRARY_FLOWS = 'library (flows in 1 VC)';
+const CLIENTS = 2;
+const CONCURRENCY = 50;
+
+/** Rate over all workers: completed setups over the span from the first start to the last end. */
+function rate(results: SetupResult[]): number {
+  const completed = results.reduce((n, r) => n + r.completed, 0);
+  const span = Math.max(...results.map((r) => r.endMs)) - Math.min(...results.map((r) => r.startMs));
+  return span > 0 ? (completed * 1000) / span : Number.NaN;
+}
+
+/**
+ * Setup rate: new streams per second, each proven by a 1-byte echo and then closed, 50 at a time.
+ * TCP paths: a new TCP connection each. Library: a new Manager (so a new identity, hop connection
+ * and VC) each, from two client processes; and separately new flows inside one existing VC.
+ * CLI: each new local TCP connection becomes a flow on the `connect` process's VC.
+ */
+export async function setupScenario(ctx: Context): Promise<ScenarioReport> {
+  const count = ctx.options.quick ? 1_000 : 5_000;
+  const table = new SampleTable();
+  const skipped: Skip[] = [];
+  const notes: string[] = [];
+  const topo = await openTopology(ctx, ctx.options.paths);
+  skipped.push(...topo.skipped);
+  const clients = Array.from({ length: CLIENTS }, (_, i) => new WorkerSlot<ClientApi>('client', `client ${i + 1}`));
+  try {
+    // 2 ms per setup per lane would be a broken path.
+    const timeout = 20_000 + count * 2;
+
+    const checked = (path: string, results: SetupResult[]): number => {
+      const failures = results.reduce((n, r) => n + r.failures, 0);
+      if (failures > 0) {
+        const first = results.find((r) => r.firstError)?.firstError;
+        notes.push(`${path}: ${failures} setups failed (first: ${first})`);
+        if (failures > count / 10) throw new Error(`${failures} of ${count} setups failed; first: ${first}`);
+      }
+      return rate(results);
+    };
+
+    const across = async (route: Route, mode: SetupMode, total = count): Promise<number> => {
+      const share = Math.ceil(total / CLIENTS);
+      if (mode === 'vc') await Promise.all(clients.map((c) => c.call('prepareIdentities', { count: share }, 60_000)));
+      const results = await Promise.all(
+        clients.map((c) => c.call('setupRate', { target: route.target, mode, count: share, concurrency: CONCURRENCY / CLIENTS }, timeout)),
+      );
+      return checked(route.path, results);
+    };
+    await runRounds(ctx, topo.routes, skipped, {
+      warmup: async (route) => {
+        await across(route, route.path === 'library' ? 'vc' : 'connection', 200);
+      },
+      measure: async (route) => {
+        if (route.path !== 'library') {
+          table.add(route.path, SETUP_METRIC, '/s', await across(route, 'connection'));
+          return;
+        }
+        table.add(LIBRARY_VC, SETUP_METRIC, '/s', await across(route, 'vc'));
+        // Flows in one VC are one process's work: a single client.
+        const flows = await clients[0].call('setupRate', { target: route.target, mode: 'flow', count, concurrency: CONCURRENCY }, timeout);
+        table.add(LIBRARY_FLOWS, SETUP_METRIC, '/s', checked(LIBRARY_FLOWS, [flows]));
+      },
+    });
+  } finally {
+    clients.forEach((c) => c.kill());
+    topo.close();
+  }
+  return {
+    name: 'setup',
+    title: `setup rate: ${count.toLocaleString('en-US')} new connections / VCs / flows per round, ${CONCURRENCY} at a time (${ctx.options.rounds} rounds)`,
+    rows: table.rows(),
+    detail: [],
+    skipped,
+    notes: [
+      `TCP paths and cli: new TCP connections from ${CLIENTS} client processes; library (new VC): a new Manager (identity, hop connection, VC) each, from ${CLIENTS} client processes; each setup ends with a 1-byte echo and a full close`,
+      ...notes,
+    ],
+  };
+}

@@ -1,0 +1,269 @@
+/**
+ * The sending end of every path: opens streams to a Target (TCP address or ridproxy endpoint) and
+ * runs one measurement per call. Library state (Managers) lives only for the duration of a call,
+ * except the idle VCs held for the memory scenario.
+ */
+import type { Duplex } from 'node:stream';
+import type { Identity, Manager } from '../../src/index.js';
+import { serveRpc } from '../harness/rpc.js';
+import { percentileOfSorted, sorted } from '../harness/stats.js';
+import { BLOCK, aggregateGbits, delay, drained, gbits, nowNs, wallMs, type Receipt } from '../lib/payload.js';
+import { ECHO_HEADER, EchoReader, STALL_HEADER, bulkClient, ended } from '../lib/peer.js';
+import { runPool } from '../lib/pool.js';
+import { loadRidproxy } from '../lib/ridproxy.js';
+import { openStream, type Target } from '../lib/target.js';
+
+export interface BulkParams {
+  target: Target;
+  /** Bytes each way in total, split evenly over the flows. */
+  bytesEachWay: number;
+  flows: number;
+}
+export interface BulkResult {
+  upGbps: number;
+  downGbps: number;
+}
+
+export interface LatencyParams {
+  target: Target;
+  roundTrips: number;
+  warmup: number;
+  size: number;
+}
+export interface LatencyResult {
+  p50Us: number;
+  p99Us: number;
+}
+
+/** connection: a new TCP connection each; vc: a new Manager (identity) and VC each; flow: new flows in one VC. */
+export type SetupMode = 'connection' | 'vc' | 'flow';
+export interface SetupParams {
+  target: Target;
+  mode: SetupMode;
+  count: number;
+  concurrency: number;
+}
+export interface SetupResult {
+  completed: number;
+  failures: number;
+  firstError: string | undefined;
+  startMs: number;
+  endMs: number;
+}
+
+export interface FairnessParams {
+  target: Target;
+  bytes: number;
+  stall: boolean;
+  /** Time the stalled flow gets to fill every window on its way before the bulk flow starts. */
+  settleMs: number;
+}
+export interface FairnessResult {
+  gbps: number;
+  /** Bytes the stalled flow's writer got rid of: with per-flow flow control, about the windows in its path. */
+  stalledBytesAccepted: number;
+}
+
+export interface HoldParams {
+  /** A TCP target (one connection per stream) or ridproxy endpoints (one VC per endpoint). */
+  target: Target | { kind: 'ridproxy-many'; endpoints: string[]; managers: number };
+  count: number;
+  concurrency: number;
+}
+
+export interface ClientApi {
+  bulk(p: BulkParams): Promise<BulkResult>;
+  latency(p: LatencyParams): Promise<LatencyResult>;
+  prepareIdentities(p: { count: number }): Promise<{ ready: number }>;
+  setupRate(p: SetupParams): Promise<SetupResult>;
+  fairness(p: FairnessParams): Promise<FairnessResult>;
+  holdIdle(p: HoldParams): Promise<{ held: number; failures: number; firstError: string | undefined }>;
+  releaseIdle(p: Record<string, never>): Promise<{ released: number }>;
+}
+
+/** A Manager for one call when the target is a ridproxy endpoint, closed by the caller. */
+async function managerFor(target: Target): Promise<Manager | undefined> {
+  if (target.kind !== 'ridproxy') return undefined;
+  const { Manager } = await loadRidproxy();
+  return new Manager();
+}
+
+async function closeStreams(streams: Duplex[], manager: Manager | undefined): Promise<void> {
+  for (const s of streams) s.destroy();
+  await manager?.close();
+}
+
+async function bulk({ target, bytesEachWay, flows }: BulkParams): Promise<BulkResult> {
+  const manager = await managerFor(target);
+  const streams: Duplex[] = [];
+  try {
+    // Open every flow before any byte moves, so setup time is not in the transfer time.
+    for (let i = 0; i < flows; i++) streams.push(await openStream(target, manager));
+    const share = Math.floor(bytesEachWay / flows);
+    const results = await Promise.all(streams.map((s) => bulkClient(s, share, share)));
+    // Upload receipts are timed by the sink, download by us; each direction on one clock.
+    return { upGbps: aggregateGbits(results.map((r) => r.up)), downGbps: aggregateGbits(results.map((r) => r.down)) };
+  } finally {
+    await closeStreams(streams, manager);
+  }
+}
+
+async function latency({ target, roundTrips, warmup, size }: LatencyParams): Promise<LatencyResult> {
+  const manager = await managerFor(target);
+  const streams: Duplex[] = [];
+  try {
+    const stream = await openStream(target, manager);
+    streams.push(stream);
+    stream.write(ECHO_HEADER);
+    const echo = new EchoReader(stream);
+    const message = BLOCK.subarray(0, size);
+    for (let i = 0; i < warmup; i++) await echo.roundTrip(message);
+    const rtts = new Float64Array(roundTrips);
+    for (let i = 0; i < roundTrips; i++) {
+      const start = nowNs();
+      await echo.roundTrip(message);
+      rtts[i] = nowNs() - start;
+    }
+    const s = sorted(Array.from(rtts));
+    return { p50Us: percentileOfSorted(s, 50) / 1000, p99Us: percentileOfSorted(s, 99) / 1000 };
+  } finally {
+    await closeStreams(streams, manager);
+  }
+}
+
+/** Identities for 'vc' mode, made before the clock starts: key generation is the client's cost, not the relay's. */
+let identities: Identity[] = [];
+
+async function prepareIdentities({ count }: { count: number }): Promise<{ ready: number }> {
+  const { Identity } = await loadRidproxy();
+  identities = Array.from({ length: count }, () => Identity.generate());
+  return { ready: identities.length };
+}
+
+/** One setup: open a stream, one 1-byte echo (proves it reaches the sink), then close it fully. */
+async function oneExchange(stream: Duplex): Promise<void> {
+  const done = ended(stream);
+  const echo = new EchoReader(stream);
+  stream.write(ECHO_HEADER);
+  await echo.roundTrip(BLOCK.subarray(0, 1));
+  stream.end();
+  await done;
+}
+
+async function setupRate({ target, mode, count, concurrency }: SetupParams): Promise<SetupResult> {
+  const lib = target.kind === 'ridproxy' ? await loadRidproxy() : undefined;
+  if (mode !== 'connection' && !lib) throw new Error(`${mode} mode needs a ridproxy target`);
+  if (mode === 'vc' && identities.length < count) throw new Error(`prepareIdentities gave ${identities.length} identities, ${count} needed`);
+  const shared = mode === 'flow' && lib ? new lib.Manager() : undefined;
+  try {
+    // In flow mode the VC is made before the clock starts: this measures flows inside it.
+    if (shared) await oneExchange(await openStream(target, shared));
+    const startMs = wallMs();
+    const result = await runPool(count, concurrency, async (i) => {
+      if (mode !== 'vc' || !lib) {
+        await oneExchange(await openStream(target, shared));
+        return;
+      }
+      const manager = new lib.Manager({ identity: identities[i] });
+      try {
+        await oneExchange(await openStream(target, manager));
+      } finally {
+        await manager.close();
+      }
+    });
+    return { ...result, startMs, endMs: wallMs() };
+  } finally {
+    await shared?.close();
+    if (mode === 'vc') identities = [];
+  }
+}
+
+async function fairness({ target, bytes, stall, settleMs }: FairnessParams): Promise<FairnessResult> {
+  const manager = await managerFor(target);
+  const streams: Duplex[] = [];
+  let stop = false;
+  // Settles when the run is over, releasing a stalled writer that waits for a drain that will never come.
+  let release!: () => void;
+  const stopped = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let stalledBytesAccepted = 0;
+  let stalledWriter: Promise<void> = Promise.resolve();
+  try {
+    if (stall) {
+      const stalled = await openStream(target, manager);
+      streams.push(stalled);
+      stalled.on('error', () => undefined);
+      stalled.write(STALL_HEADER);
+      // Keeps the stalled flow's windows full for the whole measurement. Bounded by `stop` and by
+      // a cap, in case a path has no backpressure at all (then the cap shows in the result).
+      const cap = 4 * bytes;
+      stalledWriter = (async () => {
+        while (!stop && stalledBytesAccepted < cap) {
+          stalledBytesAccepted += BLOCK.length;
+          if (!stalled.write(BLOCK)) await Promise.race([drained(stalled), stopped]);
+        }
+      })().catch(() => undefined);
+      await delay(settleMs);
+    }
+    const bulk = await openStream(target, manager);
+    streams.push(bulk);
+    const { up } = await bulkClient(bulk, bytes, 0);
+    return { gbps: gbits(up.bytes, up.lastNs - up.firstNs), stalledBytesAccepted };
+  } finally {
+    stop = true;
+    release();
+    await closeStreams(streams, manager);
+    await stalledWriter;
+  }
+}
+
+/** Streams (and their Managers) held open for the memory scenario until releaseIdle. */
+const held: { streams: Duplex[]; managers: Manager[] } = { streams: [], managers: [] };
+
+async function holdIdle({ target, count, concurrency }: HoldParams): Promise<{ held: number; failures: number; firstError: string | undefined }> {
+  let open: (i: number) => Promise<Duplex>;
+  if (target.kind === 'tcp') {
+    open = (): Promise<Duplex> => openStream(target, undefined);
+  } else if (target.kind === 'ridproxy') {
+    const { Manager } = await loadRidproxy();
+    const manager = new Manager();
+    held.managers.push(manager);
+    open = (): Promise<Duplex> => openStream(target, manager);
+  } else {
+    const { Manager } = await loadRidproxy();
+    // A few client Managers, each holding VCs to many servers: the VCs share hop connections,
+    // so the proxy's growth is per VC, not per connection.
+    const managers = Array.from({ length: Math.max(1, target.managers) }, () => new Manager());
+    held.managers.push(...managers);
+    const endpoints = target.endpoints;
+    if (endpoints.length < count) throw new Error(`${count} idle VCs need as many endpoints, got ${endpoints.length}`);
+    open = (i: number): Promise<Duplex> => managers[i % managers.length].dial(endpoints[i]);
+  }
+  const result = await runPool(count, concurrency, async (i) => {
+    const stream = await open(i);
+    held.streams.push(stream);
+    stream.on('error', () => undefined);
+    const echo = new EchoReader(stream);
+    stream.write(ECHO_HEADER);
+    await echo.roundTrip(BLOCK.subarray(0, 1));
+  });
+  return { held: result.completed, failures: result.failures, firstError: result.firstError };
+}
+
+async function releaseIdle(): Promise<{ released: number }> {
+  const released = held.streams.length;
+  for (const s of held.streams.splice(0)) s.destroy();
+  await Promise.all(held.managers.splice(0).map((m) => m.close()));
+  return { released };
+}
+
+serveRpc<ClientApi>({
+  bulk,
+  latency,
+  prepareIdentities,
+  setupRate,
+  fairness,
+  holdIdle,
+  releaseIdle,
+});

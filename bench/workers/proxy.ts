@@ -1,0 +1,31 @@
+/** The ridproxy proxy of the library path, alone in its process so its RSS is its own. */
+import type { Proxy, ProxyOptions, ProxyStats } from '../../src/index.js';
+import { serveRpc } from '../harness/rpc.js';
+import { settledMemory, type MemorySample } from '../lib/memory.js';
+import { loadRidproxy } from '../lib/ridproxy.js';
+
+/** Limits the memory scenario raises: its servers all come from 127.0.0.1 and outnumber the defaults, and it holds thousands of idle VCs. */
+export type ProxyLimits = Pick<
+  ProxyOptions,
+  'maxConnections' | 'maxConnectionsPerAddress' | 'maxRegistrations' | 'maxVcsPerConnection' | 'bufferBudget' | 'connectionBufferBudget'
+>;
+
+export interface ProxyApi {
+  /** Everything else stays at the library's defaults, as a user would run it. */
+  start(p: { limits?: ProxyLimits }): Promise<{ endpoint: string; port: number }>;
+  memory(p: Record<string, never>): Promise<MemorySample & { stats: ProxyStats }>;
+}
+
+let proxy: Proxy | undefined;
+
+serveRpc<ProxyApi>({
+  start: async ({ limits }) => {
+    const { Proxy } = await loadRidproxy();
+    proxy = await Proxy.listen({ ...limits, host: '127.0.0.1', port: 0 });
+    return { endpoint: proxy.endpoint, port: proxy.port };
+  },
+  memory: async () => {
+    if (!proxy) throw new Error('the proxy is not started');
+    return { ...(await settledMemory()), stats: proxy.stats() };
+  },
+});

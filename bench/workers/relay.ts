@@ -1,0 +1,52 @@
+/**
+ * The plain Node relay the issue names as a baseline: accept, connect onward, `pipe` both ways.
+ * Deliberately nothing more (no pooling, no tuning), as a user would write it. Two of these in
+ * series make the two-process chain.
+ */
+import { connect, createServer, type Socket } from 'node:net';
+import { serveRpc } from '../harness/rpc.js';
+import { settledMemory, type MemorySample } from '../lib/memory.js';
+
+export interface RelayApi {
+  start(p: { host: string; port: number }): Promise<{ port: number }>;
+  memory(p: Record<string, never>): Promise<MemorySample & { connections: number }>;
+}
+
+let connections = 0;
+
+function relay(inbound: Socket, host: string, port: number): void {
+  const outbound = connect({ host, port, noDelay: true, allowHalfOpen: true });
+  connections++;
+  const teardown = (): void => {
+    inbound.destroy();
+    outbound.destroy();
+  };
+  inbound.on('error', teardown);
+  outbound.on('error', teardown);
+  let closed = 0;
+  const onClose = (): void => {
+    // Once one side is fully closed the other has nothing left to do.
+    if (++closed === 1) teardown();
+    else connections--;
+  };
+  inbound.on('close', onClose);
+  outbound.on('close', onClose);
+  inbound.pipe(outbound);
+  outbound.pipe(inbound);
+}
+
+async function start({ host, port }: { host: string; port: number }): Promise<{ port: number }> {
+  const server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => relay(socket, host, port));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, resolve);
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no TCP address');
+  return { port: address.port };
+}
+
+serveRpc<RelayApi>({
+  start,
+  memory: async () => ({ ...(await settledMemory()), connections }),
+});
