@@ -1,0 +1,104 @@
+import { AsnConvert } from '@peculiar/asn1-schema';
+import {
+  AlgorithmIdentifier,
+  AttributeTypeAndValue,
+  AttributeValue,
+  Certificate,
+  Name,
+  RelativeDistinguishedName,
+  SubjectPublicKeyInfo,
+  TBSCertificate,
+  Validity,
+  Version,
+} from '@peculiar/asn1-x509';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import { Identity } from '../id/identity.js';
+
+const ED25519_OID = '1.3.101.112';
+const COMMON_NAME_OID = '2.5.4.3';
+/** RFC 5280 4.1.2.5: the value for a certificate with no well-defined expiration. */
+const NO_EXPIRY = new Date('9999-12-31T23:59:59Z');
+const LONG_AGO = new Date('2000-01-01T00:00:00Z');
+
+function arrayBuffer(bytes: Uint8Array): ArrayBuffer {
+  const out = new ArrayBuffer(bytes.length);
+  new Uint8Array(out).set(bytes);
+  return out;
+}
+
+/**
+ * A self-signed X.509 certificate (DER) whose subject key is the identity's Ed25519 key. Only the
+ * key matters to a peer: names, serial and validity are filler that X.509 requires, chosen so that
+ * no clock skew or expiry can ever fail a handshake.
+ */
+export function selfSignedCertificate(identity: Identity): Buffer {
+  const algorithm = new AlgorithmIdentifier({ algorithm: ED25519_OID });
+  const name = new Name([
+    new RelativeDistinguishedName([
+      new AttributeTypeAndValue({ type: COMMON_NAME_OID, value: new AttributeValue({ utf8String: `ridproxy ${identity.routingId}` }) }),
+    ]),
+  ]);
+  const serial = randomBytes(16);
+  // A DER INTEGER with the top bit set would be negative, which RFC 5280 forbids for serials.
+  serial[0] &= 0x7f;
+  const tbs = new TBSCertificate({
+    version: Version.v3,
+    serialNumber: arrayBuffer(serial),
+    signature: algorithm,
+    issuer: name,
+    subject: name,
+    validity: new Validity({ notBefore: LONG_AGO, notAfter: NO_EXPIRY }),
+    subjectPublicKeyInfo: new SubjectPublicKeyInfo({ algorithm, subjectPublicKey: arrayBuffer(identity.publicKey) }),
+  });
+  const signature = identity.sign(Buffer.from(AsnConvert.serialize(tbs)));
+  const certificate = new Certificate({ tbsCertificate: tbs, signatureAlgorithm: algorithm, signatureValue: arrayBuffer(signature) });
+  return Buffer.from(AsnConvert.serialize(certificate));
+}
+
+const contexts = new WeakMap<Identity, SecureContext>();
+
+/**
+ * The TLS context presenting `identity`, built once per identity: parsing the key and certificate
+ * costs more than the rest of a handshake's setup. TLS 1.3 only, and Ed25519 the only signature
+ * scheme offered or accepted, so a peer cannot steer the handshake to anything weaker.
+ */
+export function secureContextFor(identity: Identity): SecureContext {
+  let context = contexts.get(identity);
+  if (context === undefined) {
+    context = createSecureContext({
+      key: identity.toPem(),
+      cert: new X509Certificate(selfSignedCertificate(identity)).toString(),
+      minVersion: 'TLSv1.3',
+      maxVersion: 'TLSv1.3',
+      sigalgs: 'ed25519',
+    });
+    contexts.set(identity, context);
+  }
+  return context;
+}
+
+/**
+ * The raw Ed25519 key a peer's certificate carries, or why it is not a ridproxy identity. TLS has
+ * already checked the peer's CertificateVerify against this key; the self-signature is checked
+ * again with Identity.verify because OpenSSL accepts small-order keys, for which such signatures
+ * can be forged, while Identity.verify refuses them.
+ */
+export function certificateKey(certificate: X509Certificate): { key: Buffer } | { problem: string } {
+  if (certificate.publicKey.asymmetricKeyType !== 'ed25519') {
+    return { problem: `its certificate holds a ${certificate.publicKey.asymmetricKeyType ?? 'unknown'} key, not an Ed25519 identity` };
+  }
+  const x = certificate.publicKey.export({ format: 'jwk' }).x;
+  if (x === undefined) return { problem: 'its certificate key cannot be read' };
+  const key = Buffer.from(x, 'base64url');
+  let parsed: Certificate;
+  try {
+    parsed = AsnConvert.parse(certificate.raw, Certificate);
+  } catch {
+    return { problem: 'its certificate cannot be parsed' };
+  }
+  if (parsed.tbsCertificateRaw === undefined || !Identity.verify(key, Buffer.from(parsed.tbsCertificateRaw), Buffer.from(parsed.signatureValue))) {
+    return { problem: 'its certificate is not self-signed by a valid Ed25519 identity key' };
+  }
+  return { key };
+}

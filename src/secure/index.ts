@@ -1,0 +1,1 @@
+export { secureChannel, type PeerIdentity, type SecureChannel, type SecureChannelOptions } from './channel.js';
