@@ -6,6 +6,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // The hostile-input suite measures heap after garbage collection.
+    execArgv: ['--expose-gc'],
     setupFiles: ['test/setup.ts'],
   },
 });

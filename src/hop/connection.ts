@@ -93,6 +93,11 @@ export class HopConnection extends EventEmitter {
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
+    this.socket.on('end', () => {
+      if (!this.decoder.atBoundary) {
+        this.failProtocol(new ProtocolError('ERR_PROTOCOL', `${this.peerLabel} closed the connection in the middle of a frame`));
+      }
+    });
     this.socket.on('close', () => this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} closed`)));
     this.socket.on('error', (err) => this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} failed: ${err.message}`)));
     if (this.keepAliveInterval > 0) this.scheduleKeepAlive();

@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { ProtocolError, Reason, type RidproxyError } from '../errors.js';
+import { ConnectionClosedError, ProtocolError, Reason, type RidproxyError } from '../errors.js';
 import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
@@ -132,6 +132,8 @@ interface ProxyConnection {
   /** Payload bytes forwarded to this connection's process. */
   bytesOut: number;
   idleTimer: NodeJS.Timeout | undefined;
+  /** VC opens refused for a limit since this connection last got one through. */
+  limitRefusals: number;
 }
 
 /**
@@ -184,7 +186,8 @@ export class Proxy {
   static async listen(options: ProxyOptions = {}): Promise<Proxy> {
     const host = options.host ?? '127.0.0.1';
     const server = createServer({ noDelay: true });
-    server.listen(options.port ?? 0, host);
+    // A deep accept queue so a burst of connections (servers reconnecting after a restart) is not dropped by the kernel.
+    server.listen({ port: options.port ?? 0, host, backlog: 4096 });
     await Promise.race([
       once(server, 'listening'),
       once(server, 'error').then(([err]: Error[]) => {
@@ -292,13 +295,13 @@ export class Proxy {
       (err: RidproxyError) => {
         this.handshaking.delete(socket);
         if (err.code === 'ERR_TIMEOUT') this.counters.connectionsRefused++;
-        else this.counters.protocolErrors++;
+        else if (!(err instanceof ConnectionClosedError)) this.counters.protocolErrors++;
       },
     );
   }
 
   private adopt(hop: HopConnection): void {
-    const conn: ProxyConnection = { hop, vcs: new Map(), reserved: 0, connectedAt: Date.now(), bytesIn: 0, bytesOut: 0, idleTimer: undefined };
+    const conn: ProxyConnection = { hop, vcs: new Map(), reserved: 0, connectedAt: Date.now(), bytesIn: 0, bytesOut: 0, idleTimer: undefined, limitRefusals: 0 };
     this.connections.add(conn);
     hop.on('close', (err: RidproxyError | undefined) => this.drop(conn, err));
     hop.on('goaway', () => this.unregister(conn));
@@ -462,9 +465,14 @@ export class Proxy {
     }
     const limit = this.options.maxVcsPerConnection;
     if (conn.vcs.size >= limit || target.vcs.size >= limit) {
+      // A peer that keeps opening after being told is flooding, not racing: cut it off.
+      if (++conn.limitRefusals > limit) {
+        throw new ProtocolError('ERR_PROTOCOL', `${hop.peerLabel} kept opening VCs after ${limit} refusals for the limit of ${limit} VCs per connection`);
+      }
       reject(Reason.Limit, `proxy ${this.endpoint} allows at most ${limit} VCs per connection`);
       return;
     }
+    conn.limitRefusals = 0;
     // Reserve the largest window the acceptor may announce; VcAccepted trims it to the real one.
     const reserve = open.window + this.options.maxVcWindow;
     if (

@@ -89,6 +89,11 @@ export class FrameDecoder {
     return this.#state === PAYLOAD ? this.#length - this.#remaining : this.#have;
   }
 
+  /** True between frames: the stream may end here without cutting a preface, header or payload short. */
+  get atBoundary(): boolean {
+    return this.#state !== PAYLOAD && this.#have === 0;
+  }
+
   push(chunk: Buffer): void {
     if (this.#state === DEAD) throw this.#error;
     try {
