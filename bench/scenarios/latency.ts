@@ -15,7 +15,7 @@ const MESSAGE = 64;
  */
 export async function latencyScenario(ctx: Context): Promise<ScenarioReport> {
   const roundTrips = ctx.options.quick ? 5_000 : 20_000;
-  const warmup = 1_000;
+  const warmup = ctx.options.quick ? 500 : 1_000;
   const table = new SampleTable();
   const skipped: Skip[] = [];
   const topo = await openTopology(ctx, ctx.options.paths);

@@ -1,5 +1,7 @@
 import { Worker } from '../harness/children.js';
 import { SampleTable, type ScenarioReport, type Skip } from '../harness/results.js';
+import { slope } from '../harness/stats.js';
+import type { MemorySample } from '../lib/memory.js';
 import { startRelay } from '../paths/baselines.js';
 import { startLibraryPath } from '../paths/library.js';
 import type { Context } from '../paths/topology.js';
@@ -16,6 +18,8 @@ const MiB = 2 ** 20;
 const FD_LIMIT = 20_000;
 const SERVERS_PER_PROCESS = 2_500;
 const CLIENT_MANAGERS = 8;
+/** Idle VCs / connections are added in this many equal steps, RSS read after each. */
+const STEPS = 4;
 /** More than the window bytes the proxy reserves per VC (the opener's window plus its largest allowed window). */
 const VC_BUDGET = 16 * MiB;
 
@@ -27,7 +31,7 @@ function message(err: unknown): string {
  * Baseline: RSS of the one-process plain relay per idle relayed connection (it holds two sockets
  * each). Measured once: RSS does not shrink when connections close, so rounds would not repeat.
  */
-async function relayPerConnection(ctx: Context, table: SampleTable, count: number): Promise<void> {
+async function relayPerConnection(ctx: Context, table: SampleTable, detail: SampleTable, count: number): Promise<void> {
   if (2 * count + 100 > FD_LIMIT) throw new Error(`${count} relayed connections need ${2 * count} descriptors in the relay`);
   const workers: Array<{ kill(): void }> = [];
   try {
@@ -38,12 +42,13 @@ async function relayPerConnection(ctx: Context, table: SampleTable, count: numbe
     workers.push(relay.worker);
     const client = await Worker.start<ClientApi>('client');
     workers.push(client);
-    const before = await relay.worker.call('memory', {}, 10_000);
-    const held = await client.call('holdIdle', { target: { kind: 'tcp', host: '127.0.0.1', port: relay.port }, count, concurrency: 100 }, 120_000);
-    if (held.failures > 0) throw new Error(`${held.failures} connections failed; first: ${held.firstError}`);
-    const after = await relay.worker.call('memory', {}, 10_000);
-    ctx.log(`  relay: ${after.connections} idle relayed connections, RSS ${(before.rssBytes / MiB).toFixed(1)} -> ${(after.rssBytes / MiB).toFixed(1)} MiB`);
-    table.add('relay', PER_IDLE_VC, 'KiB', (after.rssBytes - before.rssBytes) / held.held / KiB);
+    const readings = await stepwise(count, () => relay.worker.call('memory', {}, 10_000), async (n) => {
+      const held = await client.call('holdIdle', { target: { kind: 'tcp', host: '127.0.0.1', port: relay.port }, count: n, concurrency: 100 }, 120_000);
+      if (held.failures > 0) throw new Error(`${held.failures} connections failed; first: ${held.firstError}`);
+    });
+    ctx.log(`  relay: ${count} idle relayed connections, RSS ${describe(readings)}`);
+    table.add('relay', PER_IDLE_VC, 'KiB', perUnit(readings, 'rssBytes'));
+    detail.add('relay', 'heap per idle relayed connection', 'KiB', perUnit(readings, 'heapUsedBytes'));
   } finally {
     workers.forEach((w) => w.kill());
   }
@@ -97,19 +102,46 @@ async function libraryMemory(ctx: Context, table: SampleTable, detail: SampleTab
 
     const client = await Worker.start<ClientApi>('client');
     workers.push(client);
-    const held = await client.call(
-      'holdIdle',
-      { target: { kind: 'ridproxy-many', endpoints: endpoints.slice(0, vcs), managers: CLIENT_MANAGERS }, count: vcs, concurrency: 100 },
-      60_000 + vcs * 50,
-    );
-    if (held.failures > 0) throw new Error(`${held.failures} VCs failed; first: ${held.firstError}`);
-    const withVcs = await proxy.call('memory', {}, 10_000);
-    ctx.log(`  library: ${withVcs.stats.vcs} idle VCs, proxy RSS ${(withVcs.rssBytes / MiB).toFixed(1)} MiB`);
-    table.add('library', PER_IDLE_VC, 'KiB', (withVcs.rssBytes - registered.rssBytes) / held.held / KiB);
-    detail.add('library', 'proxy heap per idle VC', 'KiB', (withVcs.heapUsedBytes - registered.heapUsedBytes) / held.held / KiB);
+    let next = 0;
+    const readings = await stepwise(vcs, () => proxy.call('memory', {}, 10_000), async (n) => {
+      const batch = endpoints.slice(next, next + n);
+      next += n;
+      const held = await client.call(
+        'holdIdle',
+        { target: { kind: 'ridproxy-many', endpoints: batch, managers: CLIENT_MANAGERS / STEPS }, count: n, concurrency: 100 },
+        60_000 + n * 50,
+      );
+      if (held.failures > 0) throw new Error(`${held.failures} VCs failed; first: ${held.firstError}`);
+    });
+    const last = readings[readings.length - 1][1] as MemorySample & { stats: { vcs: number } };
+    ctx.log(`  library: ${last.stats.vcs} idle VCs, proxy RSS ${describe(readings)}`);
+    table.add('library', PER_IDLE_VC, 'KiB', perUnit(readings, 'rssBytes'));
+    detail.add('library', 'proxy heap per idle VC', 'KiB', perUnit(readings, 'heapUsedBytes'));
   } finally {
     workers.forEach((w) => w.kill());
   }
+}
+
+/** Adds `total` units in STEPS equal batches, reading memory before and after each batch. */
+async function stepwise<M extends MemorySample>(total: number, read: () => Promise<M>, add: (n: number) => Promise<void>): Promise<Array<[number, M]>> {
+  const readings: Array<[number, M]> = [[0, await read()]];
+  let done = 0;
+  for (let step = 0; step < STEPS; step++) {
+    const n = Math.round(((step + 1) * total) / STEPS) - done;
+    await add(n);
+    done += n;
+    readings.push([done, await read()]);
+  }
+  return readings;
+}
+
+/** KiB per unit: the slope over all readings, so heap space left free by setup and absorbed by the first batch weighs less. */
+function perUnit(readings: ReadonlyArray<[number, MemorySample]>, field: keyof MemorySample): number {
+  return slope(readings.map(([n, m]) => [n, m[field]] as const)) / KiB;
+}
+
+function describe(readings: ReadonlyArray<[number, MemorySample]>): string {
+  return `${readings.map(([, m]) => (m.rssBytes / MiB).toFixed(1)).join(' -> ')} MiB`;
 }
 
 export async function memoryScenario(ctx: Context): Promise<ScenarioReport> {
@@ -122,13 +154,13 @@ export async function memoryScenario(ctx: Context): Promise<ScenarioReport> {
   const notes = [
     'measured once per run (RSS does not shrink when connections close, so repeated rounds would not be independent); RSS after two forced GCs',
     'the proxy runs with default settings except connection, registration, VC-per-connection and window-budget caps raised to admit this many servers and VCs',
-    `idle VCs: ${vcs.toLocaleString('en-US')} VCs from ${CLIENT_MANAGERS} client Managers (sharing hop connections) to distinct registered servers, one open flow each`,
+    `idle VCs: ${vcs.toLocaleString('en-US')} VCs from ${CLIENT_MANAGERS} client Managers (sharing hop connections) to distinct registered servers, one open flow each; added in ${STEPS} steps, per-VC figure = least-squares slope of RSS over the ${STEPS + 1} readings (same for the relay's connections)`,
   ];
   if (ctx.options.quick) notes.push(`--quick registers ${servers.toLocaleString('en-US')} servers, not 10,000: the per-server figure scales`);
   const paths = ctx.options.paths;
   if (paths.includes('relay')) {
     try {
-      await relayPerConnection(ctx, table, relayed);
+      await relayPerConnection(ctx, table, detail, relayed);
     } catch (err) {
       skipped.push({ path: 'relay', reason: message(err) });
     }

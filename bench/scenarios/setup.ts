@@ -25,7 +25,7 @@ function rate(results: SetupResult[]): number {
  * CLI: each new local TCP connection becomes a flow on the `connect` process's VC.
  */
 export async function setupScenario(ctx: Context): Promise<ScenarioReport> {
-  const count = ctx.options.quick ? 1_000 : 5_000;
+  const count = ctx.options.quick ? 600 : 5_000;
   const table = new SampleTable();
   const skipped: Skip[] = [];
   const notes: string[] = [];
