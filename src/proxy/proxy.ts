@@ -10,7 +10,7 @@ import {
   FrameType,
   decodeCredit,
   decodeOpenVc,
-  decodeWindow,
+  decodeVcAccepted,
   encodeReason,
   payloadOf,
   type Frame,
@@ -509,7 +509,10 @@ export class Proxy {
     if (side.opener || route.accepted) {
       throw new ProtocolError('ERR_PROTOCOL', `VcAccepted for VC id ${frame.vci}, which is not awaiting acceptance from this side`);
     }
-    const window = decodeWindow(payloadOf(frame));
+    const { window, publicKey } = decodeVcAccepted(payloadOf(frame));
+    if (!publicKey.equals(conn.hop.peerPublicKey)) {
+      throw new ProtocolError('ERR_PROTOCOL', `VcAccepted carries a public key other than the one ${conn.hop.peerLabel} proved`);
+    }
     if (window === 0 || window > this.options.maxVcWindow) {
       this.closeRoute(route, Reason.Limit, `VC window ${window} is outside 1-${this.options.maxVcWindow} bytes allowed by proxy ${this.endpoint}`);
       return;

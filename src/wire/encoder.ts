@@ -10,6 +10,7 @@ import {
   PREFACE_SIZE,
   PROTOCOL_VERSION,
   PUBLIC_KEY_SIZE,
+  VC_ACCEPTED_SIZE,
   SIGNATURE_SIZE,
   expectSize,
 } from './messages.js';
@@ -125,7 +126,16 @@ export function encodeOpenVc(open: { dst: RoutingId; src: RoutingId; srcPublicKe
   return b;
 }
 
-/** VcAccepted payload: the initial credit the acceptor grants (0 allowed: credit may follow). */
+/** VcAccepted payload: the initial credit the acceptor grants, then the acceptor's public key. */
+export function encodeVcAccepted(window: number, publicKey: Buffer): Buffer {
+  expectSize('publicKey', publicKey, PUBLIC_KEY_SIZE);
+  const b = Buffer.allocUnsafe(VC_ACCEPTED_SIZE);
+  encodeWindow(window).copy(b, 0);
+  publicKey.copy(b, 4);
+  return b;
+}
+
+/** A u32 window or credit amount. */
 export function encodeWindow(window: number): Buffer {
   checkUint('window', window, 0xffffffff);
   const b = Buffer.allocUnsafe(4);

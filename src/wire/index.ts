@@ -10,6 +10,7 @@ export {
   PROTOCOL_VERSION,
   PUBLIC_KEY_SIZE,
   SIGNATURE_SIZE,
+  VC_ACCEPTED_SIZE,
   decodeCredit,
   decodeHello,
   decodeOpenVc,
@@ -19,6 +20,7 @@ export {
   decodeRegister,
   decodeStatusRequest,
   decodeStatusResponse,
+  decodeVcAccepted,
   decodeWindow,
   negotiateVersion,
   proofTranscript,
@@ -39,6 +41,7 @@ export {
   encodeRegister,
   encodeStatusRequest,
   encodeStatusResponse,
+  encodeVcAccepted,
   encodeWindow,
 } from './encoder.js';
 export { FrameDecoder, payloadOf, type Frame, type FrameDecoderOptions, type PrefaceInfo } from './decoder.js';

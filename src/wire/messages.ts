@@ -14,6 +14,8 @@ export const SIGNATURE_SIZE = 64;
 export const PING_SIZE = 8;
 /** dst 16 | src 16 | srcPublicKey 32 | window 4, before the optional token. */
 export const OPEN_VC_FIXED_SIZE = 2 * RoutingId.SIZE + PUBLIC_KEY_SIZE + 4;
+/** VcAccepted: window u32 | the acceptor's public key. */
+export const VC_ACCEPTED_SIZE = 4 + PUBLIC_KEY_SIZE;
 
 /** ASCII "RIDP". */
 export const PREFACE_MAGIC = Buffer.from('RIDP', 'latin1');
@@ -171,6 +173,12 @@ export function decodeWindow(buf: Buffer, type?: FrameType.VcAccepted | FrameTyp
   const n = buf.readUInt32BE(0);
   if (n === 0 && type === FrameType.Credit) throw malformed(type, 'credit must be greater than 0');
   return n;
+}
+
+/** VcAccepted: the acceptor's initial credit and its public key (vouched for by the proxy, which checks it against the key the acceptor proved). */
+export function decodeVcAccepted(buf: Buffer): { window: number; publicKey: Buffer } {
+  exactLength(FrameType.VcAccepted, buf, VC_ACCEPTED_SIZE);
+  return { window: buf.readUInt32BE(0), publicKey: own(buf, 4, VC_ACCEPTED_SIZE) };
 }
 
 export function decodeCredit(buf: Buffer): number {

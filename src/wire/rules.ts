@@ -1,4 +1,4 @@
-import { FrameType, NONCE_SIZE, OPEN_VC_FIXED_SIZE, PING_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE } from './messages.js';
+import { FrameType, NONCE_SIZE, OPEN_VC_FIXED_SIZE, PING_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, VC_ACCEPTED_SIZE } from './messages.js';
 
 // Per-type header rules in arrays indexed by the type byte, so the decoder checks a header with a
 // few loads and compares instead of a switch.
@@ -23,7 +23,7 @@ const rules: Array<[FrameType, number, number, number]> = [
   [FrameType.RegisterError, SCOPE_CONNECTION, 2, ANY],
   [FrameType.Unregister, SCOPE_CONNECTION, 0, 0],
   [FrameType.OpenVc, SCOPE_CIRCUIT, OPEN_VC_FIXED_SIZE, ANY],
-  [FrameType.VcAccepted, SCOPE_CIRCUIT, 4, 4],
+  [FrameType.VcAccepted, SCOPE_CIRCUIT, VC_ACCEPTED_SIZE, VC_ACCEPTED_SIZE],
   [FrameType.VcRejected, SCOPE_CIRCUIT, 2, ANY],
   [FrameType.Data, SCOPE_CIRCUIT, 0, ANY],
   [FrameType.Credit, SCOPE_CIRCUIT, 4, 4],

@@ -28,7 +28,7 @@ const LENGTHS: Partial<Record<FrameType, [number, number?]>> = {
   [FrameType.CloseVc]: [2],
   [FrameType.GoAway]: [2],
   [FrameType.OpenVc]: [68],
-  [FrameType.VcAccepted]: [4, 4],
+  [FrameType.VcAccepted]: [36, 36],
   [FrameType.Credit]: [4, 4],
   [FrameType.Ping]: [8, 8],
   [FrameType.Pong]: [8, 8],
