@@ -23,16 +23,19 @@ export async function writeRandom(sink: Writable, total: number, blockSize = 64 
     written += size;
     if (!sink.write(block)) {
       await new Promise<void>((resolve, reject) => {
-        const onDrain = (): void => {
-          sink.off('error', onError);
-          resolve();
-        };
-        const onError = (err: Error): void => {
+        const settle = (err?: Error): void => {
           sink.off('drain', onDrain);
-          reject(err);
+          sink.off('error', onError);
+          sink.off('close', onClose);
+          if (err) reject(err);
+          else resolve();
         };
+        const onDrain = (): void => settle();
+        const onError = (err: Error): void => settle(err);
+        const onClose = (): void => settle(new Error('the stream closed while writing'));
         sink.once('drain', onDrain);
         sink.once('error', onError);
+        sink.once('close', onClose);
       });
     }
   }

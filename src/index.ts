@@ -1,0 +1,17 @@
+export * from './errors.js';
+export { RoutingId } from './id/routing-id.js';
+export { Identity, loadIdentity, saveIdentity } from './id/identity.js';
+export { Endpoint, parseAddress } from './id/endpoint.js';
+export { Proxy, type ProxyOptions, type ProxyStats } from './proxy/proxy.js';
+export {
+  Manager,
+  type AcceptOptions,
+  type DialOptions,
+  type ListenStatus,
+  type ManagerOptions,
+  type ProxyListenOptions,
+  type ProxyRegistration,
+} from './manager/manager.js';
+export { Flow, MAX_MESSAGE_SIZE } from './manager/flow.js';
+export type { VcSession } from './manager/vc-session.js';
+export { PersistentRegistration, backoffDelay, type BackoffOptions } from './manager/persistent-registration.js';

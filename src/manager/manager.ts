@@ -1,0 +1,518 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+import {
+  AuthenticationError,
+  ManagerError,
+  Reason,
+  TimeoutError,
+  UnreachableError,
+  VcClosedError,
+} from '../errors.js';
+import { Endpoint, parseAddress } from '../id/endpoint.js';
+import { Identity } from '../id/identity.js';
+import type { RoutingId } from '../id/routing-id.js';
+import { HopConnection } from '../hop/connection.js';
+import { DEFAULT_VC_WINDOW, type VirtualCircuit } from '../hop/circuit.js';
+import { AcceptQueue, abortReason } from './accept-queue.js';
+import type { Flow } from './flow.js';
+import { Link, type IncomingVc, type VcDecision } from './link.js';
+import { VcSession } from './vc-session.js';
+
+export interface ManagerOptions {
+  /** The process's identity; a fresh in-memory one when absent. */
+  identity?: Identity;
+  /** Receive window of each VC end, in bytes. */
+  vcWindow?: number;
+  /** Receive window of each flow (yamux stream), in bytes. */
+  streamWindow?: number;
+  /** Milliseconds a peer has to complete the hop handshake. */
+  handshakeTimeout?: number;
+  /** Milliseconds between keepalive pings on hop connections and VCs; 0 disables them. */
+  keepAliveInterval?: number;
+  /** Default time limit of `dial`, in milliseconds. */
+  dialTimeout?: number;
+  /** Milliseconds a VC with no flows stays open for reuse. */
+  vcIdleTimeout?: number;
+  /** Milliseconds a hop connection with no VCs and no registration stays open. */
+  linkIdleTimeout?: number;
+  /** Incoming flows waiting for `accept`; past it new flows are reset. */
+  acceptBacklog?: number;
+}
+
+export interface DialOptions {
+  signal?: AbortSignal;
+  /** Milliseconds for the whole dial (connect, handshake, VC open). */
+  timeout?: number;
+  /** The flow does not keep an otherwise idle VC open. */
+  sideChannel?: boolean;
+}
+
+export interface AcceptOptions {
+  signal?: AbortSignal;
+}
+
+export interface ProxyListenOptions {
+  /** The proxy's registration token, when it requires one. */
+  token?: string;
+  signal?: AbortSignal;
+  timeout?: number;
+}
+
+export interface ListenStatus {
+  /** Endpoints clients can dial to reach this process; the first is the one to hand out. */
+  endpoints: string[];
+  /** Per proxyListen name: null while registered, the error that ended it otherwise. */
+  proxyErrors: Map<string, Error | null>;
+  /** Settles on the next change of this status. */
+  dirty: Promise<void>;
+}
+
+/** A registration of this process's routing ID on a proxy, made by proxyListen. */
+export interface ProxyRegistration {
+  readonly name: string;
+  /** The endpoint clients dial to reach this process through the proxy. */
+  readonly endpoint: string;
+  /** Settles when the registration ends: undefined after close(), the error if the link to the proxy failed. */
+  readonly closed: Promise<Error | undefined>;
+  close(): void;
+}
+
+const DEFAULT_DIAL_TIMEOUT = 30_000;
+const DEFAULT_VC_IDLE_TIMEOUT = 60_000;
+const DEFAULT_LINK_IDLE_TIMEOUT = 30_000;
+const DEFAULT_ACCEPT_BACKLOG = 1024;
+
+interface DirectListener {
+  server: Server;
+  endpoint: string;
+}
+
+interface Registration extends ProxyRegistration {
+  link: Link;
+  finish(err: Error | undefined): void;
+}
+
+/**
+ * A process's handle on ridproxy: it owns the identity, the hop connections, a cache of VCs
+ * (one per remote routing ID, reused by later dials), direct listeners and proxy registrations,
+ * and the queue of incoming flows.
+ */
+export class Manager {
+  readonly identity: Identity;
+  /** Resolves once close() has finished. */
+  readonly closed: Promise<void>;
+
+  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow'>> & { streamWindow: number | undefined };
+  private readonly links = new Map<string, Promise<Link>>();
+  private readonly allLinks = new Set<Link>();
+  private readonly inboundSockets = new Set<Socket>();
+  private readonly listeners: DirectListener[] = [];
+  private readonly registrations = new Map<string, Registration>();
+  private readonly proxyErrors = new Map<string, Error | null>();
+  private readonly sessions = new Map<string, VcSession>();
+  private readonly pendingSessions = new Map<string, Promise<VcSession>>();
+  private readonly allSessions = new Set<VcSession>();
+  private readonly acceptQueue: AcceptQueue<Flow>;
+  private dirty!: { promise: Promise<void>; resolve(): void };
+  private isClosing = false;
+  private resolveClosed!: () => void;
+
+  constructor(options: ManagerOptions = {}) {
+    this.identity = options.identity ?? Identity.generate();
+    this.options = {
+      vcWindow: options.vcWindow ?? DEFAULT_VC_WINDOW,
+      streamWindow: options.streamWindow,
+      handshakeTimeout: options.handshakeTimeout ?? 10_000,
+      keepAliveInterval: options.keepAliveInterval ?? 15_000,
+      dialTimeout: options.dialTimeout ?? DEFAULT_DIAL_TIMEOUT,
+      vcIdleTimeout: options.vcIdleTimeout ?? DEFAULT_VC_IDLE_TIMEOUT,
+      linkIdleTimeout: options.linkIdleTimeout ?? DEFAULT_LINK_IDLE_TIMEOUT,
+      acceptBacklog: options.acceptBacklog ?? DEFAULT_ACCEPT_BACKLOG,
+    };
+    this.acceptQueue = new AcceptQueue(this.options.acceptBacklog);
+    this.renewDirty();
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+  }
+
+  get routingId(): RoutingId {
+    return this.identity.routingId;
+  }
+
+  /** True while a direct listener or a proxy registration is active: incoming VCs and flows are accepted. */
+  get isListening(): boolean {
+    return this.listeners.length > 0 || this.registrations.size > 0;
+  }
+
+  /** Accepts hop connections directly on `address` ("host:port", "[::1]:port" or a port). Resolves to the endpoint to dial. */
+  async listen(address: string): Promise<string> {
+    this.assertOpen();
+    const { host, port } = parseAddress(address, '127.0.0.1');
+    const server = createServer({ noDelay: true }, (socket) => this.acceptSocket(socket));
+    server.listen(port, host);
+    try {
+      await Promise.race([
+        once(server, 'listening'),
+        once(server, 'error').then(([err]: Error[]) => {
+          throw err;
+        }),
+      ]);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new UnreachableError(
+        code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the address is already in use` : `cannot listen on ${host}:${port}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    const bound = server.address();
+    const boundPort = bound !== null && typeof bound === 'object' ? bound.port : port;
+    const endpoint = new Endpoint(host, boundPort, this.routingId).toString();
+    this.listeners.push({ server, endpoint });
+    this.markDirty();
+    return endpoint;
+  }
+
+  /**
+   * Registers this process on the proxy at `endpoint` so clients can reach it by routing ID.
+   * Resolves once the proxy confirmed; rejects with the proxy's typed refusal otherwise.
+   */
+  async proxyListen(name: string, endpoint: string | Endpoint, options: ProxyListenOptions = {}): Promise<ProxyRegistration> {
+    this.assertOpen();
+    if (this.registrations.has(name)) throw new ManagerError('ERR_NAME_IN_USE', `a proxy registration named "${name}" is already active`);
+    const proxy = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
+    let link: Link;
+    try {
+      link = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `registering on proxy ${proxy.address}`, (signal) =>
+        this.linkTo(proxy, signal, true),
+      );
+      if (!proxy.routingId.isNull() && !proxy.routingId.equals(link.hop.peerRoutingId)) {
+        throw new AuthenticationError(`the process at ${proxy.address} has routing id ${link.hop.peerRoutingId}, not the proxy's ${proxy.routingId}`);
+      }
+      await link.register(options.token);
+    } catch (err) {
+      this.proxyErrors.set(name, err as Error);
+      this.markDirty();
+      throw err;
+    }
+    if (this.isClosing) {
+      link.unregister();
+      throw new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed while registering');
+    }
+    let settle!: (err: Error | undefined) => void;
+    const closed = new Promise<Error | undefined>((resolve) => {
+      settle = resolve;
+    });
+    const registration: Registration = {
+      name,
+      endpoint: new Endpoint(proxy.host, proxy.port, this.routingId).toString(),
+      closed,
+      link,
+      close: () => {
+        link.unregister();
+        registration.finish(undefined);
+      },
+      finish: (err) => {
+        if (this.registrations.get(name) !== registration) return;
+        this.registrations.delete(name);
+        link.off('close', onLost);
+        link.off('goaway', onLost);
+        if (err) this.proxyErrors.set(name, err);
+        else this.proxyErrors.delete(name);
+        this.markDirty();
+        settle(err);
+      },
+    };
+    const onLost = (err?: Error): void => registration.finish(err ?? new VcClosedError(Reason.ConnectionLost, `connection to proxy ${proxy.address} closed`));
+    link.on('close', onLost);
+    link.on('goaway', onLost);
+    this.registrations.set(name, registration);
+    this.proxyErrors.set(name, null);
+    this.markDirty();
+    return registration;
+  }
+
+  status(): ListenStatus {
+    return {
+      endpoints: [...this.listeners.map((l) => l.endpoint), ...[...this.registrations.values()].map((r) => r.endpoint)],
+      proxyErrors: new Map(this.proxyErrors),
+      dirty: this.dirty.promise,
+    };
+  }
+
+  /** Stops direct listeners and proxy registrations; pending accept() calls reject with ERR_NOT_LISTENING. Listening again is allowed. */
+  async stopListening(): Promise<void> {
+    const servers = this.listeners.splice(0, this.listeners.length).map((l) => l.server);
+    for (const registration of [...this.registrations.values()]) registration.close();
+    for (const flow of this.acceptQueue.drain()) flow.destroy();
+    this.acceptQueue.failWaiters(new ManagerError('ERR_NOT_LISTENING', 'stopListening() was called'));
+    this.markDirty();
+    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+  }
+
+  /** The next flow a remote process opened to this one. */
+  accept(options: AcceptOptions = {}): Promise<Flow> {
+    if (this.isClosing) return Promise.reject(new ManagerError('ERR_MANAGER_CLOSED', 'the manager is closed'));
+    return this.acceptQueue.take(options.signal);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Flow> {
+    for (;;) {
+      try {
+        yield await this.accept();
+      } catch (err) {
+        if (err instanceof ManagerError && (err.code === 'ERR_NOT_LISTENING' || err.code === 'ERR_MANAGER_CLOSED')) return;
+        throw err;
+      }
+    }
+  }
+
+  /** Opens a flow to the process named by `endpoint`, reusing the VC to its routing ID if there is one. */
+  async dial(endpoint: string | Endpoint, options: DialOptions = {}): Promise<Flow> {
+    this.assertOpen();
+    const target = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
+    const session = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `dialing ${target}`, (signal) =>
+      this.sessionTo(target, signal),
+    );
+    return session.openFlow(options.sideChannel ?? false);
+  }
+
+  /** Opens a flow only over an existing VC to the endpoint's routing ID; ERR_NO_CACHED_VC if there is none. */
+  dialCached(endpoint: string | Endpoint, options: Pick<DialOptions, 'sideChannel'> = {}): Flow {
+    this.assertOpen();
+    const target = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
+    const session = this.sessions.get(target.routingId.toString());
+    if (!session?.isOpen) throw new ManagerError('ERR_NO_CACHED_VC', `no open VC to routing id ${target.routingId}`);
+    return session.openFlow(options.sideChannel ?? false);
+  }
+
+  /** Closes every VC, connection, listener and registration. */
+  async close(): Promise<void> {
+    if (this.isClosing) return this.closed;
+    this.isClosing = true;
+    const err = new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed');
+    const stopped = this.stopListening();
+    this.acceptQueue.failWaiters(err);
+    for (const session of this.allSessions) session.close(new VcClosedError(Reason.Normal, 'the manager was closed'));
+    for (const socket of this.inboundSockets) socket.destroy();
+    // Links still connecting join allLinks when they settle; wait so none is left open.
+    await Promise.allSettled([...this.links.values()]);
+    for (const link of this.allLinks) link.close();
+    await Promise.all([stopped, ...[...this.allLinks].map((link) => link.hop.closed), ...[...this.allSessions].map((s) => s.closed)]);
+    this.dirty.resolve();
+    this.resolveClosed();
+    return this.closed;
+  }
+
+  private assertOpen(): void {
+    if (this.isClosing) throw new ManagerError('ERR_MANAGER_CLOSED', 'the manager is closed');
+  }
+
+  private sessionTo(target: Endpoint, signal: AbortSignal): Promise<VcSession> {
+    const key = target.routingId.toString();
+    const cached = this.sessions.get(key);
+    if (!target.routingId.isNull() && cached?.isOpen) return Promise.resolve(cached);
+    let pending = target.routingId.isNull() ? undefined : this.pendingSessions.get(key);
+    if (pending === undefined) {
+      pending = this.openSession(target, signal);
+      if (!target.routingId.isNull()) {
+        this.pendingSessions.set(key, pending);
+        const forget = (): void => {
+          if (this.pendingSessions.get(key) === pending) this.pendingSessions.delete(key);
+        };
+        pending.then(forget, forget);
+      }
+    }
+    return pending;
+  }
+
+  private async openSession(target: Endpoint, signal: AbortSignal): Promise<VcSession> {
+    const link = await this.linkTo(target, signal, false);
+    const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
+    const circuit = await link.openVc(dst, signal);
+    const remote = target.routingId.isNull() ? target.withRoutingId(dst) : target;
+    return this.startSession(circuit, true, new Endpoint(target.host, target.port, this.routingId).toString(), remote.toString());
+  }
+
+  private startSession(circuit: VirtualCircuit, dialer: boolean, localEndpoint: string, remoteEndpoint: string): VcSession {
+    const session = new VcSession({
+      circuit,
+      dialer,
+      localEndpoint,
+      remoteEndpoint,
+      streamWindow: this.options.streamWindow,
+      keepAliveInterval: this.options.keepAliveInterval,
+      idleTimeout: this.options.vcIdleTimeout,
+    });
+    const key = circuit.remoteRoutingId.toString();
+    this.allSessions.add(session);
+    if (!this.sessions.get(key)?.isOpen) this.sessions.set(key, session);
+    session.on('flow', (flow: Flow) => this.incomingFlow(flow));
+    void session.closed.then(() => {
+      this.allSessions.delete(session);
+      if (this.sessions.get(key) === session) this.sessions.delete(key);
+    });
+    if (this.isClosing) session.close(new VcClosedError(Reason.Normal, 'the manager was closed'));
+    return session;
+  }
+
+  private incomingFlow(flow: Flow): void {
+    // A flow nobody will accept is reset at once rather than left to hang the peer.
+    if (!this.isListening || this.isClosing || !this.acceptQueue.offer(flow)) flow.destroy();
+  }
+
+  /** The hop connection to `target.address`, shared by dials and registrations; made on first use. */
+  private linkTo(target: Endpoint, signal: AbortSignal, forRegistration: boolean): Promise<Link> {
+    const key = target.address;
+    const existing = this.links.get(key);
+    if (existing) {
+      return existing.then((link) => (link.usable ? link : this.replaceLink(key, existing, target, signal, forRegistration)));
+    }
+    return this.replaceLink(key, undefined, target, signal, forRegistration);
+  }
+
+  private replaceLink(key: string, previous: Promise<Link> | undefined, target: Endpoint, signal: AbortSignal, forRegistration: boolean): Promise<Link> {
+    const current = this.links.get(key);
+    if (current !== undefined && current !== previous) return this.linkTo(target, signal, forRegistration);
+    const created = this.connectLink(target, signal);
+    this.links.set(key, created);
+    created.then(
+      (link) => {
+        link.on('close', () => {
+          if (this.links.get(key) === created) this.links.delete(key);
+        });
+      },
+      () => {
+        if (this.links.get(key) === created) this.links.delete(key);
+      },
+    );
+    return created;
+  }
+
+  private async connectLink(target: Endpoint, signal: AbortSignal): Promise<Link> {
+    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    const abort = (): void => {
+      socket.destroy();
+    };
+    signal.addEventListener('abort', abort, { once: true });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', (err: NodeJS.ErrnoException) => {
+          const why = err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'ENOTFOUND' ? 'host not found' : err.message;
+          reject(new UnreachableError(`cannot reach ${target.address}: ${why}`, { cause: err }));
+        });
+        socket.once('close', () => reject(signal.aborted ? abortReason(signal) : new UnreachableError(`cannot reach ${target.address}: connection closed`)));
+      });
+      const hop = await HopConnection.establish({
+        socket,
+        identity: this.identity,
+        initiator: true,
+        handshakeTimeout: this.options.handshakeTimeout,
+        keepAliveInterval: this.options.keepAliveInterval,
+        peerLabel: target.address,
+      });
+      return this.adoptLink(hop);
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', abort);
+      socket.removeAllListeners('connect');
+    }
+  }
+
+  private adoptLink(hop: HopConnection): Link {
+    const link = new Link(hop, this.identity, this.options.vcWindow);
+    this.allLinks.add(link);
+    link.decide = (incoming) => this.decideVc(incoming);
+    link.on('circuit', (circuit: VirtualCircuit) => {
+      const local = new Endpoint(hostOf(hop.socket.localAddress), hop.socket.localPort ?? 0, this.routingId).toString();
+      const remote = new Endpoint(hostOf(hop.socket.remoteAddress), hop.socket.remotePort ?? 0, circuit.remoteRoutingId).toString();
+      this.startSession(circuit, false, local, remote);
+    });
+    let idleTimer: NodeJS.Timeout | undefined;
+    link.on('idle', () => {
+      if (idleTimer) clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => {
+        if (link.circuitCount === 0 && !link.registered) link.close();
+      }, this.options.linkIdleTimeout);
+      idleTimer.unref();
+    });
+    link.on('close', () => {
+      if (idleTimer) clearTimeout(idleTimer);
+      this.allLinks.delete(link);
+    });
+    link.start();
+    return link;
+  }
+
+  private decideVc(incoming: IncomingVc): VcDecision {
+    if (!incoming.dst.equals(this.routingId)) {
+      return { reason: Reason.UnknownDestination, message: `process ${this.routingId} is not a proxy and has no routing id ${incoming.dst}` };
+    }
+    if (!this.isListening || this.isClosing) return { reason: Reason.Refused, message: `process ${this.routingId} is not listening` };
+    return undefined;
+  }
+
+  private acceptSocket(socket: Socket): void {
+    if (this.isClosing) {
+      socket.destroy();
+      return;
+    }
+    this.inboundSockets.add(socket);
+    socket.once('close', () => this.inboundSockets.delete(socket));
+    HopConnection.establish({
+      socket,
+      identity: this.identity,
+      initiator: false,
+      handshakeTimeout: this.options.handshakeTimeout,
+      keepAliveInterval: this.options.keepAliveInterval,
+    }).then(
+      (hop) => {
+        if (this.isClosing) hop.destroy();
+        else this.adoptLink(hop);
+      },
+      () => {
+        // The handshake failure already closed the socket; the peer was told why when possible.
+      },
+    );
+  }
+
+  /** Runs `operation` with a signal that aborts on the caller's signal or after `timeout` ms. */
+  private async withDeadline<T>(outer: AbortSignal | undefined, timeout: number, what: string, operation: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    if (outer?.aborted) throw abortReason(outer);
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort(abortReason(outer!));
+    outer?.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => controller.abort(new TimeoutError(`${what} timed out after ${timeout} ms`)), timeout);
+    try {
+      return await new Promise<T>((resolve, reject) => {
+        controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+        operation(controller.signal).then(resolve, reject);
+      });
+    } finally {
+      clearTimeout(timer);
+      outer?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private markDirty(): void {
+    const previous = this.dirty;
+    this.renewDirty();
+    previous?.resolve();
+  }
+
+  private renewDirty(): void {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.dirty = { promise, resolve };
+  }
+}
+
+function hostOf(address: string | undefined): string {
+  if (address === undefined) return '0.0.0.0';
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}

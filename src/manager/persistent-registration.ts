@@ -1,0 +1,117 @@
+import { EventEmitter } from 'node:events';
+import type { Endpoint } from '../id/endpoint.js';
+import type { Manager, ProxyListenOptions, ProxyRegistration } from './manager.js';
+
+export interface BackoffOptions {
+  /** Delay before the second attempt, in ms; each later one doubles it. */
+  initialDelay?: number;
+  /** Longest delay between attempts, in ms. */
+  maxDelay?: number;
+}
+
+export const DEFAULT_INITIAL_DELAY = 100;
+export const DEFAULT_MAX_DELAY = 30_000;
+
+/**
+ * Delay before reconnect attempt `attempt` (1-based): the first is immediate, then exponential
+ * up to the cap, with "equal jitter" (half fixed, half random) so a fleet of servers that lost
+ * the same proxy does not reconnect in lockstep.
+ */
+export function backoffDelay(attempt: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
+  if (attempt <= 1) return 0;
+  const initial = options.initialDelay ?? DEFAULT_INITIAL_DELAY;
+  const cap = options.maxDelay ?? DEFAULT_MAX_DELAY;
+  const ceiling = Math.min(cap, initial * 2 ** (attempt - 2));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+export interface PersistentRegistrationEvents {
+  registered: [{ endpoint: string; attempt: number }];
+  lost: [Error];
+  retrying: [{ attempt: number; delay: number; error: Error }];
+}
+
+/**
+ * Keeps a process registered on a proxy: after the link is lost (proxy restarted, network cut,
+ * going away) it registers again, forever, with backoff. The first registration must succeed
+ * (so a wrong address fails fast); `close()` stops it.
+ */
+export class PersistentRegistration extends EventEmitter<PersistentRegistrationEvents> {
+  readonly name: string;
+  private current: ProxyRegistration | undefined;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
+
+  private constructor(
+    private readonly manager: Manager,
+    name: string,
+    private readonly proxy: string | Endpoint,
+    private readonly options: ProxyListenOptions & BackoffOptions,
+  ) {
+    super();
+    this.name = name;
+  }
+
+  static async start(manager: Manager, name: string, proxy: string | Endpoint, options: ProxyListenOptions & BackoffOptions = {}): Promise<PersistentRegistration> {
+    const persistent = new PersistentRegistration(manager, name, proxy, options);
+    const registration = await manager.proxyListen(name, proxy, options);
+    persistent.adopt(registration, 1);
+    return persistent;
+  }
+
+  /** The endpoint clients dial; stable across reconnects (same proxy address, same routing ID). */
+  get endpoint(): string | undefined {
+    return this.current?.endpoint;
+  }
+
+  get isRegistered(): boolean {
+    return this.current !== undefined;
+  }
+
+  close(): void {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.wake?.();
+    this.current?.close();
+    this.current = undefined;
+  }
+
+  private adopt(registration: ProxyRegistration, attempt: number): void {
+    this.current = registration;
+    this.emit('registered', { endpoint: registration.endpoint, attempt });
+    void registration.closed.then((err) => {
+      this.current = undefined;
+      if (this.stopped || err === undefined) return;
+      this.emit('lost', err);
+      void this.reconnect();
+    });
+  }
+
+  private async reconnect(): Promise<void> {
+    let delay = backoffDelay(1, this.options);
+    for (let attempt = 1; !this.stopped; attempt++) {
+      if (delay > 0) {
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+          this.retryTimer = setTimeout(resolve, delay);
+        });
+        this.wake = undefined;
+        if (this.stopped) return;
+      }
+      try {
+        const registration = await this.manager.proxyListen(this.name, this.proxy, this.options);
+        if (this.stopped) {
+          registration.close();
+          return;
+        }
+        this.adopt(registration, attempt);
+        return;
+      } catch (err) {
+        if (this.stopped || (err as { code?: string }).code === 'ERR_MANAGER_CLOSED') return;
+        delay = backoffDelay(attempt + 1, this.options);
+        this.emit('retrying', { attempt, delay, error: err as Error });
+      }
+    }
+  }
+}

@@ -1,0 +1,123 @@
+import { EventEmitter } from 'node:events';
+import { MuxError, Reason, VcClosedError, type RidproxyError } from '../errors.js';
+import type { RoutingId } from '../id/routing-id.js';
+import type { VirtualCircuit } from '../hop/circuit.js';
+import { YamuxSession, type YamuxStreamInit } from '../mux/index.js';
+import { Flow } from './flow.js';
+
+export interface VcSessionInit {
+  circuit: VirtualCircuit;
+  /** True on the process that opened the VC: it is the yamux client (odd stream ids). */
+  dialer: boolean;
+  localEndpoint: string;
+  remoteEndpoint: string;
+  streamWindow?: number;
+  keepAliveInterval?: number;
+  /** Milliseconds a VC with no flows (side-channel flows aside) stays open. */
+  idleTimeout: number;
+}
+
+/**
+ * A VC between this process and one other, carrying a yamux session whose streams are Flows.
+ * This is what `flow.conn` exposes. It closes itself after `idleTimeout` with no flows that
+ * keep it alive, and emits 'flow' for each flow the remote opens.
+ */
+export class VcSession extends EventEmitter {
+  readonly circuit: VirtualCircuit;
+  readonly mux: YamuxSession;
+  readonly localEndpoint: string;
+  readonly remoteEndpoint: string;
+  /** Resolves when the VC ends: undefined for a clean close, the reason otherwise. Never rejects. */
+  readonly closed: Promise<Error | undefined>;
+  /** Date.now() of the last flow opened or accepted on this VC. */
+  lastUsed = Date.now();
+
+  private keepAliveFlows = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly idleTimeout: number;
+
+  constructor(init: VcSessionInit) {
+    super();
+    this.circuit = init.circuit;
+    this.localEndpoint = init.localEndpoint;
+    this.remoteEndpoint = init.remoteEndpoint;
+    this.idleTimeout = init.idleTimeout;
+    this.mux = new YamuxSession(init.circuit, {
+      client: init.dialer,
+      streamWindow: init.streamWindow,
+      keepAliveInterval: init.keepAliveInterval,
+      createStream: (streamInit: YamuxStreamInit) => new Flow(streamInit, this),
+    });
+    this.mux.on('stream', (flow: Flow) => {
+      this.track(flow, false);
+      this.emit('flow', flow);
+    });
+    // A VC closed underneath the session (peer lost, proxy gone) must fail the flows with its own
+    // typed reason, so this runs before the multiplexer's generic transport-error handling.
+    this.circuit.prependListener('error', (err: Error) => this.mux.destroy(err));
+    this.circuit.once('close', () => {
+      if (!this.mux.isClosed) this.mux.destroy(this.circuit.errored ?? new VcClosedError(Reason.Normal, `VC to ${this.remoteRoutingId} closed`));
+    });
+    this.closed = this.mux.closed.then((err) => {
+      this.clearIdle();
+      this.circuit.destroy();
+      return err;
+    });
+    this.armIdle();
+  }
+
+  get remoteRoutingId(): RoutingId {
+    return this.circuit.remoteRoutingId;
+  }
+
+  get remotePublicKey(): Buffer {
+    return this.circuit.remotePublicKey;
+  }
+
+  /** Round-trip time of the last keepalive ping on this VC, in milliseconds. */
+  get rtt(): number | undefined {
+    return this.mux.rtt;
+  }
+
+  get isOpen(): boolean {
+    return !this.mux.isClosed && !this.circuit.destroyed;
+  }
+
+  openFlow(sideChannel: boolean): Flow {
+    if (!this.isOpen) throw new MuxError('ERR_SESSION_CLOSED', `VC to ${this.remoteRoutingId} is closed`);
+    const flow = this.mux.openStream() as Flow;
+    this.track(flow, sideChannel);
+    return flow;
+  }
+
+  close(err?: RidproxyError): void {
+    if (err) this.mux.destroy(err);
+    else this.mux.close();
+  }
+
+  private track(flow: Flow, sideChannel: boolean): void {
+    this.lastUsed = Date.now();
+    if (sideChannel) return;
+    this.keepAliveFlows++;
+    this.clearIdle();
+    flow.once('close', () => {
+      this.keepAliveFlows--;
+      this.lastUsed = Date.now();
+      if (this.keepAliveFlows === 0) this.armIdle();
+    });
+  }
+
+  private armIdle(): void {
+    if (this.idleTimeout <= 0 || !this.isOpen) return;
+    this.clearIdle();
+    this.idleTimer = setTimeout(() => {
+      if (this.keepAliveFlows === 0) this.mux.close();
+    }, this.idleTimeout);
+    this.idleTimer.unref();
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+}
