@@ -1,0 +1,105 @@
+import { createServer, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import type { Command } from 'commander';
+import { InvalidArgumentError, UnreachableError } from '../../errors.js';
+import { Endpoint, parseAddress } from '../../id/endpoint.js';
+import { loadIdentity } from '../../id/identity.js';
+import { Manager } from '../../manager/manager.js';
+import { addCommonOptions, type CommonOptions } from '../common.js';
+import { describe } from '../describe.js';
+import { createLogger, type Logger } from '../logger.js';
+import { awaitServiceReady, splice } from '../tunnel.js';
+
+interface ConnectOptions extends CommonOptions {
+  local?: string;
+  stdio?: boolean;
+  identity?: string;
+}
+
+export function registerConnect(program: Command): void {
+  const command = program
+    .command('connect')
+    .description('Reach a service exported with `proxy serve`: each local TCP connection (or stdin/stdout) becomes a flow to it, all on one VC.')
+    .argument('<endpoint>', 'the endpoint `proxy serve` printed (ridp://host:port/<rid>)')
+    .option('--local <[host:]port>', 'accept local TCP connections here (host defaults to 127.0.0.1)')
+    .option('--stdio', 'carry one flow on stdin/stdout, e.g. for ssh -o ProxyCommand')
+    .option('--identity <file>', 'identity to dial with (default: a new one for this run)')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ npx proxy connect ridp://203.0.113.7:8100/4f1c... --local 9000
+  127.0.0.1:9000        <- point your client here
+  $ ssh -o ProxyCommand='npx proxy connect ridp://203.0.113.7:8100/4f1c... --stdio' user@anything`,
+    );
+  addCommonOptions(command).action(async (endpointText: string, options: ConnectOptions) => {
+    const endpoint = Endpoint.parse(endpointText);
+    if ((options.local === undefined) === (options.stdio === undefined)) {
+      throw new InvalidArgumentError('ERR_INVALID_OPTION', 'give exactly one of --local [host:]port or --stdio');
+    }
+    if (endpoint.routingId.isNull()) {
+      throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `endpoint "${endpointText}" has no routing id; use the endpoint \`proxy serve\` printed`);
+    }
+    const log = createLogger({ level: options.logLevel, pretty: options.pretty });
+    const identity = options.identity ? await loadIdentity(options.identity) : undefined;
+    const manager = new Manager({ identity });
+    try {
+      if (options.stdio) await connectStdio(manager, endpoint, log);
+      else await connectLocal(manager, endpoint, options.local!, log);
+    } finally {
+      await manager.close();
+    }
+  });
+}
+
+async function connectStdio(manager: Manager, endpoint: Endpoint, log: Logger): Promise<void> {
+  const flow = await manager.dial(endpoint);
+  await awaitServiceReady(flow);
+  log.debug({ endpoint: endpoint.toString() }, 'connected');
+  await splice(flow, Duplex.from({ readable: process.stdin, writable: process.stdout }));
+}
+
+async function connectLocal(manager: Manager, endpoint: Endpoint, local: string, log: Logger): Promise<void> {
+  const { host, port } = parseAddress(local, '127.0.0.1');
+  const active = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    active.add(socket);
+    socket.on('close', () => active.delete(socket));
+    socket.on('error', () => undefined);
+    const client = `${socket.remoteAddress}:${socket.remotePort}`;
+    void (async () => {
+      try {
+        const flow = await manager.dial(endpoint);
+        await awaitServiceReady(flow);
+        log.debug({ client }, 'connection tunnelled');
+        await splice(socket, flow);
+      } catch (err) {
+        log.error({ client, endpoint: endpoint.toString(), reason: describe(err), code: (err as { code?: string }).code }, `cannot reach ${endpoint}: ${describe(err)}`);
+        socket.destroy();
+      }
+    })();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new UnreachableError(err.code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the address is already in use` : `cannot listen on ${host}:${port}: ${err.message}`)),
+    );
+    server.listen(port, host);
+  });
+  const bound = server.address();
+  const address = bound !== null && typeof bound === 'object' ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : local;
+  process.stdout.write(`${address}\n`);
+  log.info({ local: address, endpoint: endpoint.toString() }, 'accepting local connections');
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      log.info({ signal, open: active.size }, 'shutting down');
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  server.close();
+  for (const socket of active) socket.destroy();
+}

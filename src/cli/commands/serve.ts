@@ -1,0 +1,81 @@
+import type { Command } from 'commander';
+import { parseAddress, Endpoint } from '../../id/endpoint.js';
+import { Manager } from '../../manager/manager.js';
+import { PersistentRegistration } from '../../manager/persistent-registration.js';
+import type { Flow } from '../../manager/flow.js';
+import { addCommonOptions, type CommonOptions } from '../common.js';
+import { defaultIdentityPath, identityFrom } from '../identity-file.js';
+import { createLogger } from '../logger.js';
+import { describe } from '../describe.js';
+import { openServiceConnection, splice } from '../tunnel.js';
+
+interface ServeOptions extends CommonOptions {
+  proxy: string;
+  forward: string;
+  identity?: string;
+  token?: string;
+}
+
+export function registerServe(program: Command): void {
+  const command = program
+    .command('serve')
+    .description('Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself whenever the proxy comes back.')
+    .requiredOption('--proxy <endpoint>', 'the endpoint `proxy start` printed (ridp://host:port/<rid>, or host:port)')
+    .requiredOption('--forward <host:port>', 'the local service each incoming flow is connected to')
+    .option('--identity <file>', `this server's identity; its routing ID is the address clients dial (default: ${defaultIdentityPath()}, created on first use)`)
+    .option('--token <secret>', "the proxy's registration token, if it requires one")
+    .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
+  addCommonOptions(command).action(async (options: ServeOptions) => {
+    const log = createLogger({ level: options.logLevel, pretty: options.pretty });
+    const proxy = Endpoint.parse(options.proxy);
+    const forward = parseAddress(options.forward);
+    const identityPath = options.identity ?? defaultIdentityPath();
+    const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
+    if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new identity');
+    const manager = new Manager({ identity });
+    let registration: PersistentRegistration;
+    try {
+      registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: options.token });
+    } catch (err) {
+      await manager.close();
+      throw err;
+    }
+    process.stdout.write(`${registration.endpoint}\n`);
+    log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: options.forward }, 'registered on the proxy');
+    registration.on('lost', (err) => log.warn({ reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting'));
+    registration.on('retrying', ({ attempt, delay, error }) =>
+      log.info({ attempt, retryInMs: delay, reason: describe(error) }, 'proxy not reachable yet'),
+    );
+    registration.on('registered', ({ attempt }) => log.info({ endpoint: registration.endpoint, attempts: attempt }, 're-registered on the proxy'));
+
+    const serveFlow = async (flow: Flow): Promise<void> => {
+      const peer = flow.remoteEndpoint;
+      let socket;
+      try {
+        socket = await openServiceConnection(flow, forward.host, forward.port);
+      } catch (err) {
+        log.warn({ peer, forward: options.forward, reason: describe(err) }, 'local service refused a flow');
+        return;
+      }
+      log.debug({ peer }, 'flow connected to the local service');
+      await splice(flow, socket);
+      log.debug({ peer }, 'flow finished');
+    };
+
+    const stop = new Promise<void>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals): void => {
+        log.info({ signal }, 'shutting down');
+        resolve();
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+    });
+    const accepting = (async () => {
+      for await (const flow of manager) void serveFlow(flow);
+    })();
+    await stop;
+    registration.close();
+    await manager.close();
+    await accepting;
+  });
+}

@@ -1,0 +1,80 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const LAUNCHER = fileURLToPath(new URL('../../bin/proxy.js', import.meta.url));
+
+export interface CliProcess {
+  child: ChildProcess;
+  /** The first line the command printed on stdout (its endpoint or address). */
+  firstLine: Promise<string>;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** A config directory of its own per test, so no test touches the user's identity. */
+export function isolatedConfig(): string {
+  return mkdtempSync(join(tmpdir(), 'ridproxy-e2e-'));
+}
+
+const running = new Set<ChildProcess>();
+
+/** Runs `proxy <args>` as a user would: a real process running the built launcher. */
+export function runCli(args: string[], options: { config: string; stdio?: 'pipe' } ): CliProcess {
+  const child = spawn(process.execPath, [LAUNCHER, ...args], {
+    env: { ...process.env, XDG_CONFIG_HOME: options.config, NO_COLOR: '1' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (text: string) => {
+    stderr += text;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      running.delete(child);
+      resolve({ code, signal });
+    });
+  });
+  const firstLine = new Promise<string>((resolve, reject) => {
+    let stdout = '';
+    const onData = (chunk: Buffer): void => {
+      stdout += chunk.toString('utf8');
+      const newline = stdout.indexOf('\n');
+      if (newline >= 0) {
+        child.stdout!.off('data', onData);
+        resolve(stdout.slice(0, newline));
+      }
+    };
+    child.stdout!.on('data', onData);
+    void exited.then(({ code }) => reject(new Error(`proxy ${args.join(' ')} exited with ${code} before printing a line; stderr: ${stderr}`)));
+  });
+  firstLine.catch(() => undefined);
+  return { child, firstLine, stderr: () => stderr, exited };
+}
+
+/** Runs a command to completion and returns its exit code and output. */
+export async function runToExit(args: string[], config: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cli = runCli(args, { config });
+  let stdout = '';
+  cli.child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  const { code } = await cli.exited;
+  return { code, stdout, stderr: cli.stderr() };
+}
+
+export async function killAll(): Promise<void> {
+  await Promise.all(
+    [...running].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          child.once('exit', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+}
