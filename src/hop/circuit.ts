@@ -5,7 +5,7 @@ import { FrameType, encodeCredit, encodeReason } from '../wire/index.js';
 import type { HopConnection } from './connection.js';
 
 /** Default receive window of a VC end: how many bytes the peer may send before we grant more. */
-export const DEFAULT_VC_WINDOW = 1 << 20;
+export const DEFAULT_VC_WINDOW = 256 * 1024;
 /** Largest Data frame a VC end sends: big enough to amortise headers, small enough to interleave VCs fairly. */
 export const MAX_DATA_FRAME = 64 * 1024;
 

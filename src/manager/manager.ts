@@ -242,12 +242,13 @@ export class Manager {
 
   /** Stops direct listeners and proxy registrations; pending accept() calls reject with ERR_NOT_LISTENING. Listening again is allowed. */
   async stopListening(): Promise<void> {
-    const servers = this.listeners.splice(0, this.listeners.length).map((l) => l.server);
+    // Closing a net.Server stops accepting at once; its callback would also wait for every
+    // connection it accepted, which stay open for their VCs.
+    for (const { server } of this.listeners.splice(0, this.listeners.length)) server.close();
     for (const registration of [...this.registrations.values()]) registration.close();
     for (const flow of this.acceptQueue.drain()) flow.destroy();
     this.acceptQueue.failWaiters(new ManagerError('ERR_NOT_LISTENING', 'stopListening() was called'));
     this.markDirty();
-    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
 
   /** The next flow a remote process opened to this one. */
@@ -293,7 +294,7 @@ export class Manager {
     const err = new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed');
     const stopped = this.stopListening();
     this.acceptQueue.failWaiters(err);
-    for (const session of this.allSessions) session.close(new VcClosedError(Reason.Normal, 'the manager was closed'));
+    for (const session of this.allSessions) session.destroy();
     for (const socket of this.inboundSockets) socket.destroy();
     // Links still connecting join allLinks when they settle; wait so none is left open.
     await Promise.allSettled([...this.links.values()]);
@@ -352,7 +353,7 @@ export class Manager {
       this.allSessions.delete(session);
       if (this.sessions.get(key) === session) this.sessions.delete(key);
     });
-    if (this.isClosing) session.close(new VcClosedError(Reason.Normal, 'the manager was closed'));
+    if (this.isClosing) session.destroy();
     return session;
   }
 
@@ -376,6 +377,14 @@ export class Manager {
     if (current !== undefined && current !== previous) return this.linkTo(target, signal, forRegistration);
     const created = this.connectLink(target, signal);
     this.links.set(key, created);
+    // The attempt dies with the signal of the dial that started it; later dials must not wait on it.
+    signal.addEventListener(
+      'abort',
+      () => {
+        if (this.links.get(key) === created) this.links.delete(key);
+      },
+      { once: true },
+    );
     created.then(
       (link) => {
         link.on('close', () => {

@@ -90,9 +90,9 @@ export class VcSession extends EventEmitter {
     return flow;
   }
 
-  close(err?: RidproxyError): void {
-    if (err) this.mux.destroy(err);
-    else this.mux.close();
+  /** Closes the VC now; open flows are destroyed (with `err` if given, else without an error event). */
+  destroy(err?: RidproxyError): void {
+    this.mux.destroy(err);
   }
 
   private track(flow: Flow, sideChannel: boolean): void {
@@ -111,7 +111,8 @@ export class VcSession extends EventEmitter {
     if (this.idleTimeout <= 0 || !this.isOpen) return;
     this.clearIdle();
     this.idleTimer = setTimeout(() => {
-      if (this.keepAliveFlows === 0) this.mux.close();
+      // Side-channel flows do not hold the VC open: they end with it.
+      if (this.keepAliveFlows === 0) this.mux.destroy(new VcClosedError(Reason.Normal, `VC to ${this.remoteRoutingId} closed after ${this.idleTimeout} ms without flows`));
     }, this.idleTimeout);
     this.idleTimer.unref();
   }

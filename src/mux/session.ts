@@ -193,10 +193,13 @@ export class YamuxSession extends EventEmitter {
     this.#endIfIdle();
   }
 
-  /** Tears the session down now: open streams fail with `err` (or ERR_SESSION_CLOSED) and the transport is destroyed. */
+  /**
+   * Tears the session down now and destroys the transport. Open streams are destroyed with `err`;
+   * without one (a local, deliberate close) they close without an 'error' event, as
+   * `http2session.destroy()` does, and readers see a premature close.
+   */
   destroy(err?: Error): void {
-    const streamErr = err ?? new MuxError('ERR_SESSION_CLOSED', 'the session carrying this stream was destroyed');
-    this.#fail(err, streamErr, err ? GoAwayCode.InternalError : GoAwayCode.Normal);
+    this.#fail(err, err, err ? GoAwayCode.InternalError : GoAwayCode.Normal);
   }
 
   #newStream(id: number): YamuxStream {
@@ -441,7 +444,7 @@ export class YamuxSession extends EventEmitter {
    * streams fail with; `goAway`, if given, is sent first on a best-effort basis (the transport
    * is destroyed right after, so a peer that is not reading may never see it).
    */
-  #fail(result: Error | undefined, streamErr: Error, goAway: GoAwayCode | undefined): void {
+  #fail(result: Error | undefined, streamErr: Error | undefined, goAway: GoAwayCode | undefined): void {
     if (this.#state === 'closed') return;
     if (goAway !== undefined && this.#canSend()) {
       this.#transport.write(encodeHeader(FrameType.GoAway, 0, 0, goAway));
@@ -454,7 +457,7 @@ export class YamuxSession extends EventEmitter {
     this.#streams.clear();
     this.#ready.clear();
     for (const stream of streams) stream[kAbort](streamErr);
-    this.#failPings(streamErr);
+    this.#failPings(streamErr ?? new MuxError('ERR_SESSION_CLOSED', 'the session was destroyed'));
     this.#transport.destroy();
     this.#settle(result);
   }

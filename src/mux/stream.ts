@@ -178,7 +178,7 @@ export class YamuxStream extends Duplex {
   }
 
   /** The session is gone: fail the stream without trying to tell the peer. */
-  [kAbort](err: Error): void {
+  [kAbort](err: Error | undefined): void {
     this.#resetNotNeeded = true;
     this.destroy(err);
   }

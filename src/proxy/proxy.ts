@@ -49,7 +49,7 @@ export interface ProxyOptions {
   idleTimeout?: number;
 }
 
-export const DEFAULT_MAX_VC_WINDOW = 4 << 20;
+export const DEFAULT_MAX_VC_WINDOW = 1 << 20;
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
 export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
 export const DEFAULT_MAX_REGISTRATIONS = 10_000;
@@ -473,13 +473,9 @@ export class Proxy {
       return;
     }
     conn.limitRefusals = 0;
-    // Reserve the largest window the acceptor may announce; VcAccepted trims it to the real one.
-    const reserve = open.window + this.options.maxVcWindow;
-    if (
-      this.reserved + reserve > this.options.bufferBudget ||
-      conn.reserved + reserve > this.options.connectionBufferBudget ||
-      target.reserved + reserve > this.options.connectionBufferBudget
-    ) {
+    // Reserve as if the acceptor's window will match the opener's; VcAccepted settles the real figure.
+    const reserve = 2 * open.window;
+    if (!this.fitsBudget(conn, target, reserve)) {
       reject(Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for another VC`);
       return;
     }
@@ -515,6 +511,11 @@ export class Proxy {
     }
     if (window === 0 || window > this.options.maxVcWindow) {
       this.closeRoute(route, Reason.Limit, `VC window ${window} is outside 1-${this.options.maxVcWindow} bytes allowed by proxy ${this.endpoint}`);
+      return;
+    }
+    const growth = route.openerWindow + window - route.reserved;
+    if (growth > 0 && !this.fitsBudget(route.opener, route.acceptor, growth)) {
+      this.closeRoute(route, Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for a ${window}-byte VC window`);
       return;
     }
     route.accepted = true;
@@ -611,6 +612,12 @@ export class Proxy {
       this.closeIfIdle(conn);
       this.watchIdle(conn);
     }
+  }
+
+  /** Whether `extra` more bytes of VC windows fit the global budget and both connections' budgets. */
+  private fitsBudget(a: ProxyConnection, b: ProxyConnection, extra: number): boolean {
+    const perConnection = this.options.connectionBufferBudget;
+    return this.reserved + extra <= this.options.bufferBudget && a.reserved + extra <= perConnection && b.reserved + extra <= perConnection;
   }
 
   private adjustReservation(route: VcRoute, amount: number): void {

@@ -1,0 +1,206 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Endpoint, Manager, Proxy, type Flow } from '../../src/index.js';
+import { activeResources, delay, expectNoLeaks, readAll, waitFor } from '../helpers.js';
+
+describe('Manager API', () => {
+  let baseline: Record<string, number>;
+  const cleanups: Array<() => Promise<unknown>> = [];
+
+  beforeEach(() => {
+    baseline = activeResources();
+  });
+
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    await expectNoLeaks(baseline);
+  });
+
+  function manager(options: ConstructorParameters<typeof Manager>[0] = {}): Manager {
+    const m = new Manager(options);
+    cleanups.push(() => m.close());
+    return m;
+  }
+
+  async function startProxy(): Promise<Proxy> {
+    const proxy = await Proxy.listen();
+    cleanups.push(() => proxy.close());
+    return proxy;
+  }
+
+  it('rejects pending accepts with ERR_NOT_LISTENING on stopListening, and can listen again', async () => {
+    const server = manager();
+    const first = await server.listen('127.0.0.1:0');
+    const pending = server.accept();
+    await server.stopListening();
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_NOT_LISTENING' });
+    expect(server.status().endpoints).toEqual([]);
+
+    const second = await server.listen('127.0.0.1:0');
+    expect(second).not.toBe(first);
+    const client = manager();
+    const flow = await client.dial(second);
+    flow.end('again');
+    const accepted = await server.accept();
+    expect((await readAll(accepted)).toString()).toBe('again');
+  });
+
+  it('refuses VCs once the manager stopped listening, with a typed reason', async () => {
+    const server = manager();
+    const endpoint = await server.listen('127.0.0.1:0');
+    const client = manager();
+    await client.dial(endpoint);
+    await server.stopListening();
+    const other = manager();
+    // The listener is gone, so a new process cannot even connect.
+    await expect(other.dial(endpoint)).rejects.toMatchObject({ code: 'ERR_UNREACHABLE' });
+  });
+
+  it('reports status changes through dirty, and proxy errors by name', async () => {
+    const proxy = await startProxy();
+    const server = manager();
+    const before = server.status();
+    expect(before.endpoints).toEqual([]);
+    const registration = await server.proxyListen('relay', proxy.endpoint);
+    await before.dirty;
+    const during = server.status();
+    expect(during.endpoints).toEqual([registration.endpoint]);
+    expect(during.proxyErrors.get('relay')).toBeNull();
+
+    await proxy.close();
+    await during.dirty;
+    await registration.closed;
+    const after = server.status();
+    expect(after.endpoints).toEqual([]);
+    expect(after.proxyErrors.get('relay')).toMatchObject({ code: 'ERR_GOING_AWAY' });
+  });
+
+  it('rejects a second registration under the same name, and a registration on a proxy with the wrong routing id', async () => {
+    const proxy = await startProxy();
+    const server = manager();
+    await server.proxyListen('relay', proxy.endpoint);
+    await expect(server.proxyListen('relay', proxy.endpoint)).rejects.toMatchObject({ code: 'ERR_NAME_IN_USE' });
+    const impostor = new Endpoint(proxy.host, proxy.port, manager().routingId);
+    await expect(server.proxyListen('other', impostor)).rejects.toMatchObject({ code: 'ERR_AUTHENTICATION' });
+  });
+
+  it('dialCached only uses an existing VC', async () => {
+    const server = manager();
+    const endpoint = await server.listen('127.0.0.1:0');
+    const client = manager();
+    expect(() => client.dialCached(endpoint)).toThrow(expect.objectContaining({ code: 'ERR_NO_CACHED_VC' }));
+    const flow = await client.dial(endpoint);
+    const cached = client.dialCached(endpoint);
+    expect(cached.conn).toBe(flow.conn);
+  });
+
+  it('closes an idle VC after vcIdleTimeout, unless a regular flow keeps it; side-channel flows do not', async () => {
+    const server = manager();
+    const endpoint = await server.listen('127.0.0.1:0');
+    void (async () => {
+      for await (const flow of server) {
+        flow.on('error', () => undefined);
+        flow.on('end', () => flow.end());
+        flow.resume();
+      }
+    })();
+    const client = manager({ vcIdleTimeout: 150 });
+    const side = await client.dial(endpoint, { sideChannel: true });
+    side.on('error', () => undefined);
+    await side.conn.closed;
+    expect(side.destroyed).toBe(true);
+
+    const regular = await client.dial(endpoint);
+    await delay(400);
+    expect(regular.conn.isOpen).toBe(true);
+    regular.end();
+    regular.resume();
+    await regular.conn.closed;
+  });
+
+  it('delivers length-prefixed messages with readMsg / writeMsg, and reports a short end', async () => {
+    const server = manager();
+    const endpoint = await server.listen('127.0.0.1:0');
+    void (async () => {
+      for await (const flow of server) {
+        const first = await flow.readMsg();
+        const second = await flow.readMsg();
+        await flow.writeMsg(Buffer.from(`${first.length}:${second.length}`));
+        await flow.writeMsgAndClose(first, second);
+      }
+    })();
+    const client = manager();
+    const flow = await client.dial(endpoint);
+    const big = Buffer.alloc(3 << 20, 9);
+    await flow.writeMsg(Buffer.from('a'), Buffer.from('bc'));
+    await flow.writeMsg(big);
+    expect((await flow.readMsg()).toString()).toBe(`3:${big.length}`);
+    const echoed = await flow.readMsg();
+    expect(echoed.length).toBe(3 + big.length);
+    await expect(flow.readMsg()).rejects.toMatchObject({ code: 'ERR_END_OF_FLOW' });
+  });
+
+  it('lets the server open flows back to a dialer that listens, over the same VC', async () => {
+    const proxy = await startProxy();
+    const server = manager();
+    await server.proxyListen('main', proxy.endpoint);
+    const client = manager();
+    await client.proxyListen('main', proxy.endpoint);
+    void (async () => {
+      for await (const flow of server) {
+        // Call the client back over the VC it opened.
+        const back = server.dialCached(flow.remoteEndpoint);
+        back.end('called back');
+        flow.resume();
+      }
+    })();
+    const flow = await client.dial(server.status().endpoints[0]);
+    flow.end();
+    const back = await client.accept();
+    expect((await readAll(back)).toString()).toBe('called back');
+    expect(back.conn).toBe(flow.conn);
+    expect(back.remotePublicKey.equals(server.identity.publicKey)).toBe(true);
+    expect(proxy.stats().vcs).toBe(1);
+  });
+
+  it('resets flows to a dialer that does not listen', async () => {
+    const server = manager();
+    const endpoint = await server.listen('127.0.0.1:0');
+    const accepted: Flow[] = [];
+    void (async () => {
+      for await (const flow of server) accepted.push(flow);
+    })();
+    const client = manager();
+    await client.dial(endpoint);
+    await waitFor(() => accepted.length === 1, 'the server to accept');
+    const back = server.dialCached(accepted[0].remoteEndpoint);
+    const err = await new Promise<Error>((resolve) => back.once('error', resolve));
+    expect(err).toMatchObject({ code: 'ERR_STREAM_RESET' });
+  });
+
+  it('fails a dial with ERR_TIMEOUT or ERR_ABORTED, promptly', async () => {
+    const { createServer } = await import('node:net');
+    // A TCP server that accepts and never answers: the handshake can only time out.
+    const silent = createServer((socket) => socket.resume());
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => silent.close(resolve)));
+    const port = (silent.address() as { port: number }).port;
+    const client = manager();
+    const started = Date.now();
+    await expect(client.dial(`127.0.0.1:${port}`, { timeout: 200 })).rejects.toMatchObject({ code: 'ERR_TIMEOUT' });
+    expect(Date.now() - started).toBeLessThan(1000);
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 50);
+    await expect(client.dial(`127.0.0.1:${port}`, { signal: controller.signal })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    await client.close();
+    await new Promise((resolve) => silent.close(resolve));
+    cleanups.pop();
+  });
+
+  it('fails every call after close with ERR_MANAGER_CLOSED', async () => {
+    const m = new Manager();
+    await m.close();
+    await expect(m.dial('127.0.0.1:1')).rejects.toMatchObject({ code: 'ERR_MANAGER_CLOSED' });
+    await expect(m.accept()).rejects.toMatchObject({ code: 'ERR_MANAGER_CLOSED' });
+    await expect(m.listen('127.0.0.1:0')).rejects.toMatchObject({ code: 'ERR_MANAGER_CLOSED' });
+  });
+});
