@@ -88,7 +88,7 @@ export class Link extends EventEmitter {
   }
 
   /** Opens a VC to `dst` through this connection. Rejects with the proxy's or the peer's typed reason. */
-  openVc(dst: RoutingId, signal?: AbortSignal): Promise<VirtualCircuit> {
+  openVc(dst: RoutingId, signal?: AbortSignal, token?: string): Promise<VirtualCircuit> {
     if (!this.usable) {
       return Promise.reject(this.hop.peerGoAway ?? this.hop.error ?? new VcRejectedError(Reason.GoingAway, `connection to ${this.hop.peerLabel} is closing`));
     }
@@ -115,7 +115,7 @@ export class Link extends EventEmitter {
       this.hop.send(
         FrameType.OpenVc,
         vci,
-        encodeOpenVc({ dst, src: this.identity.routingId, srcPublicKey: this.identity.publicKey, window: this.receiveWindow }),
+        encodeOpenVc({ dst, src: this.identity.routingId, srcPublicKey: this.identity.publicKey, window: this.receiveWindow, token }),
       );
     });
   }

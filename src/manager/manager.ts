@@ -45,6 +45,8 @@ export interface DialOptions {
   timeout?: number;
   /** The flow does not keep an otherwise idle VC open. */
   sideChannel?: boolean;
+  /** The proxy's dial token, when it requires one to open VCs. */
+  token?: string;
 }
 
 export interface AcceptOptions {
@@ -273,7 +275,7 @@ export class Manager {
     this.assertOpen();
     const target = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
     const session = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `dialing ${target}`, (signal) =>
-      this.sessionTo(target, signal),
+      this.sessionTo(target, signal, options.token),
     );
     return session.openFlow(options.sideChannel ?? false);
   }
@@ -309,13 +311,13 @@ export class Manager {
     if (this.isClosing) throw new ManagerError('ERR_MANAGER_CLOSED', 'the manager is closed');
   }
 
-  private sessionTo(target: Endpoint, signal: AbortSignal): Promise<VcSession> {
+  private sessionTo(target: Endpoint, signal: AbortSignal, token: string | undefined): Promise<VcSession> {
     const key = target.routingId.toString();
     const cached = this.sessions.get(key);
     if (!target.routingId.isNull() && cached?.isOpen) return Promise.resolve(cached);
     let pending = target.routingId.isNull() ? undefined : this.pendingSessions.get(key);
     if (pending === undefined) {
-      pending = this.openSession(target, signal);
+      pending = this.openSession(target, signal, token);
       if (!target.routingId.isNull()) {
         this.pendingSessions.set(key, pending);
         const forget = (): void => {
@@ -327,10 +329,10 @@ export class Manager {
     return pending;
   }
 
-  private async openSession(target: Endpoint, signal: AbortSignal): Promise<VcSession> {
+  private async openSession(target: Endpoint, signal: AbortSignal, token: string | undefined): Promise<VcSession> {
     const link = await this.linkTo(target, signal, false);
     const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
-    const circuit = await link.openVc(dst, signal);
+    const circuit = await link.openVc(dst, signal, token);
     const remote = target.routingId.isNull() ? target.withRoutingId(dst) : target;
     return this.startSession(circuit, true, new Endpoint(target.host, target.port, this.routingId).toString(), remote.toString());
   }

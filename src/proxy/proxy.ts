@@ -1,10 +1,11 @@
+import { timingSafeEqual } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { ConnectionClosedError, ProtocolError, Reason, type RidproxyError } from '../errors.js';
 import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
-import { HopConnection } from '../hop/connection.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT, HopConnection } from '../hop/connection.js';
 import {
   DEFAULT_MAX_PAYLOAD,
   FrameType,
@@ -35,8 +36,12 @@ export interface ProxyOptions {
   bufferBudget?: number;
   /** Bytes the proxy may commit to the VCs of one hop connection. */
   connectionBufferBudget?: number;
-  /** When set, Register frames must carry this token. */
+  /** When set, Register frames (and status requests) must carry this token. */
   registrationToken?: string;
+  /** When set, OpenVc frames must carry this token. */
+  dialToken?: string;
+  /** When set, only these routing IDs (32-hex strings) may register. */
+  registrationAllowList?: ReadonlySet<string>;
   /** Hop connections (including ones still in their handshake) the proxy holds at once. */
   maxConnections?: number;
   /** Hop connections from one source IP address. */
@@ -149,7 +154,8 @@ export class Proxy {
   readonly port: number;
 
   private readonly server: Server;
-  private readonly options: Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'host' | 'port'>> & { registrationToken: string | undefined };
+  private readonly options: Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'registrationAllowList' | 'host' | 'port'>> &
+    Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'registrationAllowList'>;
   private readonly connections = new Set<ProxyConnection>();
   private readonly handshaking = new Set<Socket>();
   private readonly routes = new Map<string, ProxyConnection>();
@@ -167,12 +173,14 @@ export class Proxy {
     this.endpoint = new Endpoint(host, port, identity.routingId).toString();
     this.options = {
       maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
-      handshakeTimeout: options.handshakeTimeout ?? 10_000,
+      handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
       keepAliveInterval: options.keepAliveInterval ?? 15_000,
       maxVcWindow: options.maxVcWindow ?? DEFAULT_MAX_VC_WINDOW,
       bufferBudget: options.bufferBudget ?? DEFAULT_BUFFER_BUDGET,
       connectionBufferBudget: options.connectionBufferBudget ?? DEFAULT_CONNECTION_BUFFER_BUDGET,
       registrationToken: options.registrationToken,
+      dialToken: options.dialToken,
+      registrationAllowList: options.registrationAllowList,
       maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
       maxRegistrations: options.maxRegistrations ?? DEFAULT_MAX_REGISTRATIONS,
@@ -393,7 +401,7 @@ export class Proxy {
   private answerStatus(conn: ProxyConnection, frame: Frame): void {
     const token = this.options.registrationToken;
     const body =
-      token !== undefined && payloadOf(frame).toString('utf8') !== token
+      token !== undefined && !tokensEqual(payloadOf(frame), token)
         ? { error: { reason: Reason.Unauthorized, message: `proxy ${this.endpoint} shows its status only to callers presenting its token` } }
         : { status: this.report() };
     conn.hop.send(FrameType.StatusResponse, 0, Buffer.from(JSON.stringify(body), 'utf8'));
@@ -402,7 +410,7 @@ export class Proxy {
   private register(conn: ProxyConnection, frame: Frame): void {
     const { hop } = conn;
     const token = this.options.registrationToken;
-    if (token !== undefined && payloadOf(frame).toString('utf8') !== token) {
+    if (token !== undefined && !tokensEqual(payloadOf(frame), token)) {
       hop.send(FrameType.RegisterError, 0, encodeReason(Reason.Unauthorized, `proxy ${this.endpoint} requires a valid registration token`));
       return;
     }
@@ -411,6 +419,11 @@ export class Proxy {
       return;
     }
     const key = hop.peerRoutingId.toString();
+    const allowed = this.options.registrationAllowList;
+    if (allowed !== undefined && !allowed.has(key)) {
+      hop.send(FrameType.RegisterError, 0, encodeReason(Reason.Unauthorized, `routing id ${key} is not on the allow-list of proxy ${this.endpoint}`));
+      return;
+    }
     const previous = this.routes.get(key);
     if (previous === undefined && this.routes.size >= this.options.maxRegistrations) {
       hop.send(FrameType.RegisterError, 0, encodeReason(Reason.Limit, `proxy ${this.endpoint} has reached its limit of ${this.options.maxRegistrations} registered servers`));
@@ -448,6 +461,11 @@ export class Proxy {
     };
     if (this.closing || hop.localGoAway) {
       reject(Reason.GoingAway, `proxy ${this.endpoint} is shutting down`);
+      return;
+    }
+    const dialToken = this.options.dialToken;
+    if (dialToken !== undefined && !tokensEqual(open.token, dialToken)) {
+      reject(Reason.Unauthorized, `proxy ${this.endpoint} requires a valid dial token`);
       return;
     }
     if (open.window === 0 || open.window > this.options.maxVcWindow) {
@@ -650,4 +668,10 @@ export class Proxy {
       this.forget(route);
     }
   }
+}
+
+/** Compares a presented token with the configured one in constant time, so timing does not leak it. */
+function tokensEqual(presented: Buffer, expected: string): boolean {
+  const wanted = Buffer.from(expected, 'utf8');
+  return presented.length === wanted.length && timingSafeEqual(presented, wanted);
 }

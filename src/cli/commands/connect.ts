@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError, UnreachableError } from '../../errors.js';
 import { Endpoint, parseAddress } from '../../id/endpoint.js';
 import { loadIdentity } from '../../id/identity.js';
+import type { Flow } from '../../manager/flow.js';
 import { Manager } from '../../manager/manager.js';
 import { addCommonOptions, type CommonOptions } from '../common.js';
 import { describe } from '../describe.js';
@@ -14,6 +15,7 @@ interface ConnectOptions extends CommonOptions {
   local?: string;
   stdio?: boolean;
   identity?: string;
+  dialToken?: string;
 }
 
 export function registerConnect(program: Command): void {
@@ -24,6 +26,7 @@ export function registerConnect(program: Command): void {
     .option('--local <[host:]port>', 'accept local TCP connections here (host defaults to 127.0.0.1)')
     .option('--stdio', 'carry one flow on stdin/stdout, e.g. for ssh -o ProxyCommand')
     .option('--identity <file>', 'identity to dial with (default: a new one for this run)')
+    .option('--dial-token <secret>', "the proxy's dial token, if it requires one")
     .addHelpText(
       'after',
       `
@@ -44,22 +47,23 @@ Examples:
     const identity = options.identity ? await loadIdentity(options.identity) : undefined;
     const manager = new Manager({ identity });
     try {
-      if (options.stdio) await connectStdio(manager, endpoint, log);
-      else await connectLocal(manager, endpoint, options.local!, log);
+      const dial = (): Promise<Flow> => manager.dial(endpoint, { token: options.dialToken });
+      if (options.stdio) await connectStdio(dial, endpoint, log);
+      else await connectLocal(dial, endpoint, options.local!, log);
     } finally {
       await manager.close();
     }
   });
 }
 
-async function connectStdio(manager: Manager, endpoint: Endpoint, log: Logger): Promise<void> {
-  const flow = await manager.dial(endpoint);
+async function connectStdio(dial: () => Promise<Flow>, endpoint: Endpoint, log: Logger): Promise<void> {
+  const flow = await dial();
   await awaitServiceReady(flow);
   log.debug({ endpoint: endpoint.toString() }, 'connected');
   await splice(flow, Duplex.from({ readable: process.stdin, writable: process.stdout }));
 }
 
-async function connectLocal(manager: Manager, endpoint: Endpoint, local: string, log: Logger): Promise<void> {
+async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local: string, log: Logger): Promise<void> {
   const { host, port } = parseAddress(local, '127.0.0.1');
   const active = new Set<Socket>();
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
@@ -69,7 +73,7 @@ async function connectLocal(manager: Manager, endpoint: Endpoint, local: string,
     const client = `${socket.remoteAddress}:${socket.remotePort}`;
     void (async () => {
       try {
-        const flow = await manager.dial(endpoint);
+        const flow = await dial();
         await awaitServiceReady(flow);
         log.debug({ client }, 'connection tunnelled');
         await splice(socket, flow);

@@ -2,7 +2,19 @@ import { Option, type Command } from 'commander';
 import { UnreachableError } from '../../errors.js';
 import { parseAddress } from '../../id/endpoint.js';
 import { defaultProxyIdentityPath, identityFrom } from '../identity-file.js';
-import { Proxy } from '../../proxy/proxy.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT } from '../../hop/connection.js';
+import {
+  DEFAULT_BUFFER_BUDGET,
+  DEFAULT_CONNECTION_BUFFER_BUDGET,
+  DEFAULT_IDLE_TIMEOUT,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+  DEFAULT_MAX_REGISTRATIONS,
+  DEFAULT_MAX_VCS_PER_CONNECTION,
+  Proxy,
+} from '../../proxy/proxy.js';
+import { DEFAULT_MAX_PAYLOAD } from '../../wire/index.js';
+import { loadAllowList } from '../allow-list.js';
 import { createLogger } from '../logger.js';
 import { addCommonOptions, type CommonOptions } from '../common.js';
 import { positiveInteger } from '../parse.js';
@@ -11,7 +23,18 @@ interface StartOptions extends CommonOptions {
   listen: string;
   identity?: string;
   token?: string;
+  dialToken?: string;
+  allowFile?: string;
   drainTimeout: number;
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  maxRegistrations: number;
+  maxVcsPerConnection: number;
+  bufferBudget: number;
+  connectionBufferBudget: number;
+  handshakeTimeout: number;
+  idleTimeout: number;
+  maxFrameSize: number;
 }
 
 export function registerStart(program: Command): void {
@@ -21,7 +44,18 @@ export function registerStart(program: Command): void {
     .option('--listen <host:port>', 'address to accept connections on (use 0.0.0.0:8100 to accept from other machines)', '127.0.0.1:8100')
     .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (default: ${defaultProxyIdentityPath()}, created on first use)`)
     .option('--token <secret>', 'require this token from servers that register, and from `proxy status`')
+    .option('--dial-token <secret>', 'require this token from clients that open VCs (`proxy connect --dial-token`)')
+    .option('--allow-file <file>', 'only routing IDs listed in this file (one per line, # comments) may register')
     .addOption(new Option('--drain-timeout <ms>', 'on SIGINT/SIGTERM, how long open VCs may finish before they are cut').argParser(positiveInteger).default(5000))
+    .addOption(limit('--max-connections <n>', 'hop connections held at once, handshaking ones included', DEFAULT_MAX_CONNECTIONS))
+    .addOption(limit('--max-connections-per-address <n>', 'hop connections from one IP address', DEFAULT_MAX_CONNECTIONS_PER_ADDRESS))
+    .addOption(limit('--max-registrations <n>', 'registered servers', DEFAULT_MAX_REGISTRATIONS))
+    .addOption(limit('--max-vcs-per-connection <n>', 'open VCs on one hop connection', DEFAULT_MAX_VCS_PER_CONNECTION))
+    .addOption(limit('--buffer-budget <bytes>', 'VC window bytes the proxy may commit in total; new VCs are refused beyond it', DEFAULT_BUFFER_BUDGET))
+    .addOption(limit('--connection-buffer-budget <bytes>', 'VC window bytes the proxy may commit to one connection', DEFAULT_CONNECTION_BUFFER_BUDGET))
+    .addOption(limit('--handshake-timeout <ms>', 'time a new connection has to prove its identity', DEFAULT_HANDSHAKE_TIMEOUT))
+    .addOption(limit('--idle-timeout <ms>', 'time a connection with no VCs and no registration may stay open (0: forever)', DEFAULT_IDLE_TIMEOUT))
+    .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .addHelpText('after', '\nExample:\n  $ npx proxy start --listen 127.0.0.1:8100\n  ridp://127.0.0.1:8100/9a0c...   <- give this to `proxy serve --proxy`');
   addCommonOptions(command).action(async (options: StartOptions) => {
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
@@ -29,9 +63,26 @@ export function registerStart(program: Command): void {
     const identityPath = options.identity ?? defaultProxyIdentityPath();
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new proxy identity');
+    const allowList = options.allowFile ? await loadAllowList(options.allowFile) : undefined;
     let proxy: Proxy;
     try {
-      proxy = await Proxy.listen({ host, port, identity, registrationToken: options.token });
+      proxy = await Proxy.listen({
+        host,
+        port,
+        identity,
+        registrationToken: options.token,
+        dialToken: options.dialToken,
+        registrationAllowList: allowList,
+        maxConnections: options.maxConnections,
+        maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+        maxRegistrations: options.maxRegistrations,
+        maxVcsPerConnection: options.maxVcsPerConnection,
+        bufferBudget: options.bufferBudget,
+        connectionBufferBudget: options.connectionBufferBudget,
+        handshakeTimeout: options.handshakeTimeout,
+        idleTimeout: options.idleTimeout,
+        maxPayload: options.maxFrameSize,
+      });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw new UnreachableError(
@@ -39,7 +90,10 @@ export function registerStart(program: Command): void {
       );
     }
     process.stdout.write(`${proxy.endpoint}\n`);
-    log.info({ endpoint: proxy.endpoint, routingId: proxy.routingId.toString(), token: options.token !== undefined }, 'proxy listening');
+    log.info(
+      { endpoint: proxy.endpoint, routingId: proxy.routingId.toString(), token: options.token !== undefined, dialToken: options.dialToken !== undefined, allowList: allowList?.size },
+      'proxy listening',
+    );
 
     await new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals): void => {
@@ -56,4 +110,8 @@ export function registerStart(program: Command): void {
       process.on('SIGTERM', stop);
     });
   });
+}
+
+function limit(flags: string, description: string, defaultValue: number): Option {
+  return new Option(flags, description).argParser(positiveInteger).default(defaultValue);
 }
