@@ -68,7 +68,7 @@ export async function secureChannel(transport: Duplex, options: SecureChannelOpt
   // node:tls copies this flag from the stream it wraps; without it, the first 'end' from the
   // peer would also end this side's writing, and half-close would not survive the TLS layer.
   transport.allowHalfOpen = true;
-  const common = { secureContext, ALPNProtocols: [ALPN], rejectUnauthorized: false };
+  const common = { secureContext, ALPNProtocols: [ALPN], rejectUnauthorized: false, highWaterMark: HIGH_WATER_MARK };
   // rejectUnauthorized is off because there is no CA: a peer is accepted for its key, which
   // SecureStream checks once the handshake has proved the peer holds it.
   const socket =
@@ -165,7 +165,14 @@ class SecureStream extends Duplex {
     this.#socket = socket;
     this.#role = role;
     this.#reader = new FrameReader({ data: (payload) => this.#onData(payload), control: (type, payload) => this.#onControl(type, payload) });
-    socket.once(role === 'dialer' ? 'secureConnect' : 'secure', () => this.#secured.resolve());
+    socket.once(role === 'dialer' ? 'secureConnect' : 'secure', () => {
+      // A server-side TLSSocket made outside a tls.Server keeps "control" until released, and
+      // until then node:tls turns its TLS errors into an internal event instead of 'error': a
+      // record failing its AEAD check would look like a plain end. tls.Server releases control at
+      // this point of every connection; so do we.
+      if (role === 'acceptor') (socket as TLSSocket & { _releaseControl(): boolean })._releaseControl();
+      this.#secured.resolve();
+    });
     socket.on('data', (chunk: Buffer) => this.#onChunk(chunk));
     socket.on('end', () => this.#onSocketEnd());
     socket.on('error', (err: Error) => this.#onSocketError(err));
@@ -377,7 +384,9 @@ class SecureStream extends Duplex {
     } else if (tlsFailure) {
       // After the handshake every TLS error means a record failed its AEAD check here, or the
       // peer reports (by alert) that one from this side did: bytes were altered in transit.
-      this.#fail(new RidproxyError('ERR_INTEGRITY', `secure channel: data to or from ${this.#peerName()} failed authentication, so it was altered in transit; the channel is closed (${err.message})`, { cause: err }));
+      const reason = (err as Error & { reason?: string }).reason ?? err.message;
+      const what = code.includes('_ALERT_') ? `${this.#peerName()} reports that data from this side` : `data from ${this.#peerName()}`;
+      this.#fail(new RidproxyError('ERR_INTEGRITY', `secure channel: ${what} failed authentication (${reason}): it was altered in transit, and the channel is closed`, { cause: err }));
     } else {
       this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `secure channel to ${this.#peerName()}: the transport failed: ${err.message}`, { cause: err }));
     }
