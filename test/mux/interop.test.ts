@@ -20,7 +20,7 @@ function libp2pEcho(stream: Stream): void {
   });
 }
 
-describe('wire compatibility with @libp2p/yamux over TCP', () => {
+describe('wire compatibility with @libp2p/yamux over TCP', { timeout: 30_000 }, () => {
   it('ours as client, theirs as server: 50 streams echo 300 KiB each with half-close, ping both ways, GoAway', async () => {
     const { client, server } = await socketPair();
     const theirs = libp2pMuxer(server, false);

@@ -14,7 +14,7 @@ async function echo(stream: YamuxStream, payload: Buffer): Promise<Buffer> {
   return reply;
 }
 
-describe('many streams on one session', () => {
+describe('many streams on one session', { timeout: 30_000 }, () => {
   it('1,000 concurrent streams each echo 64 KiB intact', async () => {
     const pair = await sessionPair();
     pair.b.on('stream', echoServer);

@@ -92,7 +92,7 @@ async function recordSession(): Promise<{ toServer: Buffer; toClient: Buffer }> 
   return { toServer: Buffer.concat(toServer), toClient: Buffer.concat(toClient) };
 }
 
-describe('FrameParser', () => {
+describe('FrameParser', { timeout: 30_000 }, () => {
   let recorded: { toServer: Buffer; toClient: Buffer };
   beforeAll(async () => {
     recorded = await recordSession();

@@ -35,7 +35,7 @@ async function expectProtocolFailure(
   if (!peer.socket.closed) await once(peer.socket, 'close');
 }
 
-describe('protocol violations destroy the session with ERR_MUX_PROTOCOL', () => {
+describe('protocol violations destroy the session with ERR_MUX_PROTOCOL', { timeout: 30_000 }, () => {
   it('bad version byte', async () => {
     await expectProtocolFailure((peer) => {
       const header = encodeHeader(FrameType.Ping, Flag.SYN, 0, 1);
@@ -87,7 +87,7 @@ describe('protocol violations destroy the session with ERR_MUX_PROTOCOL', () => 
   });
 });
 
-describe('frames the session accepts', () => {
+describe('frames the session accepts', { timeout: 30_000 }, () => {
   it('ignores frames for a stream that was closed earlier', async () => {
     const { session, peer } = await sessionWithRawPeer();
     const stream = session.openStream();

@@ -32,7 +32,7 @@ async function settleHooks(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
 }
 
-describe('YamuxSession ping and keepalive', () => {
+describe('YamuxSession ping and keepalive', { timeout: 30_000 }, () => {
   it('ping() measures the round-trip time and records it in rtt', async () => {
     const pair = await sessionPair();
     expect(pair.a.rtt).toBeUndefined();
@@ -102,7 +102,7 @@ describe('YamuxSession ping and keepalive', () => {
   }
 });
 
-describe('YamuxSession close and teardown', () => {
+describe('YamuxSession close and teardown', { timeout: 30_000 }, () => {
   it('close() sends GoAway: neither side can open streams, the open one finishes, then both settle cleanly', async () => {
     const pair = await sessionPair();
     const accepted = new Promise<YamuxStream>((resolve) => pair.b.once('stream', resolve));

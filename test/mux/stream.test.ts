@@ -11,7 +11,7 @@ function nextStream(session: NodeJS.EventEmitter): Promise<YamuxStream> {
   return new Promise((resolve) => session.once('stream', resolve));
 }
 
-describe('YamuxStream half-close', () => {
+describe('YamuxStream half-close', { timeout: 30_000 }, () => {
   it('A ends, B keeps writing and A reads it all, then B ends; both see end and the slots are freed', async () => {
     const pair = await sessionPair();
     const accepted = nextStream(pair.b);
@@ -70,7 +70,7 @@ describe('YamuxStream half-close', () => {
   });
 });
 
-describe('YamuxStream reset', () => {
+describe('YamuxStream reset', { timeout: 30_000 }, () => {
   it('destroy() on the opener resets the acceptor with ERR_STREAM_RESET, and vice versa', async () => {
     const pair = await sessionPair();
 
@@ -114,7 +114,7 @@ describe('YamuxStream reset', () => {
   });
 });
 
-describe('YamuxStream flow control', () => {
+describe('YamuxStream flow control', { timeout: 30_000 }, () => {
   for (const streamWindow of [256 * KiB, 1 * MiB]) {
     it(`a paused reader buffers at most one window (${streamWindow / KiB} KiB) and stalls the sender; resuming delivers all 16 MiB intact`, async () => {
       const pair = await sessionPair({ streamWindow }, { streamWindow });

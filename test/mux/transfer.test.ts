@@ -4,7 +4,7 @@ import { digest, sendRandom, sessionPair, teardown } from './helpers.js';
 
 const MiB = 1 << 20;
 
-describe('bulk transfer over real TCP', () => {
+describe('bulk transfer over real TCP', { timeout: 30_000 }, () => {
   it('moves 256 MiB over one stream intact (SHA-256) in seconds', async () => {
     const pair = await sessionPair();
     const received = new Promise<{ sha256: string; bytes: number }>((resolve, reject) => {
