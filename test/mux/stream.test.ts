@@ -48,11 +48,12 @@ describe('YamuxStream half-close', { timeout: 30_000 }, () => {
     expect(await teardown(pair)).toEqual([undefined, undefined]);
   });
 
-  it('delivers the body of a Data frame carrying FIN before end', async () => {
+  // (A Data frame that itself carries FIN is covered with hand-made frames in protocol.test.ts.)
+  it('delivers data written right before end() ahead of the end', async () => {
     const pair = await sessionPair();
     const accepted = nextStream(pair.b);
     const a = pair.a.openStream();
-    // A corked write plus end() leaves the data and the FIN for the same turn.
+    // A corked write plus end() puts the data and the FIN in the same batch.
     a.cork();
     a.write('last words');
     a.end();
