@@ -90,7 +90,7 @@ export class VirtualCircuit extends Duplex {
       this.destroy(new VcClosedError(reason, message));
       return;
     }
-    this.failParked(new VcClosedError(Reason.Normal, `VC closed by ${this.remoteRoutingId}`));
+    this.failParked(() => new VcClosedError(Reason.Normal, `VC closed by ${this.remoteRoutingId}`));
     this.remoteEnded = true;
     if (this.received.length === 0) this.endReadable();
   }
@@ -133,11 +133,13 @@ export class VirtualCircuit extends Duplex {
     this.push(null);
   }
 
-  private failParked(err: Error): void {
+  /** Fails a write parked for credit; the error is only built when there is one to fail. */
+  private failParked(reason: () => Error): void {
     const callback = this.parkedCallback;
+    if (!callback) return;
     this.parkedChunk = undefined;
     this.parkedCallback = undefined;
-    callback?.(err);
+    callback(reason());
   }
 
   private grantCredit(): void {
@@ -158,7 +160,7 @@ export class VirtualCircuit extends Duplex {
     let chunk = this.parkedChunk;
     if (chunk === undefined) return;
     if (this.closedOnWire || !this.connection.isOpen) {
-      this.failParked(new VcClosedError(Reason.ConnectionLost, `VC to ${this.remoteRoutingId} is closed`));
+      this.failParked(() => new VcClosedError(Reason.ConnectionLost, `VC to ${this.remoteRoutingId} is closed`));
       return;
     }
     while (chunk.length > 0 && this.sendCredit > 0) {
@@ -194,7 +196,7 @@ export class VirtualCircuit extends Duplex {
       const reason = err instanceof VcClosedError ? err.reason : err ? Reason.Internal : Reason.Normal;
       this.connection.send(FrameType.CloseVc, this.vci, encodeReason(reason, err ? err.message : 'closed'));
     }
-    this.failParked(err ?? new VcClosedError(Reason.Normal, 'VC closed'));
+    this.failParked(() => err ?? new VcClosedError(Reason.Normal, 'VC closed'));
     this.received.length = 0;
     this.receivedBytes = 0;
     callback(err);

@@ -98,8 +98,13 @@ export class HopConnection extends EventEmitter {
         this.failProtocol(new ProtocolError('ERR_PROTOCOL', `${this.peerLabel} closed the connection in the middle of a frame`));
       }
     });
-    this.socket.on('close', () => this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} closed`)));
-    this.socket.on('error', (err) => this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} failed: ${err.message}`)));
+    // Errors are built only when they will be used: capturing a stack is not free, and most closes are orderly.
+    this.socket.on('close', () => {
+      if (!this.isClosed) this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} closed`));
+    });
+    this.socket.on('error', (err) => {
+      if (!this.isClosed) this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} failed: ${err.message}`));
+    });
     if (this.keepAliveInterval > 0) this.scheduleKeepAlive();
   }
 

@@ -57,11 +57,19 @@ export class AcceptQueue<T> {
     });
   }
 
-  /** Rejects every waiting consumer with `err`; queued items are returned for disposal. */
-  failWaiters(err: RidproxyError): void {
+  /** Rejects every waiting consumer with the error `reason` builds (only built if someone waits). */
+  failWaiters(reason: () => RidproxyError): void {
+    if (this.waiters.size === 0) return;
+    const err = reason();
     const waiters = [...this.waiters];
     this.waiters.clear();
     for (const waiter of waiters) waiter.reject(err);
+  }
+
+  /** Takes a queued item out (e.g. one that failed before anyone accepted it). */
+  remove(item: T): void {
+    const index = this.items.indexOf(item);
+    if (index >= 0) this.items.splice(index, 1);
   }
 
   drain(): T[] {

@@ -251,15 +251,17 @@ export class Link extends EventEmitter {
 
   private fail(err: RidproxyError | undefined): void {
     this.registeredValue = false;
-    const reason = err ?? new VcClosedError(Reason.Normal, `connection to ${this.hop.peerLabel} closed`);
     const pending = [...this.pendingOpens.values()];
     this.pendingOpens.clear();
-    for (const open of pending) open.reject(reason);
     const registration = this.pendingRegistration;
     this.pendingRegistration = undefined;
-    registration?.reject(reason);
-    for (const circuit of [...this.circuits.values()]) {
-      circuit.destroy(new VcClosedError(err && 'reason' in err && typeof err.reason === 'number' ? err.reason : Reason.ConnectionLost, reason.message));
+    const circuits = [...this.circuits.values()];
+    if (pending.length > 0 || registration || circuits.length > 0) {
+      const reason = err ?? new VcClosedError(Reason.Normal, `connection to ${this.hop.peerLabel} closed`);
+      for (const open of pending) open.reject(reason);
+      registration?.reject(reason);
+      const code = 'reason' in reason && typeof reason.reason === 'number' ? reason.reason : Reason.ConnectionLost;
+      for (const circuit of circuits) circuit.destroy(new VcClosedError(code, reason.message));
     }
     this.emit('close', err);
   }

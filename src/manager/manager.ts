@@ -115,6 +115,7 @@ export class Manager {
   private readonly pendingSessions = new Map<string, Promise<VcSession>>();
   private readonly allSessions = new Set<VcSession>();
   private readonly acceptQueue: AcceptQueue<Flow>;
+  private readonly queuedDiscards = new WeakMap<Flow, () => void>();
   private dirty!: { promise: Promise<void>; resolve(): void };
   private isClosing = false;
   private resolveClosed!: () => void;
@@ -249,14 +250,21 @@ export class Manager {
     for (const { server } of this.listeners.splice(0, this.listeners.length)) server.close();
     for (const registration of [...this.registrations.values()]) registration.close();
     for (const flow of this.acceptQueue.drain()) flow.destroy();
-    this.acceptQueue.failWaiters(new ManagerError('ERR_NOT_LISTENING', 'stopListening() was called'));
+    this.acceptQueue.failWaiters(() => new ManagerError('ERR_NOT_LISTENING', 'stopListening() was called'));
     this.markDirty();
   }
 
   /** The next flow a remote process opened to this one. */
   accept(options: AcceptOptions = {}): Promise<Flow> {
     if (this.isClosing) return Promise.reject(new ManagerError('ERR_MANAGER_CLOSED', 'the manager is closed'));
-    return this.acceptQueue.take(options.signal);
+    return this.acceptQueue.take(options.signal).then((flow) => {
+      const discard = this.queuedDiscards.get(flow);
+      if (discard) {
+        flow.off('error', discard);
+        flow.off('close', discard);
+      }
+      return flow;
+    });
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<Flow> {
@@ -293,9 +301,8 @@ export class Manager {
   async close(): Promise<void> {
     if (this.isClosing) return this.closed;
     this.isClosing = true;
-    const err = new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed');
     const stopped = this.stopListening();
-    this.acceptQueue.failWaiters(err);
+    this.acceptQueue.failWaiters(() => new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed'));
     for (const session of this.allSessions) session.destroy();
     for (const socket of this.inboundSockets) socket.destroy();
     // Links still connecting join allLinks when they settle; wait so none is left open.
@@ -361,7 +368,16 @@ export class Manager {
 
   private incomingFlow(flow: Flow): void {
     // A flow nobody will accept is reset at once rather than left to hang the peer.
-    if (!this.isListening || this.isClosing || !this.acceptQueue.offer(flow)) flow.destroy();
+    if (!this.isListening || this.isClosing) {
+      flow.destroy();
+      return;
+    }
+    // Until accept() hands it out, a flow that fails has no owner to hear it: drop it quietly.
+    const discard = (): void => this.acceptQueue.remove(flow);
+    this.queuedDiscards.set(flow, discard);
+    flow.on('error', discard);
+    flow.on('close', discard);
+    if (!this.acceptQueue.offer(flow)) flow.destroy();
   }
 
   /** The hop connection to `target.address`, shared by dials and registrations; made on first use. */
@@ -408,12 +424,18 @@ export class Manager {
     signal.addEventListener('abort', abort, { once: true });
     try {
       await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('error', (err: NodeJS.ErrnoException) => {
+        const onError = (err: NodeJS.ErrnoException): void => {
           const why = err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'ENOTFOUND' ? 'host not found' : err.message;
           reject(new UnreachableError(`cannot reach ${target.address}: ${why}`, { cause: err }));
+        };
+        const onClose = (): void => reject(signal.aborted ? abortReason(signal) : new UnreachableError(`cannot reach ${target.address}: connection closed`));
+        socket.once('error', onError);
+        socket.once('close', onClose);
+        socket.once('connect', () => {
+          socket.off('error', onError);
+          socket.off('close', onClose);
+          resolve();
         });
-        socket.once('close', () => reject(signal.aborted ? abortReason(signal) : new UnreachableError(`cannot reach ${target.address}: connection closed`)));
       });
       const hop = await HopConnection.establish({
         socket,
@@ -429,7 +451,6 @@ export class Manager {
       throw err;
     } finally {
       signal.removeEventListener('abort', abort);
-      socket.removeAllListeners('connect');
     }
   }
 
