@@ -99,11 +99,19 @@ export async function expectNoLeaks(baseline: Record<string, number>, timeout = 
   }
 }
 
+/** Which way a chunk crosses a relay: from the connecting side to the target, or back. */
+export type Direction = 'toTarget' | 'fromTarget';
+
 /**
- * A plain TCP forwarder to `port`, so a test can cut a process's connection abruptly
- * (as a crash or a network failure would) without reaching into library internals.
+ * A TCP relay to `port` on 127.0.0.1. Every chunk passes through `tap`, which may record it or
+ * return a changed copy to forward, so a test can stand in for a curious or tampering network
+ * (or proxy) without reaching into library internals. `cut()` resets every relayed connection,
+ * as a crash or a network failure would.
  */
-export async function startCutter(port: number): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
+export async function startRelay(
+  port: number,
+  tap: (direction: Direction, chunk: Buffer) => Buffer = (_, chunk) => chunk,
+): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
   const { createServer, connect } = await import('node:net');
   const sockets = new Set<import('node:net').Socket>();
   const server = createServer((inbound) => {
@@ -116,8 +124,10 @@ export async function startCutter(port: number): Promise<{ port: number; cut(): 
         outbound.destroy();
       });
     }
-    inbound.pipe(outbound);
-    outbound.pipe(inbound);
+    inbound.on('data', (chunk: Buffer) => outbound.write(tap('toTarget', chunk)));
+    outbound.on('data', (chunk: Buffer) => inbound.write(tap('fromTarget', chunk)));
+    inbound.on('end', () => outbound.end());
+    outbound.on('end', () => inbound.end());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address() as import('node:net').AddressInfo;

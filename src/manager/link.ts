@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import {
+  AuthenticationError,
   ProtocolError,
   Reason,
   RegistrationError,
@@ -172,8 +173,14 @@ export class Link extends EventEmitter {
         }
         this.pendingOpens.delete(frame.vci);
         const accepted = decodeVcAccepted(payloadOf(frame));
-        if (!RoutingId.fromPublicKey(accepted.publicKey).equals(pending.dst)) {
-          throw new ProtocolError('ERR_PROTOCOL', `VC to ${pending.dst} was accepted by a key whose routing id is ${RoutingId.fromPublicKey(accepted.publicKey)}`);
+        const acceptor = RoutingId.fromPublicKey(accepted.publicKey);
+        if (!acceptor.equals(pending.dst)) {
+          // Only this VC is suspect (a misrouting proxy): refuse it, keep the connection.
+          const message = `VC to ${pending.dst} was accepted by a different key (routing id ${acceptor}) via ${this.hop.peerLabel}`;
+          this.hop.send(FrameType.CloseVc, frame.vci, encodeReason(Reason.Authentication, message));
+          pending.reject(new AuthenticationError(message));
+          this.checkIdle();
+          return;
         }
         pending.resolve(this.adopt(frame.vci, accepted.window, pending.dst, accepted.publicKey));
         return;

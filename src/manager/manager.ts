@@ -1,9 +1,11 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
+import type { Duplex } from 'node:stream';
 import {
   AuthenticationError,
   ManagerError,
   Reason,
+  RidproxyError,
   TimeoutError,
   UnreachableError,
   VcClosedError,
@@ -12,6 +14,7 @@ import { Endpoint, parseAddress } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
 import { HopConnection } from '../hop/connection.js';
+import { secureChannel, type PeerIdentity } from '../secure/index.js';
 import { DEFAULT_VC_WINDOW, type VirtualCircuit } from '../hop/circuit.js';
 import { AcceptQueue, abortReason } from './accept-queue.js';
 import type { Flow } from './flow.js';
@@ -37,7 +40,20 @@ export interface ManagerOptions {
   linkIdleTimeout?: number;
   /** Incoming flows waiting for `accept`; past it new flows are reset. */
   acceptBacklog?: number;
+  /**
+   * Decides, after the peer proved its key end to end, whether to accept a VC it opened to
+   * this process (allow-lists by routing ID or key). Refused peers get ERR_UNAUTHORIZED.
+   */
+  authorize?: Authorize;
+  /**
+   * Encrypt and authenticate every VC end to end (TLS 1.3 inside the VC). Default true. Turning
+   * it off lets the proxy read and alter traffic; both ends must agree. For measurement only.
+   */
+  encryption?: boolean;
 }
+
+/** An allow-list check on a peer authenticated end to end; return false (or throw) to refuse it. */
+export type Authorize = (peer: PeerIdentity) => boolean | Promise<boolean>;
 
 export interface DialOptions {
   signal?: AbortSignal;
@@ -47,6 +63,8 @@ export interface DialOptions {
   sideChannel?: boolean;
   /** The proxy's dial token, when it requires one to open VCs. */
   token?: string;
+  /** Checked against the peer's end-to-end authenticated key, on a new VC and on a reused one. */
+  authorize?: Authorize;
 }
 
 export interface AcceptOptions {
@@ -99,16 +117,21 @@ interface Registration extends ProxyRegistration {
  * (one per remote routing ID, reused by later dials), direct listeners and proxy registrations,
  * and the queue of incoming flows.
  */
-export class Manager {
+export interface ManagerEvents {
+  /** A VC a peer opened to this process failed before it carried flows (refused by authorize, failed authentication, timed out). */
+  vcError: [err: RidproxyError, info: { remoteRoutingId: string }];
+}
+
+export class Manager extends EventEmitter<ManagerEvents> {
   readonly identity: Identity;
   /** Resolves once close() has finished. */
   readonly closed: Promise<void>;
 
-  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow'>> & { streamWindow: number | undefined };
+  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow' | 'authorize'>> & Pick<ManagerOptions, 'streamWindow' | 'authorize'>;
   private readonly links = new Map<string, Promise<Link>>();
   private readonly allLinks = new Set<Link>();
   private readonly inboundSockets = new Set<Socket>();
-  private readonly listeners: DirectListener[] = [];
+  private readonly directListeners: DirectListener[] = [];
   private readonly registrations = new Map<string, Registration>();
   private readonly proxyErrors = new Map<string, Error | null>();
   private readonly sessions = new Map<string, VcSession>();
@@ -121,6 +144,7 @@ export class Manager {
   private resolveClosed!: () => void;
 
   constructor(options: ManagerOptions = {}) {
+    super();
     this.identity = options.identity ?? Identity.generate();
     this.options = {
       vcWindow: options.vcWindow ?? DEFAULT_VC_WINDOW,
@@ -131,6 +155,8 @@ export class Manager {
       vcIdleTimeout: options.vcIdleTimeout ?? DEFAULT_VC_IDLE_TIMEOUT,
       linkIdleTimeout: options.linkIdleTimeout ?? DEFAULT_LINK_IDLE_TIMEOUT,
       acceptBacklog: options.acceptBacklog ?? DEFAULT_ACCEPT_BACKLOG,
+      authorize: options.authorize,
+      encryption: options.encryption ?? true,
     };
     this.acceptQueue = new AcceptQueue(this.options.acceptBacklog);
     this.renewDirty();
@@ -145,7 +171,7 @@ export class Manager {
 
   /** True while a direct listener or a proxy registration is active: incoming VCs and flows are accepted. */
   get isListening(): boolean {
-    return this.listeners.length > 0 || this.registrations.size > 0;
+    return this.directListeners.length > 0 || this.registrations.size > 0;
   }
 
   /** Accepts hop connections directly on `address` ("host:port", "[::1]:port" or a port). Resolves to the endpoint to dial. */
@@ -171,7 +197,7 @@ export class Manager {
     const bound = server.address();
     const boundPort = bound !== null && typeof bound === 'object' ? bound.port : port;
     const endpoint = new Endpoint(host, boundPort, this.routingId).toString();
-    this.listeners.push({ server, endpoint });
+    this.directListeners.push({ server, endpoint });
     this.markDirty();
     return endpoint;
   }
@@ -237,7 +263,7 @@ export class Manager {
 
   status(): ListenStatus {
     return {
-      endpoints: [...this.listeners.map((l) => l.endpoint), ...[...this.registrations.values()].map((r) => r.endpoint)],
+      endpoints: [...this.directListeners.map((l) => l.endpoint), ...[...this.registrations.values()].map((r) => r.endpoint)],
       proxyErrors: new Map(this.proxyErrors),
       dirty: this.dirty.promise,
     };
@@ -247,7 +273,7 @@ export class Manager {
   async stopListening(): Promise<void> {
     // Closing a net.Server stops accepting at once; its callback would also wait for every
     // connection it accepted, which stay open for their VCs.
-    for (const { server } of this.listeners.splice(0, this.listeners.length)) server.close();
+    for (const { server } of this.directListeners.splice(0, this.directListeners.length)) server.close();
     for (const registration of [...this.registrations.values()]) registration.close();
     for (const flow of this.acceptQueue.drain()) flow.destroy();
     this.acceptQueue.failWaiters(() => new ManagerError('ERR_NOT_LISTENING', 'stopListening() was called'));
@@ -282,9 +308,14 @@ export class Manager {
   async dial(endpoint: string | Endpoint, options: DialOptions = {}): Promise<Flow> {
     this.assertOpen();
     const target = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
-    const session = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `dialing ${target}`, (signal) =>
-      this.sessionTo(target, signal, options.token),
-    );
+    const session = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `dialing ${target}`, async (signal) => {
+      const found = await this.sessionTo(target, signal, options.token, options.authorize);
+      // A reused VC was authorized by whoever opened it; this caller's check must pass too.
+      if (options.authorize && !(await options.authorize({ publicKey: Buffer.from(found.remotePublicKey), routingId: found.remoteRoutingId }))) {
+        throw new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${found.remoteRoutingId}: authorize returned false`);
+      }
+      return found;
+    });
     return session.openFlow(options.sideChannel ?? false);
   }
 
@@ -318,13 +349,13 @@ export class Manager {
     if (this.isClosing) throw new ManagerError('ERR_MANAGER_CLOSED', 'the manager is closed');
   }
 
-  private sessionTo(target: Endpoint, signal: AbortSignal, token: string | undefined): Promise<VcSession> {
+  private sessionTo(target: Endpoint, signal: AbortSignal, token: string | undefined, authorize: Authorize | undefined): Promise<VcSession> {
     const key = target.routingId.toString();
     const cached = this.sessions.get(key);
     if (!target.routingId.isNull() && cached?.isOpen) return Promise.resolve(cached);
     let pending = target.routingId.isNull() ? undefined : this.pendingSessions.get(key);
     if (pending === undefined) {
-      pending = this.openSession(target, signal, token);
+      pending = this.openSession(target, signal, token, authorize);
       if (!target.routingId.isNull()) {
         this.pendingSessions.set(key, pending);
         const forget = (): void => {
@@ -336,17 +367,41 @@ export class Manager {
     return pending;
   }
 
-  private async openSession(target: Endpoint, signal: AbortSignal, token: string | undefined): Promise<VcSession> {
+  private async openSession(target: Endpoint, signal: AbortSignal, token: string | undefined, authorize: Authorize | undefined): Promise<VcSession> {
     const link = await this.linkTo(target, signal, false);
     const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
     const circuit = await link.openVc(dst, signal, token);
     const remote = target.routingId.isNull() ? target.withRoutingId(dst) : target;
-    return this.startSession(circuit, true, new Endpoint(target.host, target.port, this.routingId).toString(), remote.toString());
+    const local = new Endpoint(target.host, target.port, this.routingId).toString();
+    if (!this.options.encryption) return this.startSession(circuit, circuit, circuit.remotePublicKey, true, local, remote.toString());
+    // The peer must prove, inside the VC, that it holds the key behind the RID we dialed: the proxy is not trusted with that.
+    const channel = await secureChannel(circuit, { identity: this.identity, role: 'dialer', expectedRoutingId: dst, authorize, signal });
+    return this.startSession(circuit, channel.stream, channel.peerPublicKey, true, local, remote.toString());
   }
 
-  private startSession(circuit: VirtualCircuit, dialer: boolean, localEndpoint: string, remoteEndpoint: string): VcSession {
+  /** The acceptor's half of a new VC: the secure handshake (with our authorize check), then the session. */
+  private async acceptCircuit(circuit: VirtualCircuit, local: string, remote: string): Promise<void> {
+    if (!this.options.encryption) {
+      this.startSession(circuit, circuit, circuit.remotePublicKey, false, local, remote);
+      return;
+    }
+    try {
+      const channel = await secureChannel(circuit, { identity: this.identity, role: 'acceptor', authorize: this.options.authorize, timeout: this.options.handshakeTimeout });
+      if (this.isClosing) {
+        channel.stream.destroy();
+        return;
+      }
+      this.startSession(circuit, channel.stream, channel.peerPublicKey, false, local, remote);
+    } catch (err) {
+      this.emit('vcError', err as RidproxyError, { remoteRoutingId: circuit.remoteRoutingId.toString() });
+    }
+  }
+
+  private startSession(circuit: VirtualCircuit, transport: Duplex, remotePublicKey: Buffer, dialer: boolean, localEndpoint: string, remoteEndpoint: string): VcSession {
     const session = new VcSession({
       circuit,
+      transport,
+      remotePublicKey,
       dialer,
       localEndpoint,
       remoteEndpoint,
@@ -461,7 +516,7 @@ export class Manager {
     link.on('circuit', (circuit: VirtualCircuit) => {
       const local = new Endpoint(hostOf(hop.socket.localAddress), hop.socket.localPort ?? 0, this.routingId).toString();
       const remote = new Endpoint(hostOf(hop.socket.remoteAddress), hop.socket.remotePort ?? 0, circuit.remoteRoutingId).toString();
-      this.startSession(circuit, false, local, remote);
+      void this.acceptCircuit(circuit, local, remote);
     });
     let idleTimer: NodeJS.Timeout | undefined;
     link.on('idle', () => {

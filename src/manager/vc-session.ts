@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 import { MuxError, Reason, VcClosedError, type RidproxyError } from '../errors.js';
 import type { RoutingId } from '../id/routing-id.js';
 import type { VirtualCircuit } from '../hop/circuit.js';
@@ -7,6 +8,10 @@ import { Flow } from './flow.js';
 
 export interface VcSessionInit {
   circuit: VirtualCircuit;
+  /** What the multiplexer runs over: the end-to-end secure channel inside the circuit, or the circuit itself. */
+  transport: Duplex;
+  /** The peer's key as authenticated end to end (or as vouched for by the proxy, without encryption). */
+  remotePublicKey: Buffer;
   /** True on the process that opened the VC: it is the yamux client (odd stream ids). */
   dialer: boolean;
   localEndpoint: string;
@@ -25,6 +30,7 @@ export interface VcSessionInit {
 export class VcSession extends EventEmitter {
   readonly circuit: VirtualCircuit;
   readonly mux: YamuxSession;
+  readonly remotePublicKey: Buffer;
   readonly localEndpoint: string;
   readonly remoteEndpoint: string;
   /** Resolves when the VC ends: undefined for a clean close, the reason otherwise. Never rejects. */
@@ -39,10 +45,11 @@ export class VcSession extends EventEmitter {
   constructor(init: VcSessionInit) {
     super();
     this.circuit = init.circuit;
+    this.remotePublicKey = init.remotePublicKey;
     this.localEndpoint = init.localEndpoint;
     this.remoteEndpoint = init.remoteEndpoint;
     this.idleTimeout = init.idleTimeout;
-    this.mux = new YamuxSession(init.circuit, {
+    this.mux = new YamuxSession(init.transport, {
       client: init.dialer,
       streamWindow: init.streamWindow,
       keepAliveInterval: init.keepAliveInterval,
@@ -55,11 +62,15 @@ export class VcSession extends EventEmitter {
     // A VC closed underneath the session (peer lost, proxy gone) must fail the flows with its own
     // typed reason, so this runs before the multiplexer's generic transport-error handling.
     this.circuit.prependListener('error', (err: Error) => this.mux.destroy(err));
+    if (init.transport !== init.circuit) init.transport.prependListener('error', (err: Error) => this.mux.destroy(err));
     this.circuit.once('close', () => {
-      if (!this.mux.isClosed) this.mux.destroy(this.circuit.errored ?? new VcClosedError(Reason.Normal, `VC to ${this.remoteRoutingId} closed`));
+      // The secure channel may have torn the circuit down because of its own failure (an integrity check): that is the reason.
+      const reason = this.circuit.errored ?? init.transport.errored ?? new VcClosedError(Reason.Normal, `VC to ${this.remoteRoutingId} closed`);
+      if (!this.mux.isClosed) this.mux.destroy(reason);
     });
     this.closed = this.mux.closed.then((err) => {
       this.clearIdle();
+      init.transport.destroy();
       this.circuit.destroy();
       return err;
     });
@@ -68,10 +79,6 @@ export class VcSession extends EventEmitter {
 
   get remoteRoutingId(): RoutingId {
     return this.circuit.remoteRoutingId;
-  }
-
-  get remotePublicKey(): Buffer {
-    return this.circuit.remotePublicKey;
   }
 
   /** Round-trip time of the last keepalive ping on this VC, in milliseconds. */

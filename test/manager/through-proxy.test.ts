@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Endpoint, Manager, Proxy, type Flow } from '../../src/index.js';
-import { activeResources, digestStream, expectNoLeaks, readAll, startCutter, waitFor, writeRandom } from '../helpers.js';
+import { activeResources, digestStream, expectNoLeaks, readAll, startRelay, waitFor, writeRandom } from '../helpers.js';
 
 const MiB = 1 << 20;
 
@@ -125,7 +125,7 @@ describe('flows through a proxy', () => {
 
   it('fails the client flows with a reason within 1 s when the server connection dies, and settles proxyListen.closed when the proxy closes', async () => {
     const proxy = await startProxy();
-    const cutter = await startCutter(proxy.port);
+    const cutter = await startRelay(proxy.port);
     cleanups.push(() => cutter.close());
     const server = manager();
     await server.proxyListen('main', new Endpoint('127.0.0.1', cutter.port, proxy.routingId));
