@@ -33,6 +33,7 @@ export function registerServe(program: Command): void {
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new identity');
     const manager = new Manager({ identity });
+    manager.on('vcError', (err, { remoteRoutingId }) => log.warn({ peer: remoteRoutingId, reason: describe(err), code: err.code }, 'refused a VC'));
     let registration: PersistentRegistration;
     try {
       registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: options.token });
