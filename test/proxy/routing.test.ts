@@ -104,6 +104,34 @@ describe('proxy routing of VCs', () => {
     s.link.hop.socket.resume();
   });
 
+  it('keeps a second VC on the same two hop connections moving while the reader of the first is stalled, within the budget', async () => {
+    const budget = 8 * MiB;
+    await proxy.close();
+    proxy = await Proxy.listen({ keepAliveInterval: 0, bufferBudget: budget, connectionBufferBudget: budget });
+    const s = await server();
+    const client = await linkTo(proxy);
+    links.push(client);
+    const stalled = await client.openVc(s.link.hop.routingId);
+    const moving = await client.openVc(s.link.hop.routingId);
+    await waitFor(() => s.circuits.length === 2, 'the server to see both VCs');
+    expect(proxy.stats()).toMatchObject({ vcs: 2, connections: 2 });
+    // The server process never reads the first VC; its writer pushes 256 MiB into it.
+    const stalledWriter = writeRandom(stalled, 256 * MiB, 64 * 1024, false).catch(() => undefined);
+    let peak = 0;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, proxy.stats().bufferedBytes);
+    }, 2);
+    const [sent, received] = await Promise.all([writeRandom(moving, 64 * MiB), digestStream(s.circuits[1])]);
+    clearInterval(sampler);
+    expect(received).toEqual({ sha256: sent, bytes: 64 * MiB });
+    expect(peak).toBeLessThan(budget);
+    expect(proxy.stats().peakConnectionBufferedBytes).toBeLessThan(budget);
+    // The stalled VC is held to one window by credit: the server holds it, the proxy does not.
+    expect(s.circuits[0].queuedBytes).toBeLessThanOrEqual(1 * MiB);
+    stalled.destroy();
+    await stalledWriter;
+  });
+
   it('refuses a process that claims a public key it cannot sign for', async () => {
     const victim = Identity.generate();
     const socket = await socketTo(proxy.port);
