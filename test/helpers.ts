@@ -144,3 +144,14 @@ export async function startRelay(
       }),
   };
 }
+
+/** Opens a TCP connection to 127.0.0.1:`port`, resolving once connected. */
+export async function socketTo(port: number): Promise<import('node:net').Socket> {
+  const { connect } = await import('node:net');
+  const socket = connect({ host: '127.0.0.1', port });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return socket;
+}

@@ -1,54 +1,39 @@
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Endpoint, Manager, Proxy, type Flow, type RidproxyError } from '../../src/index.js';
+import { useNetwork } from '../fixtures.js';
 import { FrameDecoder, FrameType, encodeHeader, encodeVcAccepted, type Frame } from '../../src/wire/index.js';
 import { readAll, startRelay, waitFor, type Direction } from '../helpers.js';
 
 const MiB = 1 << 20;
 
 describe('end-to-end security of VCs through an untrusted proxy', () => {
-  const cleanups: Array<() => Promise<unknown>> = [];
-
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-
-  function manager(options: ConstructorParameters<typeof Manager>[0] = {}): Manager {
-    const m = new Manager(options);
-    cleanups.push(() => m.close());
-    return m;
-  }
-
-  async function startProxy(): Promise<Proxy> {
-    const proxy = await Proxy.listen();
-    cleanups.push(() => proxy.close());
-    return proxy;
-  }
+  const net = useNetwork();
 
   /** Registers `server` on the proxy through a relay, so every byte between them passes `tap`. */
   async function registerVia(proxy: Proxy, server: Manager, tap?: (direction: Direction, chunk: Buffer) => Buffer): Promise<Endpoint> {
     const relay = await startRelay(proxy.port, tap);
-    cleanups.push(() => relay.close());
+    net.defer(() => relay.close());
     await server.proxyListen('main', new Endpoint('127.0.0.1', relay.port, proxy.routingId));
     return new Endpoint(proxy.host, proxy.port, server.routingId);
   }
 
   it('shows a recording proxy none of a known 1 MiB plaintext', async () => {
-    const proxy = await startProxy();
+    const proxy = await net.proxy();
     const recorded: Buffer[] = [];
     const record = (_: Direction, chunk: Buffer): Buffer => {
       recorded.push(Buffer.from(chunk));
       return chunk;
     };
-    const server = manager();
+    const server = net.manager();
     const endpoint = await registerVia(proxy, server, record);
     void (async () => {
       for await (const flow of server) flow.pipe(flow).on('error', () => undefined);
     })();
     // The client's own connection to the proxy is recorded too.
     const clientRelay = await startRelay(proxy.port, record);
-    cleanups.push(() => clientRelay.close());
-    const client = manager();
+    net.defer(() => clientRelay.close());
+    const client = net.manager();
     const pattern = Buffer.alloc(MiB);
     for (let i = 0; i < pattern.length; i += 64) pattern.write(`ridproxy-known-plaintext-${String(i).padStart(8, '0')}-`.padEnd(64, '#'), i, 'latin1');
     const flow = await client.dial(new Endpoint('127.0.0.1', clientRelay.port, server.routingId));
@@ -65,7 +50,7 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
   });
 
   it('fails the flow with an integrity error when a proxy flips one payload bit, delivering no corrupted byte', async () => {
-    const proxy = await startProxy();
+    const proxy = await net.proxy();
     // A tampering hop: decodes the proxy-to-server stream, flips one bit in a Data payload well after the handshakes.
     let forwardedData = 0;
     let flipped = false;
@@ -97,7 +82,7 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
       input = Buffer.concat(frames.splice(0));
       return input;
     };
-    const server = manager();
+    const server = net.manager();
     const endpoint = await registerVia(proxy, server, tamper);
     const sent = randomBytes(4 * MiB);
     const delivered: Buffer[] = [];
@@ -109,7 +94,7 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
         }
       })();
     });
-    const client = manager();
+    const client = net.manager();
     const flow: Flow = await client.dial(endpoint);
     flow.on('error', () => undefined);
     flow.write(sent);
@@ -122,14 +107,14 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
   });
 
   it('fails the dial with an authentication error when the proxy routes it to a process with another key', async () => {
-    const proxy = await startProxy();
-    const victim = manager();
+    const proxy = await net.proxy();
+    const victim = net.manager();
     await victim.proxyListen('main', proxy.endpoint);
-    const impostor = manager();
+    const impostor = net.manager();
     await impostor.proxyListen('main', proxy.endpoint);
     // The impostor accepts VCs for any routing id, as a compromised process would.
     (impostor as unknown as { decideVc(): undefined }).decideVc = () => undefined;
-    const client = manager();
+    const client = net.manager();
     await client.dial(impostor.status().endpoints[0]).then((f) => f.destroy());
     // The proxy lies twice: it routes the victim's RID to the impostor, and vouches for the victim's key.
     const internals = proxy as unknown as { routes: Map<string, unknown>; connections: Set<{ hop: { peerRoutingId: { equals(x: unknown): boolean }; send: (...args: unknown[]) => void } }> };
@@ -147,15 +132,15 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
   });
 
   it('refuses a VC through the acceptor authorize callback, with the typed error on both ends', async () => {
-    const proxy = await startProxy();
-    const allowed = manager();
-    const server = manager({ authorize: (peer) => peer.routingId.equals(allowed.routingId) });
+    const proxy = await net.proxy();
+    const allowed = net.manager();
+    const server = net.manager({ authorize: (peer) => peer.routingId.equals(allowed.routingId) });
     await server.proxyListen('main', proxy.endpoint);
     void (async () => {
       for await (const flow of server) await flow.writeMsgAndClose(Buffer.from('welcome'));
     })();
     const serverSide = new Promise<RidproxyError>((resolve) => server.once('vcError', resolve));
-    const stranger = manager();
+    const stranger = net.manager();
     const err = await stranger.dial(server.status().endpoints[0]).catch((e: unknown) => e as RidproxyError);
     expect(err).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
     expect(await serverSide).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
@@ -166,12 +151,12 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
   });
 
   it('refuses a VC through the dialer authorize callback, with the typed error on both ends', async () => {
-    const proxy = await startProxy();
-    const server = manager();
+    const proxy = await net.proxy();
+    const server = net.manager();
     await server.proxyListen('main', proxy.endpoint);
     const serverSide = new Promise<RidproxyError>((resolve) => server.once('vcError', resolve));
-    const client = manager();
-    const expected = manager().routingId;
+    const client = net.manager();
+    const expected = net.manager().routingId;
     const err = await client.dial(server.status().endpoints[0], { authorize: (peer) => peer.routingId.equals(expected) }).catch((e: unknown) => e as RidproxyError);
     expect(err).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
     expect(await serverSide).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
@@ -179,17 +164,17 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
   });
 
   it('authenticates direct connections the same way', async () => {
-    const server = manager();
+    const server = net.manager();
     const endpoint = Endpoint.parse(await server.listen('127.0.0.1:0'));
     void (async () => {
       for await (const flow of server) await flow.writeMsgAndClose(flow.remotePublicKey);
     })();
-    const client = manager();
+    const client = net.manager();
     const flow = await client.dial(endpoint);
     expect(flow.remotePublicKey.equals(server.identity.publicKey)).toBe(true);
     expect((await flow.readMsg()).equals(client.identity.publicKey)).toBe(true);
-    const wrong = endpoint.withRoutingId(manager().routingId);
-    const other = manager();
+    const wrong = endpoint.withRoutingId(net.manager().routingId);
+    const other = net.manager();
     await expect(other.dial(wrong)).rejects.toMatchObject({ code: 'ERR_UNKNOWN_DESTINATION' });
   });
 });

@@ -1,34 +1,13 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Endpoint, Manager, Proxy, type Flow } from '../../src/index.js';
-import { activeResources, delay, expectNoLeaks, readAll, waitFor } from '../helpers.js';
+import { describe, expect, it } from 'vitest';
+import { Endpoint, Manager, type Flow } from '../../src/index.js';
+import { useNetwork } from '../fixtures.js';
+import { delay, readAll, waitFor } from '../helpers.js';
 
 describe('Manager API', () => {
-  let baseline: Record<string, number>;
-  const cleanups: Array<() => Promise<unknown>> = [];
-
-  beforeEach(() => {
-    baseline = activeResources();
-  });
-
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-    await expectNoLeaks(baseline);
-  });
-
-  function manager(options: ConstructorParameters<typeof Manager>[0] = {}): Manager {
-    const m = new Manager(options);
-    cleanups.push(() => m.close());
-    return m;
-  }
-
-  async function startProxy(): Promise<Proxy> {
-    const proxy = await Proxy.listen();
-    cleanups.push(() => proxy.close());
-    return proxy;
-  }
+  const net = useNetwork({ checkLeaks: true });
 
   it('rejects pending accepts with ERR_NOT_LISTENING on stopListening, and can listen again', async () => {
-    const server = manager();
+    const server = net.manager();
     const first = await server.listen('127.0.0.1:0');
     const pending = server.accept();
     await server.stopListening();
@@ -37,7 +16,7 @@ describe('Manager API', () => {
 
     const second = await server.listen('127.0.0.1:0');
     expect(second).not.toBe(first);
-    const client = manager();
+    const client = net.manager();
     const flow = await client.dial(second);
     flow.end('again');
     const accepted = await server.accept();
@@ -45,19 +24,19 @@ describe('Manager API', () => {
   });
 
   it('refuses VCs once the manager stopped listening, with a typed reason', async () => {
-    const server = manager();
+    const server = net.manager();
     const endpoint = await server.listen('127.0.0.1:0');
-    const client = manager();
+    const client = net.manager();
     await client.dial(endpoint);
     await server.stopListening();
-    const other = manager();
+    const other = net.manager();
     // The listener is gone, so a new process cannot even connect.
     await expect(other.dial(endpoint)).rejects.toMatchObject({ code: 'ERR_UNREACHABLE' });
   });
 
   it('reports status changes through dirty, and proxy errors by name', async () => {
-    const proxy = await startProxy();
-    const server = manager();
+    const proxy = await net.proxy();
+    const server = net.manager();
     const before = server.status();
     expect(before.endpoints).toEqual([]);
     const registration = await server.proxyListen('relay', proxy.endpoint);
@@ -75,18 +54,18 @@ describe('Manager API', () => {
   });
 
   it('rejects a second registration under the same name, and a registration on a proxy with the wrong routing id', async () => {
-    const proxy = await startProxy();
-    const server = manager();
+    const proxy = await net.proxy();
+    const server = net.manager();
     await server.proxyListen('relay', proxy.endpoint);
     await expect(server.proxyListen('relay', proxy.endpoint)).rejects.toMatchObject({ code: 'ERR_NAME_IN_USE' });
-    const impostor = new Endpoint(proxy.host, proxy.port, manager().routingId);
+    const impostor = new Endpoint(proxy.host, proxy.port, net.manager().routingId);
     await expect(server.proxyListen('other', impostor)).rejects.toMatchObject({ code: 'ERR_AUTHENTICATION' });
   });
 
   it('dialCached only uses an existing VC', async () => {
-    const server = manager();
+    const server = net.manager();
     const endpoint = await server.listen('127.0.0.1:0');
-    const client = manager();
+    const client = net.manager();
     expect(() => client.dialCached(endpoint)).toThrow(expect.objectContaining({ code: 'ERR_NO_CACHED_VC' }));
     const flow = await client.dial(endpoint);
     const cached = client.dialCached(endpoint);
@@ -94,7 +73,7 @@ describe('Manager API', () => {
   });
 
   it('closes an idle VC after vcIdleTimeout, unless a regular flow keeps it; side-channel flows do not', async () => {
-    const server = manager();
+    const server = net.manager();
     const endpoint = await server.listen('127.0.0.1:0');
     void (async () => {
       for await (const flow of server) {
@@ -103,7 +82,7 @@ describe('Manager API', () => {
         flow.resume();
       }
     })();
-    const client = manager({ vcIdleTimeout: 150 });
+    const client = net.manager({ vcIdleTimeout: 150 });
     const side = await client.dial(endpoint, { sideChannel: true });
     side.on('error', () => undefined);
     await side.conn.closed;
@@ -118,7 +97,7 @@ describe('Manager API', () => {
   });
 
   it('delivers length-prefixed messages with readMsg / writeMsg, and reports a short end', async () => {
-    const server = manager();
+    const server = net.manager();
     const endpoint = await server.listen('127.0.0.1:0');
     void (async () => {
       for await (const flow of server) {
@@ -128,7 +107,7 @@ describe('Manager API', () => {
         await flow.writeMsgAndClose(first, second);
       }
     })();
-    const client = manager();
+    const client = net.manager();
     const flow = await client.dial(endpoint);
     const big = Buffer.alloc(3 << 20, 9);
     await flow.writeMsg(Buffer.from('a'), Buffer.from('bc'));
@@ -140,10 +119,10 @@ describe('Manager API', () => {
   });
 
   it('lets the server open flows back to a dialer that listens, over the same VC', async () => {
-    const proxy = await startProxy();
-    const server = manager();
+    const proxy = await net.proxy();
+    const server = net.manager();
     await server.proxyListen('main', proxy.endpoint);
-    const client = manager();
+    const client = net.manager();
     await client.proxyListen('main', proxy.endpoint);
     void (async () => {
       for await (const flow of server) {
@@ -163,13 +142,13 @@ describe('Manager API', () => {
   });
 
   it('resets flows to a dialer that does not listen', async () => {
-    const server = manager();
+    const server = net.manager();
     const endpoint = await server.listen('127.0.0.1:0');
     const accepted: Flow[] = [];
     void (async () => {
       for await (const flow of server) accepted.push(flow);
     })();
-    const client = manager();
+    const client = net.manager();
     await client.dial(endpoint);
     await waitFor(() => accepted.length === 1, 'the server to accept');
     const back = server.dialCached(accepted[0].remoteEndpoint);
@@ -182,18 +161,15 @@ describe('Manager API', () => {
     // A TCP server that accepts and never answers: the handshake can only time out.
     const silent = createServer((socket) => socket.resume());
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => silent.close(resolve)));
+    net.defer(() => new Promise((resolve) => silent.close(resolve)));
     const port = (silent.address() as { port: number }).port;
-    const client = manager();
+    const client = net.manager();
     const started = Date.now();
     await expect(client.dial(`127.0.0.1:${port}`, { timeout: 200 })).rejects.toMatchObject({ code: 'ERR_TIMEOUT' });
     expect(Date.now() - started).toBeLessThan(1000);
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 50);
     await expect(client.dial(`127.0.0.1:${port}`, { signal: controller.signal })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
-    await client.close();
-    await new Promise((resolve) => silent.close(resolve));
-    cleanups.pop();
   });
 
   it('fails every call after close with ERR_MANAGER_CLOSED', async () => {

@@ -1,6 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Endpoint, Manager, Proxy, type Flow } from '../../src/index.js';
-import { activeResources, digestStream, expectNoLeaks, readAll, startRelay, waitFor, writeRandom } from '../helpers.js';
+import { describe, expect, it } from 'vitest';
+import { Endpoint, Manager, type Flow } from '../../src/index.js';
+import { useNetwork } from '../fixtures.js';
+import { digestStream, readAll, startRelay, waitFor, writeRandom } from '../helpers.js';
 
 const MiB = 1 << 20;
 
@@ -16,39 +17,17 @@ function serveEcho(manager: Manager): void {
 }
 
 describe('flows through a proxy', () => {
-  let baseline: Record<string, number>;
-  const cleanups: Array<() => Promise<unknown>> = [];
-
-  beforeEach(() => {
-    baseline = activeResources();
-  });
-
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-    await expectNoLeaks(baseline);
-  });
-
-  async function startProxy(options: Parameters<typeof Proxy.listen>[0] = {}): Promise<Proxy> {
-    const proxy = await Proxy.listen(options);
-    cleanups.push(() => proxy.close());
-    return proxy;
-  }
-
-  function manager(options: ConstructorParameters<typeof Manager>[0] = {}): Manager {
-    const m = new Manager(options);
-    cleanups.push(() => m.close());
-    return m;
-  }
+  const net = useNetwork({ checkLeaks: true });
 
   it('reaches a server by routing id and echoes 64 MiB intact', async () => {
-    const proxy = await startProxy();
-    const server = manager();
+    const proxy = await net.proxy();
+    const server = net.manager();
     const registration = await server.proxyListen('main', proxy.endpoint);
     expect(server.status().endpoints[0]).toBe(registration.endpoint);
     expect(registration.endpoint).toContain(server.routingId.toString());
     serveEcho(server);
 
-    const client = manager();
+    const client = net.manager();
     const flow = await client.dial(server.status().endpoints[0]);
     const [sent, received] = await Promise.all([writeRandom(flow, 64 * MiB), digestStream(flow)]);
     expect(received.bytes).toBe(64 * MiB);
@@ -58,11 +37,11 @@ describe('flows through a proxy', () => {
   });
 
   it('carries 1,000 concurrent flows of 64 KiB over one VC, each intact', async () => {
-    const proxy = await startProxy();
-    const server = manager();
+    const proxy = await net.proxy();
+    const server = net.manager();
     await server.proxyListen('main', proxy.endpoint);
     serveEcho(server);
-    const client = manager();
+    const client = net.manager();
     const endpoint = server.status().endpoints[0];
     const results = await Promise.all(
       Array.from({ length: 1000 }, async () => {
@@ -76,10 +55,10 @@ describe('flows through a proxy', () => {
   });
 
   it('routes 50 servers on one proxy, each reached only by its own clients', async () => {
-    const proxy = await startProxy();
+    const proxy = await net.proxy();
     const servers = await Promise.all(
       Array.from({ length: 50 }, async (_, index) => {
-        const server = manager();
+        const server = net.manager();
         await server.proxyListen('main', proxy.endpoint);
         void (async () => {
           for await (const flow of server) {
@@ -93,7 +72,7 @@ describe('flows through a proxy', () => {
     expect(proxy.stats().registrations).toBe(50);
     await Promise.all(
       servers.map(async (server, index) => {
-        const client = manager();
+        const client = net.manager();
         const flow = await client.dial(server.status().endpoints[0]);
         await flow.writeMsg(Buffer.from(`client ${index}`));
         expect((await flow.readMsg()).toString()).toBe(`server ${index} answers client ${index}`);
@@ -103,11 +82,11 @@ describe('flows through a proxy', () => {
   });
 
   it('rejects a dial to an unregistered routing id with a typed error while another VC on the same connection keeps transferring', async () => {
-    const proxy = await startProxy();
-    const server = manager();
+    const proxy = await net.proxy();
+    const server = net.manager();
     await server.proxyListen('main', proxy.endpoint);
     serveEcho(server);
-    const client = manager();
+    const client = net.manager();
     const flow = await client.dial(server.status().endpoints[0]);
     const transfer = Promise.all([writeRandom(flow, 16 * MiB), digestStream(flow)]);
 
@@ -124,10 +103,10 @@ describe('flows through a proxy', () => {
   });
 
   it('fails the client flows with a reason within 1 s when the server connection dies, and settles proxyListen.closed when the proxy closes', async () => {
-    const proxy = await startProxy();
+    const proxy = await net.proxy();
     const cutter = await startRelay(proxy.port);
-    cleanups.push(() => cutter.close());
-    const server = manager();
+    net.defer(() => cutter.close());
+    const server = net.manager();
     await server.proxyListen('main', new Endpoint('127.0.0.1', cutter.port, proxy.routingId));
     void (async () => {
       for await (const flow of server) {
@@ -136,7 +115,7 @@ describe('flows through a proxy', () => {
         flow.resume();
       }
     })();
-    const client = manager();
+    const client = net.manager();
     const serverEndpoint = new Endpoint(proxy.host, proxy.port, server.routingId);
     const flows = await Promise.all([1, 2, 3].map(() => client.dial(serverEndpoint)));
     for (const flow of flows) flow.write('hello');
@@ -152,7 +131,7 @@ describe('flows through a proxy', () => {
       expect(err.message).toContain(`server connection of ${server.routingId}`);
     }
 
-    const other = manager();
+    const other = net.manager();
     const registration = await other.proxyListen('main', proxy.endpoint);
     await proxy.close();
     const reason = await registration.closed;
@@ -162,8 +141,8 @@ describe('flows through a proxy', () => {
 
   it('bounds proxy buffering while the reader of one flow is paused, and another flow on the same VC completes 64 MiB', async () => {
     const budget = 16 * MiB;
-    const proxy = await startProxy({ bufferBudget: budget, connectionBufferBudget: budget });
-    const server = manager();
+    const proxy = await net.proxy({ bufferBudget: budget, connectionBufferBudget: budget });
+    const server = net.manager();
     await server.proxyListen('main', proxy.endpoint);
     const paused: Flow[] = [];
     void (async () => {
@@ -174,7 +153,7 @@ describe('flows through a proxy', () => {
         else flow.pipe(flow);
       }
     })();
-    const client = manager();
+    const client = net.manager();
     const endpoint = server.status().endpoints[0];
 
     const stalled = await client.dial(endpoint);
@@ -201,10 +180,10 @@ describe('flows through a proxy', () => {
   });
 
   it('refuses a registration from a second connection without the key, and supersedes the old connection for the same key', async () => {
-    const proxy = await startProxy();
-    const first = manager();
+    const proxy = await net.proxy();
+    const first = net.manager();
     const firstRegistration = await first.proxyListen('main', proxy.endpoint);
-    const second = manager({ identity: first.identity });
+    const second = net.manager({ identity: first.identity });
     await second.proxyListen('main', proxy.endpoint);
     const reason = await firstRegistration.closed;
     expect(reason).toMatchObject({ code: 'ERR_SUPERSEDED' });
@@ -213,17 +192,17 @@ describe('flows through a proxy', () => {
     void (async () => {
       for await (const flow of second) await flow.writeMsgAndClose(Buffer.from('second'));
     })();
-    const client = manager();
+    const client = net.manager();
     const flow = await client.dial(second.status().endpoints[0]);
     expect((await flow.readMsg()).toString()).toBe('second');
   });
 
   it('accepts flows in direct mode without a proxy', async () => {
-    const server = manager();
+    const server = net.manager();
     const endpoint = await server.listen('127.0.0.1:0');
     expect(server.status().endpoints).toEqual([endpoint]);
     serveEcho(server);
-    const client = manager();
+    const client = net.manager();
     const flow = await client.dial(endpoint);
     const [sent, received] = await Promise.all([writeRandom(flow, 8 * MiB), digestStream(flow)]);
     expect(received.sha256).toBe(sent);

@@ -1,28 +1,12 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { Manager, Proxy } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { useNetwork } from '../fixtures.js';
 
 describe('proxy admission: tokens and the registration allow-list', () => {
-  const cleanups: Array<() => Promise<unknown>> = [];
-
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-
-  function manager(): Manager {
-    const m = new Manager();
-    cleanups.push(() => m.close());
-    return m;
-  }
-
-  async function proxyWith(options: Parameters<typeof Proxy.listen>[0]): Promise<Proxy> {
-    const proxy = await Proxy.listen(options);
-    cleanups.push(() => proxy.close());
-    return proxy;
-  }
+  const net = useNetwork();
 
   it('refuses a registration without the token, with a message naming the proxy', async () => {
-    const proxy = await proxyWith({ registrationToken: 's3cret' });
-    const server = manager();
+    const proxy = await net.proxy({ registrationToken: 's3cret' });
+    const server = net.manager();
     const err = await server.proxyListen('main', proxy.endpoint).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
     expect((err as Error).message).toContain(`proxy ${proxy.endpoint} requires a valid registration token`);
@@ -33,10 +17,10 @@ describe('proxy admission: tokens and the registration allow-list', () => {
   });
 
   it('refuses a routing id that is not on the allow-list', async () => {
-    const allowed = manager();
-    const proxy = await proxyWith({ registrationAllowList: new Set([allowed.routingId.toString()]) });
+    const allowed = net.manager();
+    const proxy = await net.proxy({ registrationAllowList: new Set([allowed.routingId.toString()]) });
     await allowed.proxyListen('main', proxy.endpoint);
-    const stranger = manager();
+    const stranger = net.manager();
     const err = await stranger.proxyListen('main', proxy.endpoint).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
     expect((err as Error).message).toContain(`routing id ${stranger.routingId} is not on the allow-list`);
@@ -44,13 +28,13 @@ describe('proxy admission: tokens and the registration allow-list', () => {
   });
 
   it('refuses a dial without the dial token, and lets it through with it', async () => {
-    const proxy = await proxyWith({ dialToken: 'letmein' });
-    const server = manager();
+    const proxy = await net.proxy({ dialToken: 'letmein' });
+    const server = net.manager();
     await server.proxyListen('main', proxy.endpoint);
     void (async () => {
       for await (const flow of server) await flow.writeMsgAndClose(Buffer.from('hi'));
     })();
-    const client = manager();
+    const client = net.manager();
     const endpoint = server.status().endpoints[0];
     await expect(client.dial(endpoint)).rejects.toMatchObject({ code: 'ERR_UNAUTHORIZED', message: `proxy ${proxy.endpoint} requires a valid dial token` });
     const flow = await client.dial(endpoint, { token: 'letmein' });

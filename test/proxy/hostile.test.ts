@@ -23,6 +23,7 @@ import {
   proofTranscript,
   type Frame,
 } from '../../src/wire/index.js';
+import { socketTo } from '../helpers.js';
 
 const CASES = 10_000;
 const CONCURRENCY = 24;
@@ -122,15 +123,6 @@ async function until(condition: () => boolean, timeout = 5000): Promise<void> {
     if (Date.now() > deadline) throw new Error('timed out');
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
-}
-
-async function socketTo(port: number): Promise<Socket> {
-  const socket = connect({ host: '127.0.0.1', port });
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  return socket;
 }
 
 async function linkTo(proxy: Proxy): Promise<Link> {

@@ -7,18 +7,9 @@ import { Link } from '../../src/manager/link.js';
 import { Proxy } from '../../src/proxy/proxy.js';
 import type { VirtualCircuit } from '../../src/hop/circuit.js';
 import { FrameDecoder, FrameType, encodeHeader, encodeHello, encodePreface, payloadOf, decodeReason, type Frame } from '../../src/wire/index.js';
-import { activeResources, delay, digestStream, expectNoLeaks, waitFor, writeRandom } from '../helpers.js';
+import { activeResources, delay, digestStream, expectNoLeaks, socketTo, waitFor, writeRandom } from '../helpers.js';
 
 const MiB = 1 << 20;
-
-async function socketTo(port: number): Promise<Socket> {
-  const socket = connect({ host: '127.0.0.1', port });
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  return socket;
-}
 
 /** A process-side hop link to the proxy, below the Manager: VCs as raw byte streams. */
 async function linkTo(proxy: Proxy, identity = Identity.generate(), window = 1 * MiB): Promise<Link> {
