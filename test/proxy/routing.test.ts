@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HopConnection } from '../../src/hop/connection.js';
 import { Identity } from '../../src/id/identity.js';
