@@ -166,6 +166,29 @@ describe('CLI end to end', () => {
     expect(proxy.stderr()).toContain('going away');
   });
 
+  it('closes a flow the local service refuses with a clear reason, logs it, and keeps serving', async () => {
+    const config = isolatedConfig();
+    const servicePort = await freePort();
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { config });
+    const serve = runCli(['serve', '--proxy', await proxy.firstLine, '--forward', `127.0.0.1:${servicePort}`], { config });
+    const serverEndpoint = await serve.firstLine;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const refused = await runToExit(['connect', serverEndpoint, '--stdio'], config);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(`proxy: the server could not reach its local service at 127.0.0.1:${servicePort}: connection refused`);
+    }
+    await waitFor(() => (serve.stderr().match(/local service refused a flow/g) ?? []).length === 2, 'serve to log both refusals');
+    expect(serve.child.exitCode).toBeNull();
+
+    const echo = createServer({ allowHalfOpen: true }, (socket) => socket.pipe(socket));
+    servers.push(echo);
+    await new Promise<void>((resolve) => echo.listen(servicePort, '127.0.0.1', resolve));
+    const stdio = runCli(['connect', serverEndpoint, '--stdio'], { config });
+    const reply = digestStream(stdio.child.stdout!);
+    stdio.child.stdin!.end('now it answers');
+    expect((await reply).bytes).toBe('now it answers'.length);
+  });
+
   /** The lines a person reads: log records (JSON) set aside, exactly one line must remain. */
   function errorLine(stderr: string): string {
     const lines = stderr.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('{'));

@@ -58,6 +58,7 @@ Examples:
 
 async function connectStdio(dial: () => Promise<Flow>, endpoint: Endpoint, log: Logger): Promise<void> {
   const flow = await dial();
+  flow.on('error', (err) => log.debug({ reason: describe(err) }, 'flow failed'));
   await awaitServiceReady(flow);
   log.debug({ endpoint: endpoint.toString() }, 'connected');
   await splice(flow, Duplex.from({ readable: process.stdin, writable: process.stdout }));
@@ -72,14 +73,17 @@ async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local
     socket.on('error', () => undefined);
     const client = `${socket.remoteAddress}:${socket.remotePort}`;
     void (async () => {
+      let flow: Flow | undefined;
       try {
-        const flow = await dial();
+        flow = await dial();
+        flow.on('error', (err) => log.debug({ client, reason: describe(err) }, 'flow failed'));
         await awaitServiceReady(flow);
         log.debug({ client }, 'connection tunnelled');
         await splice(socket, flow);
       } catch (err) {
         log.error({ client, endpoint: endpoint.toString(), reason: describe(err), code: (err as { code?: string }).code }, `cannot reach ${endpoint}: ${describe(err)}`);
         socket.destroy();
+        flow?.destroy();
       }
     })();
   });

@@ -51,6 +51,8 @@ export function registerServe(program: Command): void {
 
     const serveFlow = async (flow: Flow): Promise<void> => {
       const peer = flow.remoteEndpoint;
+      // A flow can fail at any point (the client vanished, the proxy went away); that is logged, never fatal.
+      flow.on('error', (err) => log.debug({ peer, reason: describe(err) }, 'flow failed'));
       let socket;
       try {
         socket = await openServiceConnection(flow, forward.host, forward.port);
