@@ -148,7 +148,6 @@ type Phase = 'tls' | 'verdict' | 'open';
  */
 class SecureStream extends Duplex {
   readonly #socket: TLSSocket;
-  readonly #role: SecureChannelOptions['role'];
   readonly #reader: FrameReader;
   readonly #secured = deferred<void>();
   readonly #peerAccepted = deferred<void>();
@@ -163,7 +162,6 @@ class SecureStream extends Duplex {
   constructor(socket: TLSSocket, role: SecureChannelOptions['role']) {
     super({ readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
     this.#socket = socket;
-    this.#role = role;
     this.#reader = new FrameReader({ data: (payload) => this.#onData(payload), control: (type, payload) => this.#onControl(type, payload) });
     socket.once(role === 'dialer' ? 'secureConnect' : 'secure', () => {
       // A server-side TLSSocket made outside a tls.Server keeps "control" until released, and
