@@ -37,7 +37,8 @@ const SMALL_ORDER_KEYS = [
   'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
 ].map((hex) => Buffer.from(hex, 'hex'));
 
-function hasSmallOrder(raw32: Buffer): boolean {
+/** True for the Ed25519 public keys of small order, for which signatures can be forged without a private key. */
+export function isSmallOrderKey(raw32: Buffer): boolean {
   return SMALL_ORDER_KEYS.some((k) => k.compare(raw32, 0, 31, 0, 31) === 0 && k[31] === (raw32[31] & 0x7f));
 }
 
@@ -83,7 +84,7 @@ export class Identity {
    * garbage; also false for small-order public keys, which no private key stands behind.
    */
   static verify(publicKeyRaw: Buffer, data: Buffer, signature: Buffer): boolean {
-    if (!Buffer.isBuffer(publicKeyRaw) || publicKeyRaw.length !== PUBLIC_KEY_SIZE || hasSmallOrder(publicKeyRaw)) return false;
+    if (!Buffer.isBuffer(publicKeyRaw) || publicKeyRaw.length !== PUBLIC_KEY_SIZE || isSmallOrderKey(publicKeyRaw)) return false;
     if (!Buffer.isBuffer(signature) || signature.length !== SIGNATURE_SIZE) return false;
     if (!Buffer.isBuffer(data)) return false;
     try {

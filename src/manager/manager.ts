@@ -14,7 +14,7 @@ import { Endpoint, parseAddress } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
 import { HopConnection } from '../hop/connection.js';
-import { secureChannel, type PeerIdentity } from '../secure/index.js';
+import { secureChannel, secureContextFor, type PeerIdentity } from '../secure/index.js';
 import { DEFAULT_VC_WINDOW, type VirtualCircuit } from '../hop/circuit.js';
 import { AcceptQueue, abortReason } from './accept-queue.js';
 import type { Flow } from './flow.js';
@@ -159,6 +159,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       encryption: options.encryption ?? true,
     };
     this.acceptQueue = new AcceptQueue(this.options.acceptBacklog);
+    // The certificate is part of the identity, not of any one VC: make it now, once.
+    if (this.options.encryption) secureContextFor(this.identity);
     this.renewDirty();
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
