@@ -39,6 +39,12 @@ export interface HopConnectionOptions {
   keepAliveInterval?: number;
   /** Milliseconds without any frame from the peer, once a ping is outstanding, before the connection is declared dead. */
   keepAliveTimeout?: number;
+  /**
+   * Bytes queued for a peer that is not reading before the connection is dropped. Data is bounded
+   * by credit, but replies to control frames (pongs, refusals) are not: without this, a peer that
+   * sends and never reads would grow our heap. Default: no limit.
+   */
+  maxBufferedBytes?: number;
   /** Human name of the peer for error messages, e.g. "proxy 127.0.0.1:8100". */
   peerLabel?: string;
 }
@@ -90,6 +96,7 @@ export class HopConnection extends EventEmitter {
     this.nextVciValue = options.initiator ? 1 : 2;
     this.keepAliveInterval = options.keepAliveInterval ?? DEFAULT_KEEPALIVE_INTERVAL;
     this.keepAliveTimeout = options.keepAliveTimeout ?? this.keepAliveInterval * 2;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? Infinity;
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
@@ -276,6 +283,8 @@ export class HopConnection extends EventEmitter {
   }
 
   private peerHighestVci = 0;
+  private readonly maxBufferedBytes: number;
+  private overflowing = false;
 
   /** Set once the peer announced it is going away: no new VCs may be opened on this connection. */
   peerGoAway: ConnectionClosedError | undefined;
@@ -314,6 +323,13 @@ export class HopConnection extends EventEmitter {
       for (const part of payload) length += part.length;
       socket.write(encodeHeader(type, vci, length));
       for (const part of payload) if (part.length > 0) socket.write(part);
+    }
+    if (socket.writableLength > this.maxBufferedBytes && !this.overflowing) {
+      this.overflowing = true;
+      // Dropped on the next tick: the caller may be iterating over connections right now.
+      process.nextTick(() =>
+        this.destroy(new ConnectionClosedError(Reason.Limit, `${this.peerLabel} is not reading: ${socket.writableLength} bytes queued for it, more than ${this.maxBufferedBytes}`)),
+      );
     }
   }
 

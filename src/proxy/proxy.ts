@@ -60,6 +60,8 @@ export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
 export const DEFAULT_MAX_REGISTRATIONS = 10_000;
 export const DEFAULT_MAX_VCS_PER_CONNECTION = 1_000;
 export const DEFAULT_IDLE_TIMEOUT = 60_000;
+/** Bytes of control replies (pongs, refusals) a connection may have queued beyond its data budget. */
+const CONTROL_SLACK = 1 << 20;
 export const DEFAULT_BUFFER_BUDGET = 1 << 30;
 export const DEFAULT_CONNECTION_BUFFER_BUDGET = 256 << 20;
 
@@ -291,6 +293,9 @@ export class Proxy {
       maxPayload: this.options.maxPayload,
       handshakeTimeout: this.options.handshakeTimeout,
       keepAliveInterval: this.options.keepAliveInterval,
+      // Credit bounds the data queued for a connection to its budget; anything beyond that (plus
+      // room for control replies) means the peer stopped reading while it keeps sending.
+      maxBufferedBytes: this.options.connectionBufferBudget + CONTROL_SLACK,
     }).then(
       (hop) => {
         this.handshaking.delete(socket);

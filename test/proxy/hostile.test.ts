@@ -283,6 +283,31 @@ describe('hostile input against a live proxy', () => {
     circuit.destroy();
   });
 
+  it('drops a peer that keeps sending pings but never reads the replies, before their queue outgrows its budget', async () => {
+    const budget = 1 << 20;
+    const strict = await Proxy.listen({ keepAliveInterval: 0, connectionBufferBudget: budget });
+    try {
+      const peer = new RawPeer(strict.port);
+      await peer.handshake(Identity.generate());
+      peer.socket.pause();
+      const ping = frame(FrameType.Ping, 0, Buffer.alloc(8));
+      const burst = Buffer.concat(Array.from({ length: 10_000 }, () => ping));
+      let sent = 0;
+      let peak = 0;
+      while (!peer.socket.destroyed && sent < 64 << 20) {
+        if (!peer.socket.write(burst)) await new Promise((resolve) => peer.socket.once('drain', resolve).once('close', resolve));
+        sent += burst.length;
+        peak = Math.max(peak, strict.stats().bufferedBytes);
+      }
+      await until(() => strict.stats().connections === 0);
+      expect(sent).toBeLessThan(64 << 20);
+      expect(peak).toBeLessThanOrEqual(budget + (1 << 20) + burst.length);
+      peer.socket.destroy();
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('drops 2,000 silent connections after the handshake timeout while serving a normal client', async () => {
     const silentProxy = await Proxy.listen({ keepAliveInterval: 0, handshakeTimeout: 1500, maxConnectionsPerAddress: 5000 });
     try {
