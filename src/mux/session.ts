@@ -37,6 +37,9 @@ type State = 'open' | 'closing' | 'ending' | 'closed';
 
 type PingDone = (err: Error | undefined, rtt?: number) => void;
 
+/** Bytes queued on the transport beyond which the peer is taken to have stopped reading. */
+const MAX_UNREAD_BACKLOG = 4 << 20;
+
 function connectionClosed(): MuxError {
   return new MuxError('ERR_SESSION_CLOSED', 'the connection carrying this stream closed');
 }
@@ -353,6 +356,12 @@ export class YamuxSession extends EventEmitter {
   #sendControl(type: FrameType, flags: number, streamId: number, length: number): void {
     if (!this.#canSend()) return;
     if (!this.#transport.write(encodeHeader(type, flags, streamId, length))) this.#blocked = true;
+    // Data waits for the transport; control replies cannot. A peer that keeps sending pings or
+    // SYNs while never reading would otherwise grow this queue without bound.
+    if (this.#transport.writableLength > MAX_UNREAD_BACKLOG) {
+      const err = new MuxError('ERR_MUX_PROTOCOL', `the peer is not reading: ${this.#transport.writableLength} bytes queued for it`);
+      this.#fail(err, err, undefined);
+    }
   }
 
   #sendData(streamId: number, length: number, pieces: Buffer[]): void {

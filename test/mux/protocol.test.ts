@@ -87,6 +87,25 @@ describe('protocol violations destroy the session with ERR_MUX_PROTOCOL', { time
   });
 });
 
+describe('a peer that sends but never reads', { timeout: 30_000 }, () => {
+  it('is cut off once the replies queued for it pass the backlog limit', async () => {
+    const { session, peer } = await sessionWithRawPeer();
+    peer.socket.pause();
+    const pings = Buffer.concat(Array.from({ length: 10_000 }, (_, i) => encodeHeader(FrameType.Ping, Flag.SYN, 0, i)));
+    let sent = 0;
+    while (!session.isClosed && !peer.socket.destroyed && sent < 256 << 20) {
+      const more = peer.socket.write(pings);
+      sent += pings.length;
+      if (!more) await new Promise((resolve) => peer.socket.once('drain', resolve).once('close', resolve));
+    }
+    const err = (await session.closed) as MuxError;
+    expect(err.code).toBe('ERR_MUX_PROTOCOL');
+    expect(err.message).toContain('not reading');
+    expect(sent).toBeLessThan(256 << 20);
+    peer.socket.destroy();
+  });
+});
+
 describe('frames the session accepts', { timeout: 30_000 }, () => {
   it('ignores frames for a stream that was closed earlier', async () => {
     const { session, peer } = await sessionWithRawPeer();
