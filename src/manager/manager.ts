@@ -141,6 +141,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   private readonly queuedDiscards = new WeakMap<Flow, () => void>();
   private dirty!: { promise: Promise<void>; resolve(): void };
   private isClosing = false;
+  /** Aborts handshakes of incoming VCs still in progress when close() is called. */
+  private readonly closing = new AbortController();
   private resolveClosed!: () => void;
 
   constructor(options: ManagerOptions = {}) {
@@ -334,6 +336,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   async close(): Promise<void> {
     if (this.isClosing) return this.closed;
     this.isClosing = true;
+    this.closing.abort();
     const stopped = this.stopListening();
     this.acceptQueue.failWaiters(() => new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed'));
     for (const session of this.allSessions) session.destroy();
@@ -388,14 +391,20 @@ export class Manager extends EventEmitter<ManagerEvents> {
       return;
     }
     try {
-      const channel = await secureChannel(circuit, { identity: this.identity, role: 'acceptor', authorize: this.options.authorize, timeout: this.options.handshakeTimeout });
+      const channel = await secureChannel(circuit, {
+        identity: this.identity,
+        role: 'acceptor',
+        authorize: this.options.authorize,
+        timeout: this.options.handshakeTimeout,
+        signal: this.closing.signal,
+      });
       if (this.isClosing) {
         channel.stream.destroy();
         return;
       }
       this.startSession(circuit, channel.stream, channel.peerPublicKey, false, local, remote);
     } catch (err) {
-      this.emit('vcError', err as RidproxyError, { remoteRoutingId: circuit.remoteRoutingId.toString() });
+      if (!this.isClosing) this.emit('vcError', err as RidproxyError, { remoteRoutingId: circuit.remoteRoutingId.toString() });
     }
   }
 
