@@ -217,7 +217,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     let link: Link;
     try {
       link = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `registering on proxy ${proxy.address}`, (signal) =>
-        this.linkTo(proxy, signal, true),
+        this.linkTo(proxy, signal),
       );
       if (!proxy.routingId.isNull() && !proxy.routingId.equals(link.hop.peerRoutingId)) {
         throw new AuthenticationError(`the process at ${proxy.address} has routing id ${link.hop.peerRoutingId}, not the proxy's ${proxy.routingId}`);
@@ -373,7 +373,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   }
 
   private async openSession(target: Endpoint, signal: AbortSignal, token: string | undefined, authorize: Authorize | undefined): Promise<VcSession> {
-    const link = await this.linkTo(target, signal, false);
+    const link = await this.linkTo(target, signal);
     const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
     const circuit = await link.openVc(dst, signal, token);
     const remote = target.routingId.isNull() ? target.withRoutingId(dst) : target;
@@ -447,18 +447,18 @@ export class Manager extends EventEmitter<ManagerEvents> {
   }
 
   /** The hop connection to `target.address`, shared by dials and registrations; made on first use. */
-  private linkTo(target: Endpoint, signal: AbortSignal, forRegistration: boolean): Promise<Link> {
+  private linkTo(target: Endpoint, signal: AbortSignal): Promise<Link> {
     const key = target.address;
     const existing = this.links.get(key);
     if (existing) {
-      return existing.then((link) => (link.usable ? link : this.replaceLink(key, existing, target, signal, forRegistration)));
+      return existing.then((link) => (link.usable ? link : this.replaceLink(key, existing, target, signal)));
     }
-    return this.replaceLink(key, undefined, target, signal, forRegistration);
+    return this.replaceLink(key, undefined, target, signal);
   }
 
-  private replaceLink(key: string, previous: Promise<Link> | undefined, target: Endpoint, signal: AbortSignal, forRegistration: boolean): Promise<Link> {
+  private replaceLink(key: string, previous: Promise<Link> | undefined, target: Endpoint, signal: AbortSignal): Promise<Link> {
     const current = this.links.get(key);
-    if (current !== undefined && current !== previous) return this.linkTo(target, signal, forRegistration);
+    if (current !== undefined && current !== previous) return this.linkTo(target, signal);
     const created = this.connectLink(target, signal);
     this.links.set(key, created);
     // The attempt dies with the signal of the dial that started it; later dials must not wait on it.
