@@ -4,7 +4,7 @@
  */
 import { parseArgs, USAGE, UsageError, type Options, type ScenarioName } from './harness/args.js';
 import { killAll } from './harness/children.js';
-import { machineInfo, writeReport, type BenchReport, type ScenarioReport } from './harness/results.js';
+import { loadAverage, machineInfo, writeReport, type BenchReport, type ScenarioReport } from './harness/results.js';
 import { renderScenario, renderTargets } from './harness/table.js';
 import { evaluateTargets } from './harness/targets.js';
 import { ridproxyProblem } from './lib/ridproxy.js';
@@ -27,25 +27,32 @@ const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> =
 
 async function main(options: Options): Promise<number> {
   const startedAt = new Date().toISOString();
+  const loadAtStart = loadAverage();
   const log = (line: string): void => {
     process.stderr.write(`${line}\n`);
   };
   const problems: Context['problems'] = {};
-  if (options.paths.includes('library')) problems.library = await ridproxyProblem();
+  if (options.paths.includes('library') || options.paths.includes('library-plain')) {
+    const problem = await ridproxyProblem();
+    problems.library = problem;
+    problems['library-plain'] = problem;
+  }
   if (options.paths.includes('cli')) problems.cli = cliProblem();
   const ctx: Context = { options, problems, log };
 
-  process.stdout.write(`ridproxy bench${options.quick ? ' (quick)' : ''}: ${options.rounds} rounds; scenarios ${options.scenarios.join(', ')}\n`);
+  process.stdout.write(`ridproxy bench${options.quick ? ' (quick)' : ''}: ${options.rounds} rounds; scenarios ${options.scenarios.join(', ')}; load average ${loadAtStart.join(' ')}\n`);
   for (const path of options.paths) {
-    process.stdout.write(`  ${path.padEnd(8)} ${PATH_LABELS[path]}${problems[path] ? `  [SKIPPED: ${problems[path]}]` : ''}\n`);
+    process.stdout.write(`  ${path.padEnd(13)} ${PATH_LABELS[path]}${problems[path] ? `  [SKIPPED: ${problems[path]}]` : ''}\n`);
   }
   const reports: ScenarioReport[] = [];
   let failed = false;
   for (const name of options.scenarios) {
     log(`\n-- ${name} --`);
     const started = Date.now();
+    const loadStart = loadAverage();
     try {
       const report = await RUNNERS[name](ctx);
+      report.loadAvg = { start: loadStart, end: loadAverage() };
       reports.push(report);
       process.stdout.write(`\n${renderScenario(report)}\n`);
     } catch (err) {
@@ -59,7 +66,17 @@ async function main(options: Options): Promise<number> {
   }
   const targets = evaluateTargets(reports);
   if (targets.length > 0) process.stdout.write(`\n${renderTargets(targets)}\n`);
-  const report: BenchReport = { startedAt, finishedAt: new Date().toISOString(), options, machine: machineInfo(), scenarios: reports, targets };
+  const loadAtEnd = loadAverage();
+  process.stdout.write(`\nload average (1, 5, 15 min): ${loadAtStart.join(' ')} at start, ${loadAtEnd.join(' ')} at end (${machineInfo().cpus} cores)\n`);
+  const report: BenchReport = {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    options,
+    machine: machineInfo(),
+    loadAvg: { start: loadAtStart, end: loadAtEnd },
+    scenarios: reports,
+    targets,
+  };
   if (!options.noWrite) process.stdout.write(`\nresults: ${await writeReport(report)}\n`);
   return failed ? 1 : 0;
 }

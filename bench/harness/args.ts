@@ -3,13 +3,15 @@
 export const SCENARIOS = ['bulk', 'latency', 'setup', 'memory', 'fairness'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-export const PATHS = ['direct', 'relay', 'chain', 'library', 'cli'] as const;
+export const PATHS = ['direct', 'relay', 'chain', 'library', 'library-plain', 'cli'] as const;
 export type PathName = (typeof PATHS)[number];
 
 /** Path groups accepted by --only, besides single names. */
 const PATH_GROUPS: Record<string, readonly PathName[]> = {
   baselines: ['direct', 'relay', 'chain'],
-  ridproxy: ['library', 'cli'],
+  ridproxy: ['library', 'library-plain', 'cli'],
+  /** The library both ways: encrypted (the default) and with `encryption: false`. */
+  libraries: ['library', 'library-plain'],
 };
 
 export interface Options {
@@ -26,7 +28,7 @@ export const USAGE = `usage: npm run bench -- [--quick] [--rounds N] [--only LIS
   --quick       about a minute: smaller transfers and counts, 3 rounds
   --rounds N    measured rounds per scenario (default 5, quick 3)
   --only LIST   comma-separated scenarios (${SCENARIOS.join(', ')})
-                and/or paths (${PATHS.join(', ')}, or the groups baselines, ridproxy);
+                and/or paths (${PATHS.join(', ')}, or the groups baselines, ridproxy, libraries);
                 e.g. --only baselines   or   --only bulk,latency,library
   --no-write    do not write bench/results/<timestamp>.json`;
 

@@ -1,5 +1,5 @@
 import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import type { Options, ScenarioName } from './args.js';
 import { median } from './stats.js';
 
@@ -35,6 +35,8 @@ export interface ScenarioReport {
   /** Paths that could not run (not built yet, or failed); the rest of the scenario still ran. */
   skipped: Skip[];
   notes: string[];
+  /** 1-, 5- and 15-minute load averages when the scenario started and ended (2 cores: above ~2 means other work competed). */
+  loadAvg?: { start: number[]; end: number[] };
 }
 
 export interface TargetResult {
@@ -54,6 +56,8 @@ export interface BenchReport {
   finishedAt: string;
   options: Options;
   machine: { cpus: number; cpuModel: string; memoryMiB: number; node: string; platform: string };
+  /** 1-, 5- and 15-minute load averages at the start and the end of the run. */
+  loadAvg: { start: number[]; end: number[] };
   scenarios: ScenarioReport[];
   targets: TargetResult[];
 }
@@ -83,6 +87,11 @@ export class SampleTable {
     }
     return rows;
   }
+}
+
+/** 1-, 5- and 15-minute load averages, two decimals. */
+export function loadAverage(): number[] {
+  return loadavg().map((v) => Math.round(v * 100) / 100);
 }
 
 export function machineInfo(): BenchReport['machine'] {

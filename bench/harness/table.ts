@@ -39,6 +39,7 @@ export function renderScenario(report: ScenarioReport): string {
   if (body.length > 0) parts.push(renderTable(header, body));
   for (const skip of report.skipped) parts.push(`  SKIPPED ${skip.path}: ${skip.reason}`);
   for (const note of report.notes) parts.push(`  note: ${note}`);
+  if (report.loadAvg) parts.push(`  load average (1, 5, 15 min): ${report.loadAvg.start.join(' ')} at start, ${report.loadAvg.end.join(' ')} at end`);
   return parts.join('\n');
 }
 

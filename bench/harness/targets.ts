@@ -4,7 +4,7 @@ import { BULK_EIGHT, BULK_ONE } from '../scenarios/bulk.js';
 import { FAIRNESS_RATIO } from '../scenarios/fairness.js';
 import { P50_ADDED } from '../scenarios/latency.js';
 import { PER_IDLE_VC } from '../scenarios/memory.js';
-import { LIBRARY_VC, SETUP_METRIC } from '../scenarios/setup.js';
+import { LIBRARY_PLAIN_VC, LIBRARY_VC, SETUP_METRIC } from '../scenarios/setup.js';
 
 interface TargetSpec {
   id: string;
@@ -27,6 +27,13 @@ const TARGETS: TargetSpec[] = [
   { id: 'vc-setup', description: 'library VC setups per second', scenario: 'setup', path: LIBRARY_VC, metric: SETUP_METRIC, comparison: '>=', threshold: 2000, unit: '/s' },
   { id: 'rss-per-vc', description: 'proxy RSS per idle VC', scenario: 'memory', path: 'library', metric: PER_IDLE_VC, comparison: '<=', threshold: 16, unit: 'KiB' },
   { id: 'fairness', description: 'library bulk beside a stalled flow / alone', scenario: 'fairness', path: 'library', metric: FAIRNESS_RATIO, comparison: '>=', threshold: 0.8, unit: 'ratio' },
+  // The same targets for library-plain (encryption: false on both Managers). Memory has no plain
+  // variant: the proxy forwards VC bytes without reading them, so its per-VC state is the same.
+  { id: 'bulk-1-plain', description: 'library-plain bulk, 1 flow, vs chain', scenario: 'bulk', path: 'library-plain', metric: BULK_ONE, ratioTo: 'chain', comparison: '>=', threshold: 0.6, unit: 'x chain' },
+  { id: 'bulk-8-plain', description: 'library-plain bulk, 8 flows, vs chain', scenario: 'bulk', path: 'library-plain', metric: BULK_EIGHT, ratioTo: 'chain', comparison: '>=', threshold: 0.6, unit: 'x chain' },
+  { id: 'latency-p50-plain', description: 'library-plain added p50 latency vs relay\'s', scenario: 'latency', path: 'library-plain', metric: P50_ADDED, ratioTo: 'relay', comparison: '<=', threshold: 2, unit: 'x relay' },
+  { id: 'vc-setup-plain', description: 'library-plain VC setups per second', scenario: 'setup', path: LIBRARY_PLAIN_VC, metric: SETUP_METRIC, comparison: '>=', threshold: 2000, unit: '/s' },
+  { id: 'fairness-plain', description: 'library-plain beside a stall / alone', scenario: 'fairness', path: 'library-plain', metric: FAIRNESS_RATIO, comparison: '>=', threshold: 0.8, unit: 'ratio' },
 ];
 
 function find(reports: ScenarioReport[], spec: TargetSpec): Row | undefined {

@@ -2,8 +2,12 @@ import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Manager } from '../../src/index.js';
 
-/** Where a client worker sends its streams: a TCP address (direct, relays, CLI) or a ridproxy endpoint (library path). */
-export type Target = { kind: 'tcp'; host: string; port: number } | { kind: 'ridproxy'; endpoint: string };
+/**
+ * Where a client worker sends its streams: a TCP address (direct, relays, CLI) or a ridproxy endpoint
+ * (library path). `encryption: false` is the library-plain path: both Managers turn the end-to-end
+ * TLS channel off (they must agree); absent means the default, encrypted.
+ */
+export type Target = { kind: 'tcp'; host: string; port: number } | { kind: 'ridproxy'; endpoint: string; encryption?: boolean };
 
 export function describeTarget(target: Target): string {
   return target.kind === 'tcp' ? `tcp ${target.host}:${target.port}` : target.endpoint;

@@ -17,7 +17,7 @@ export interface Context {
 export interface Topology {
   routes: Route[];
   skipped: Skip[];
-  /** The library path's processes, when it is up (the memory scenario needs the proxy). */
+  /** The (encrypted) library path's processes, when it is up. */
   library: LibraryPath | undefined;
   close(): void;
 }
@@ -45,7 +45,7 @@ export async function openTopology(ctx: Context, paths: readonly PathName[]): Pr
       return !problem;
     });
     let sinkPort = 0;
-    if (wanted.some((p) => p !== 'library')) {
+    if (wanted.some((p) => p !== 'library' && p !== 'library-plain')) {
       const sink = await Worker.start<SinkApi>('sink', 'tcp sink');
       kills.push(() => sink.kill());
       sinkPort = (await sink.call('listenTcp', {}, 10_000)).port;
@@ -57,10 +57,12 @@ export async function openTopology(ctx: Context, paths: readonly PathName[]): Pr
           const started = await (path === 'relay' ? startRelayRoute(sinkPort) : startChainRoute(sinkPort));
           kills.push(() => started.workers.forEach((w) => w.kill()));
           routes.push(started.route);
-        } else if (path === 'library') {
-          library = await startLibraryPath();
-          kills.push(library.kill);
-          routes.push(library.route);
+        } else if (path === 'library' || path === 'library-plain') {
+          // Each has its own proxy and sink, so neither path's processes carry the other's state.
+          const started = await startLibraryPath(undefined, path === 'library');
+          kills.push(started.kill);
+          routes.push(started.route);
+          if (path === 'library') library = started;
         } else {
           const cli = await startCliPath(sinkPort);
           kills.push(cli.kill);

@@ -9,7 +9,7 @@ import { runRounds } from './rounds.js';
 export const FAIRNESS_RATIO = 'beside stall / alone';
 const MiB = 2 ** 20;
 /** The chain adds nothing here that the one-process relay does not show. */
-const FAIRNESS_PATHS: readonly PathName[] = ['direct', 'relay', 'library', 'cli'];
+const FAIRNESS_PATHS: readonly PathName[] = ['direct', 'relay', 'library', 'library-plain', 'cli'];
 
 /**
  * Fairness: a bulk upload timed alone, then beside a stalled flow (its reader never reads; its

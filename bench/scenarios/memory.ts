@@ -154,6 +154,7 @@ export async function memoryScenario(ctx: Context): Promise<ScenarioReport> {
   const notes = [
     'measured once per run (RSS does not shrink when connections close, so repeated rounds would not be independent); RSS after two forced GCs',
     'the proxy runs with default settings except connection, registration, VC-per-connection and window-budget caps raised to admit this many servers and VCs',
+    "library only: the proxy forwards VC bytes without reading them, so encryption (library vs library-plain) does not change its per-VC or per-server state",
     `idle VCs: ${vcs.toLocaleString('en-US')} VCs from ${CLIENT_MANAGERS} client Managers (sharing hop connections) to distinct registered servers, one open flow each; added in ${STEPS} steps, per-VC figure = least-squares slope of RSS over the ${STEPS + 1} readings (same for the relay's connections)`,
   ];
   if (ctx.options.quick) notes.push(`--quick registers ${servers.toLocaleString('en-US')} servers, not 10,000: the per-server figure scales`);
@@ -165,7 +166,7 @@ export async function memoryScenario(ctx: Context): Promise<ScenarioReport> {
       skipped.push({ path: 'relay', reason: message(err) });
     }
   }
-  if (paths.includes('library')) {
+  if (paths.includes('library') || paths.includes('library-plain')) {
     const problem = ctx.problems.library;
     if (problem) skipped.push({ path: 'library', reason: problem });
     else {

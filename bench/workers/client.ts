@@ -85,7 +85,7 @@ export interface ClientApi {
 async function managerFor(target: Target): Promise<Manager | undefined> {
   if (target.kind !== 'ridproxy') return undefined;
   const { Manager } = await loadRidproxy();
-  return new Manager();
+  return new Manager({ encryption: target.encryption ?? true });
 }
 
 async function closeStreams(streams: Duplex[], manager: Manager | undefined): Promise<void> {
@@ -154,7 +154,8 @@ async function setupRate({ target, mode, count, concurrency }: SetupParams): Pro
   const lib = target.kind === 'ridproxy' ? await loadRidproxy() : undefined;
   if (mode !== 'connection' && !lib) throw new Error(`${mode} mode needs a ridproxy target`);
   if (mode === 'vc' && identities.length < count) throw new Error(`prepareIdentities gave ${identities.length} identities, ${count} needed`);
-  const shared = mode === 'flow' && lib ? new lib.Manager() : undefined;
+  const encryption = target.kind === 'ridproxy' ? (target.encryption ?? true) : true;
+  const shared = mode === 'flow' && lib ? new lib.Manager({ encryption }) : undefined;
   try {
     // In flow mode the VC is made before the clock starts: this measures flows inside it.
     if (shared) await oneExchange(await openStream(target, shared));
@@ -164,7 +165,7 @@ async function setupRate({ target, mode, count, concurrency }: SetupParams): Pro
         await oneExchange(await openStream(target, shared));
         return;
       }
-      const manager = new lib.Manager({ identity: identities[i] });
+      const manager = new lib.Manager({ identity: identities[i], encryption });
       try {
         await oneExchange(await openStream(target, manager));
       } finally {
@@ -227,7 +228,7 @@ async function holdIdle({ target, count, concurrency }: HoldParams): Promise<{ h
     open = (): Promise<Duplex> => openStream(target, undefined);
   } else if (target.kind === 'ridproxy') {
     const { Manager } = await loadRidproxy();
-    const manager = new Manager();
+    const manager = new Manager({ encryption: target.encryption ?? true });
     held.managers.push(manager);
     open = (): Promise<Duplex> => openStream(target, manager);
   } else {

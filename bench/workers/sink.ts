@@ -14,7 +14,7 @@ import { loadRidproxy } from '../lib/ridproxy.js';
 export interface SinkApi {
   listenTcp(p: Record<string, never>): Promise<{ port: number }>;
   /** Registers `count` Managers (distinct identities) on the proxy; returns the endpoints to dial, in order. */
-  listenRidproxy(p: { proxyEndpoint: string; count: number; concurrency: number }): Promise<{ endpoints: string[] }>;
+  listenRidproxy(p: { proxyEndpoint: string; count: number; concurrency: number; encryption?: boolean }): Promise<{ endpoints: string[] }>;
   memory(p: Record<string, never>): Promise<MemorySample & { managers: number }>;
 }
 
@@ -33,11 +33,21 @@ async function listenTcp(): Promise<{ port: number }> {
   return { port: address.port };
 }
 
-async function listenRidproxy({ proxyEndpoint, count, concurrency }: { proxyEndpoint: string; count: number; concurrency: number }): Promise<{ endpoints: string[] }> {
+async function listenRidproxy({
+  proxyEndpoint,
+  count,
+  concurrency,
+  encryption = true,
+}: {
+  proxyEndpoint: string;
+  count: number;
+  concurrency: number;
+  encryption?: boolean;
+}): Promise<{ endpoints: string[] }> {
   const { Manager } = await loadRidproxy();
   const endpoints: string[] = new Array<string>(count);
   const result = await runPool(count, concurrency, async (i) => {
-    const manager = new Manager();
+    const manager = new Manager({ encryption });
     managers.push(manager);
     const registration = await manager.proxyListen('bench', proxyEndpoint);
     endpoints[i] = registration.endpoint;
