@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import type { Identity, Manager } from '../../src/index.js';
 import { serveRpc } from '../harness/rpc.js';
 import { percentileOfSorted, sorted } from '../harness/stats.js';
-import { BLOCK, aggregateGbits, delay, drained, gbits, nowNs, wallMs, type Receipt } from '../lib/payload.js';
+import { BLOCK, aggregateGbits, delay, drained, gbits, nowNs, wallMs } from '../lib/payload.js';
 import { ECHO_HEADER, EchoReader, STALL_HEADER, bulkClient, ended } from '../lib/peer.js';
 import { runPool } from '../lib/pool.js';
 import { loadRidproxy } from '../lib/ridproxy.js';
