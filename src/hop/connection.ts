@@ -67,7 +67,15 @@ export class HopConnection extends EventEmitter {
   /** Resolves when the connection ends: undefined after a clean local close, the error otherwise. Never rejects. */
   readonly closed: Promise<RidproxyError | undefined>;
 
+  /** Set once the peer announced it is going away: no new VCs may be opened on this connection. */
+  peerGoAway: ConnectionClosedError | undefined;
+  /** Set once this side announced it is going away. */
+  localGoAway = false;
+
   private onFrame: ((frame: Frame) => void) | undefined;
+  private peerHighestVci = 0;
+  private readonly maxBufferedBytes: number;
+  private overflowing = false;
   /** Frames that arrive before the owner calls start(); the handshake can deliver some in the proof's chunk. */
   private pending: Frame[] = [];
 
@@ -281,15 +289,6 @@ export class HopConnection extends EventEmitter {
     this.peerHighestVci = vci;
     return true;
   }
-
-  private peerHighestVci = 0;
-  private readonly maxBufferedBytes: number;
-  private overflowing = false;
-
-  /** Set once the peer announced it is going away: no new VCs may be opened on this connection. */
-  peerGoAway: ConnectionClosedError | undefined;
-  /** Set once this side announced it is going away. */
-  localGoAway = false;
 
   /** Announces that this side opens and accepts no new VCs; existing ones may finish. */
   goAway(reason: Reason, message: string): void {
