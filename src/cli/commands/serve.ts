@@ -45,7 +45,7 @@ export function registerServe(program: Command): void {
     log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: options.forward }, 'registered on the proxy');
     registration.on('lost', (err) => log.warn({ reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting'));
     registration.on('retrying', ({ attempt, delay, error }) =>
-      log.info({ attempt, retryInMs: delay, reason: describe(error) }, 'proxy not reachable yet'),
+      log.info({ attempt, retryInMs: delay, reason: describe(error) }, 'registration failed; will retry'),
     );
     registration.on('registered', ({ attempt }) => log.info({ endpoint: registration.endpoint, attempts: attempt }, 're-registered on the proxy'));
 
