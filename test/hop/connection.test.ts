@@ -1,0 +1,165 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Reason, type RidproxyError } from '../../src/errors.js';
+import { VirtualCircuit } from '../../src/hop/circuit.js';
+import { HopConnection } from '../../src/hop/connection.js';
+import { Identity } from '../../src/id/identity.js';
+import { FrameType, encodeHeader, encodeHello, encodePreface, encodeProof, proofTranscript } from '../../src/wire/index.js';
+import { socketTo, waitFor } from '../helpers.js';
+
+/** A connected TCP socket pair on 127.0.0.1. */
+async function socketPair(): Promise<{ a: Socket; b: Socket; close(): Promise<void> }> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+  const a = await socketTo((server.address() as AddressInfo).port);
+  const b = await accepted;
+  return {
+    a,
+    b,
+    close: async () => {
+      a.destroy();
+      b.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+function frame(type: FrameType, vci: number, payload: Buffer): Buffer {
+  return Buffer.concat([encodeHeader(type, vci, payload.length), payload]);
+}
+
+describe('HopConnection', () => {
+  const pairs: Array<{ close(): Promise<void> }> = [];
+
+  afterEach(async () => {
+    for (const pair of pairs.splice(0)) await pair.close();
+  });
+
+  async function established(options: { keepAliveInterval?: number; keepAliveTimeout?: number } = {}): Promise<[HopConnection, HopConnection]> {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const keepAliveInterval = options.keepAliveInterval ?? 0;
+    return Promise.all([
+      HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval, keepAliveTimeout: options.keepAliveTimeout }),
+      HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval, keepAliveTimeout: options.keepAliveTimeout }),
+    ]);
+  }
+
+  it('proves each side to the other and allocates VC ids by side: odd for the initiator, even for the acceptor', async () => {
+    const [a, b] = await established();
+    expect(a.peerRoutingId.equals(b.routingId)).toBe(true);
+    expect(b.peerRoutingId.equals(a.routingId)).toBe(true);
+    expect([a.allocateVci(), a.allocateVci()]).toEqual([1, 3]);
+    expect([b.allocateVci(), b.allocateVci()]).toEqual([2, 4]);
+  });
+
+  it('refuses a peer that reflects our own key back at us', async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const identity = Identity.generate();
+    const connecting = HopConnection.establish({ socket: pair.a, identity, initiator: true, keepAliveInterval: 0 });
+    pair.b.write(Buffer.concat([encodePreface(), frame(FrameType.Hello, 0, encodeHello(identity.publicKey, randomBytes(32)))]));
+    await expect(connecting).rejects.toMatchObject({ code: 'ERR_AUTHENTICATION', message: expect.stringContaining("this process's own public key") });
+  });
+
+  it('refuses a peer whose proof does not verify', async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const connecting = HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 });
+    const impostor = Identity.generate();
+    const claimed = Identity.generate();
+    const nonce = randomBytes(32);
+    pair.b.write(Buffer.concat([encodePreface(), frame(FrameType.Hello, 0, encodeHello(claimed.publicKey, nonce))]));
+    // Signed with another key than the one claimed.
+    pair.b.write(frame(FrameType.Proof, 0, encodeProof(impostor.sign(proofTranscript(randomBytes(32), nonce, claimed.publicKey)))));
+    await expect(connecting).rejects.toMatchObject({ code: 'ERR_AUTHENTICATION' });
+  });
+
+  it('refuses a peer speaking no common protocol version', async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const connecting = HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 });
+    pair.b.write(encodePreface(7, 9));
+    await expect(connecting).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_VERSION' });
+  });
+
+  it('fails a peer that ends its stream in the middle of a frame with a protocol error', async () => {
+    const [a, b] = await established();
+    b.start(() => undefined);
+    a.socket.write(encodeHeader(FrameType.Data, 1, 100));
+    a.socket.end(Buffer.alloc(10));
+    expect(await b.closed).toMatchObject({ code: 'ERR_PROTOCOL', message: expect.stringContaining('in the middle of a frame') });
+  });
+
+  it('declares a silent peer dead after the keepalive timeout, and measures the round trip otherwise', async () => {
+    const [a, b] = await established({ keepAliveInterval: 50, keepAliveTimeout: 200 });
+    a.start(() => undefined);
+    b.start(() => undefined);
+    await waitFor(() => a.rtt !== undefined, 'a keepalive round trip');
+    // b's process freezes: it stops reading its socket, so a's pings go unanswered.
+    b.socket.pause();
+    const err = (await a.closed) as RidproxyError;
+    expect(err).toMatchObject({ code: 'ERR_TIMEOUT', reason: Reason.Timeout });
+    b.socket.resume();
+  });
+
+  it('tells the peer why when going away, and carries that reason into the close', async () => {
+    const [a, b] = await established();
+    a.start(() => undefined);
+    b.start(() => undefined);
+    const told = new Promise<RidproxyError>((resolve) => b.once('goaway', resolve));
+    a.close(Reason.GoingAway, 'maintenance');
+    expect(await told).toMatchObject({ code: 'ERR_GOING_AWAY', message: expect.stringContaining('maintenance') });
+    b.close();
+    expect(await b.closed).toMatchObject({ code: 'ERR_GOING_AWAY' });
+  });
+});
+
+describe('VirtualCircuit', () => {
+  it('closes the VC with a protocol reason when the peer sends beyond the credit it was given', async () => {
+    const pair = await socketPair();
+    try {
+      const [a] = await Promise.all([
+        HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 }),
+        HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
+      ]);
+      const peer = Identity.generate();
+      const circuit = new VirtualCircuit({ connection: a, vci: 1, sendCredit: 1024, receiveWindow: 1024, remoteRoutingId: peer.routingId, remotePublicKey: peer.publicKey });
+      const failed = new Promise<RidproxyError>((resolve) => circuit.once('error', resolve));
+      circuit.handleData([Buffer.alloc(1000)], 1000);
+      circuit.handleData([Buffer.alloc(100)], 100);
+      expect(await failed).toMatchObject({ code: 'ERR_PROTOCOL', message: expect.stringContaining('sent 100 bytes with only 24 bytes of credit') });
+    } finally {
+      await pair.close();
+    }
+  });
+
+  it('parks writes on zero credit and resumes them with the next grant, never sending past it', async () => {
+    const pair = await socketPair();
+    try {
+      const [a] = await Promise.all([
+        HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 }),
+        HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
+      ]);
+      const peer = Identity.generate();
+      const circuit = new VirtualCircuit({ connection: a, vci: 1, sendCredit: 1000, receiveWindow: 1024, remoteRoutingId: peer.routingId, remotePublicKey: peer.publicKey });
+      let done = false;
+      circuit.write(Buffer.alloc(3000), () => {
+        done = true;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(circuit.bytesSent).toBe(1000);
+      expect(done).toBe(false);
+      circuit.handleCredit(1500);
+      expect(circuit.bytesSent).toBe(2500);
+      circuit.handleCredit(500);
+      await waitFor(() => done, 'the parked write to complete');
+      expect(circuit.bytesSent).toBe(3000);
+      circuit.destroy();
+    } finally {
+      await pair.close();
+    }
+  });
+});
