@@ -118,7 +118,8 @@ describe('HopConnection', () => {
 });
 
 describe('VirtualCircuit', () => {
-  it('closes the VC with a protocol reason when the peer sends beyond the credit it was given', async () => {
+  /** A VC end on a real, established hop connection, with the given credit and a 1 KiB window. */
+  async function withCircuit(sendCredit: number, test: (circuit: VirtualCircuit) => Promise<void>): Promise<void> {
     const pair = await socketPair();
     try {
       const [a] = await Promise.all([
@@ -126,25 +127,25 @@ describe('VirtualCircuit', () => {
         HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
       ]);
       const peer = Identity.generate();
-      const circuit = new VirtualCircuit({ connection: a, vci: 1, sendCredit: 1024, receiveWindow: 1024, remoteRoutingId: peer.routingId, remotePublicKey: peer.publicKey });
+      const circuit = new VirtualCircuit({ connection: a, vci: 1, sendCredit, receiveWindow: 1024, remoteRoutingId: peer.routingId, remotePublicKey: peer.publicKey });
+      await test(circuit);
+      circuit.destroy();
+    } finally {
+      await pair.close();
+    }
+  }
+
+  it('closes the VC with a protocol reason when the peer sends beyond the credit it was given', async () => {
+    await withCircuit(1024, async (circuit) => {
       const failed = new Promise<RidproxyError>((resolve) => circuit.once('error', resolve));
       circuit.handleData([Buffer.alloc(1000)], 1000);
       circuit.handleData([Buffer.alloc(100)], 100);
       expect(await failed).toMatchObject({ code: 'ERR_PROTOCOL', message: expect.stringContaining('sent 100 bytes with only 24 bytes of credit') });
-    } finally {
-      await pair.close();
-    }
+    });
   });
 
   it('parks writes on zero credit and resumes them with the next grant, never sending past it', async () => {
-    const pair = await socketPair();
-    try {
-      const [a] = await Promise.all([
-        HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 }),
-        HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
-      ]);
-      const peer = Identity.generate();
-      const circuit = new VirtualCircuit({ connection: a, vci: 1, sendCredit: 1000, receiveWindow: 1024, remoteRoutingId: peer.routingId, remotePublicKey: peer.publicKey });
+    await withCircuit(1000, async (circuit) => {
       let done = false;
       circuit.write(Buffer.alloc(3000), () => {
         done = true;
@@ -157,9 +158,6 @@ describe('VirtualCircuit', () => {
       circuit.handleCredit(500);
       await waitFor(() => done, 'the parked write to complete');
       expect(circuit.bytesSent).toBe(3000);
-      circuit.destroy();
-    } finally {
-      await pair.close();
-    }
+    });
   });
 });
