@@ -17,6 +17,7 @@ import { Identity } from '../src/id/identity.js';
 import { RoutingId } from '../src/id/routing-id.js';
 import { secureContextFor } from '../src/secure/certificate.js';
 import { secureChannel } from '../src/secure/index.js';
+import { jsDuplex } from './lib/js-duplex.js';
 
 const MODES = ['raw', 'tls', 'secure', 'secure-js-duplex', 'noise', 'noise-js-duplex'] as const;
 type Mode = (typeof MODES)[number];
@@ -42,35 +43,6 @@ async function loadNoise(): Promise<NoiseConstructor | undefined> {
   } catch {
     return undefined;
   }
-}
-
-/**
- * What a VC gives the channel in production: a JS Duplex rather than a net.Socket, which makes
- * node:tls go through its JS stream adapter instead of the socket's native handle.
- */
-function jsDuplex(socket: Socket): Duplex {
-  const duplex = new Duplex({
-    write(chunk: Buffer, _encoding, callback) {
-      if (socket.write(chunk)) callback();
-      else socket.once('drain', () => callback());
-    },
-    final(callback) {
-      socket.end(callback);
-    },
-    read() {
-      socket.resume();
-    },
-    destroy(error, callback) {
-      socket.destroy();
-      callback(error);
-    },
-  });
-  socket.on('data', (chunk: Buffer) => {
-    if (!duplex.push(chunk)) socket.pause();
-  });
-  socket.on('end', () => duplex.push(null));
-  socket.on('error', (err) => duplex.destroy(err));
-  return duplex;
 }
 
 async function wrap(mode: Mode, socket: Socket, role: 'dialer' | 'acceptor', identity: Identity, peer: RoutingId | undefined, Noise: NoiseConstructor | undefined): Promise<Duplex> {

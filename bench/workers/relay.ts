@@ -6,6 +6,7 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { serveRpc } from '../harness/rpc.js';
 import { settledMemory, type MemorySample } from '../lib/memory.js';
+import { listenOnLoopback } from '../lib/listen.js';
 
 export interface RelayApi {
   start(p: { host: string; port: number }): Promise<{ port: number }>;
@@ -37,13 +38,7 @@ function relay(inbound: Socket, host: string, port: number): void {
 
 async function start({ host, port }: { host: string; port: number }): Promise<{ port: number }> {
   const server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => relay(socket, host, port));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, resolve);
-  });
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no TCP address');
-  return { port: address.port };
+  return { port: await listenOnLoopback(server) };
 }
 
 serveRpc<RelayApi>({

@@ -10,6 +10,7 @@ import { settledMemory, type MemorySample } from '../lib/memory.js';
 import { servePeer } from '../lib/peer.js';
 import { runPool } from '../lib/pool.js';
 import { loadRidproxy } from '../lib/ridproxy.js';
+import { listenOnLoopback } from '../lib/listen.js';
 
 export interface SinkApi {
   listenTcp(p: Record<string, never>): Promise<{ port: number }>;
@@ -24,13 +25,7 @@ const managers: Manager[] = [];
 async function listenTcp(): Promise<{ port: number }> {
   const server = createServer({ noDelay: true, allowHalfOpen: true }, servePeer);
   servers.push(server);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, resolve);
-  });
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no TCP address');
-  return { port: address.port };
+  return { port: await listenOnLoopback(server) };
 }
 
 async function listenRidproxy({
