@@ -37,13 +37,13 @@ describe('HopConnection', () => {
     for (const pair of pairs.splice(0)) await pair.close();
   });
 
+  /** Only the initiator pings when given a keepalive: a test that freezes the acceptor must not have it time out too. */
   async function established(options: { keepAliveInterval?: number; keepAliveTimeout?: number } = {}): Promise<[HopConnection, HopConnection]> {
     const pair = await socketPair();
     pairs.push(pair);
-    const keepAliveInterval = options.keepAliveInterval ?? 0;
     return Promise.all([
-      HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval, keepAliveTimeout: options.keepAliveTimeout }),
-      HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval, keepAliveTimeout: options.keepAliveTimeout }),
+      HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: options.keepAliveInterval ?? 0, keepAliveTimeout: options.keepAliveTimeout }),
+      HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
     ]);
   }
 
