@@ -34,7 +34,8 @@ export class VirtualCircuit extends Duplex {
   readonly receiveWindow: number;
 
   private sendCredit: number;
-  private parkedChunk: Buffer | undefined;
+  /** Chunks of the write in progress that wait for credit, oldest first. */
+  private parked: Buffer[] = [];
   private parkedCallback: ((err?: Error | null) => void) | undefined;
   private readonly received: Buffer[] = [];
   private receivedBytes = 0;
@@ -137,7 +138,7 @@ export class VirtualCircuit extends Duplex {
   private failParked(reason: () => Error): void {
     const callback = this.parkedCallback;
     if (!callback) return;
-    this.parkedChunk = undefined;
+    this.parked = [];
     this.parkedCallback = undefined;
     callback(reason());
   }
@@ -151,31 +152,51 @@ export class VirtualCircuit extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    this.parkedChunk = chunk;
+    this.parked = chunk.length > 0 ? [chunk] : [];
+    this.parkedCallback = callback;
+    this.flushParked();
+  }
+
+  /**
+   * Small writes that arrive together (a multiplexer's frame header and its payload, a record's
+   * header, body and tag) leave as one Data frame of several parts: one hop header and one
+   * forwarding step at the proxy instead of one per write, and no copy.
+   */
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
+    this.parked = chunks.flatMap(({ chunk }) => (chunk.length > 0 ? [chunk] : []));
     this.parkedCallback = callback;
     this.flushParked();
   }
 
   private flushParked(): void {
-    let chunk = this.parkedChunk;
-    if (chunk === undefined) return;
+    const parked = this.parked;
+    if (this.parkedCallback === undefined) return;
     if (this.closedOnWire || !this.connection.isOpen) {
       this.failParked(() => new VcClosedError(Reason.ConnectionLost, `VC to ${this.remoteRoutingId} is closed`));
       return;
     }
-    while (chunk.length > 0 && this.sendCredit > 0) {
-      const size = Math.min(chunk.length, this.sendCredit, MAX_DATA_FRAME);
-      this.connection.send(FrameType.Data, this.vci, size === chunk.length ? chunk : chunk.subarray(0, size));
+    while (parked.length > 0 && this.sendCredit > 0) {
+      const budget = Math.min(this.sendCredit, MAX_DATA_FRAME);
+      const parts: Buffer[] = [];
+      let size = 0;
+      while (parked.length > 0 && size < budget) {
+        const chunk = parked[0];
+        const take = Math.min(chunk.length, budget - size);
+        if (take === chunk.length) {
+          parked.shift();
+          parts.push(chunk);
+        } else {
+          parked[0] = chunk.subarray(take);
+          parts.push(chunk.subarray(0, take));
+        }
+        size += take;
+      }
+      if (size > 0) this.connection.send(FrameType.Data, this.vci, parts.length === 1 ? parts[0] : parts);
       this.sendCredit -= size;
       this.bytesSent += size;
-      chunk = chunk.subarray(size);
     }
-    if (chunk.length > 0) {
-      this.parkedChunk = chunk;
-      return;
-    }
-    const callback = this.parkedCallback!;
-    this.parkedChunk = undefined;
+    if (parked.length > 0) return;
+    const callback = this.parkedCallback;
     this.parkedCallback = undefined;
     callback();
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Reason, type RidproxyError } from '../../src/errors.js';
-import { VirtualCircuit } from '../../src/hop/circuit.js';
+import { MAX_DATA_FRAME, VirtualCircuit } from '../../src/hop/circuit.js';
 import { HopConnection } from '../../src/hop/connection.js';
 import { Identity } from '../../src/id/identity.js';
 import { FrameType, encodeHeader, encodeHello, encodePreface, encodeProof, proofTranscript } from '../../src/wire/index.js';
@@ -119,16 +119,16 @@ describe('HopConnection', () => {
 
 describe('VirtualCircuit', () => {
   /** A VC end on a real, established hop connection, with the given credit and a 1 KiB window. */
-  async function withCircuit(sendCredit: number, test: (circuit: VirtualCircuit) => Promise<void>): Promise<void> {
+  async function withCircuit(sendCredit: number, test: (circuit: VirtualCircuit, peer: HopConnection) => Promise<void>): Promise<void> {
     const pair = await socketPair();
     try {
-      const [a] = await Promise.all([
+      const [a, b] = await Promise.all([
         HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 }),
         HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
       ]);
       const peer = Identity.generate();
       const circuit = new VirtualCircuit({ connection: a, vci: 1, sendCredit, receiveWindow: 1024, remoteRoutingId: peer.routingId, remotePublicKey: peer.publicKey });
-      await test(circuit);
+      await test(circuit, b);
       circuit.destroy();
     } finally {
       await pair.close();
@@ -158,6 +158,34 @@ describe('VirtualCircuit', () => {
       circuit.handleCredit(500);
       await waitFor(() => done, 'the parked write to complete');
       expect(circuit.bytesSent).toBe(3000);
+    });
+  });
+
+  it('sends writes that arrive together as one Data frame of several parts, split only by credit and frame size', async () => {
+    await withCircuit(MAX_DATA_FRAME + 300, async (circuit, peer) => {
+      const frames: Buffer[] = [];
+      peer.start((frame) => {
+        if (frame.type === FrameType.Data) frames.push(Buffer.concat(frame.parts));
+      });
+      const header = Buffer.from('twelve bytes');
+      const body = randomBytes(MAX_DATA_FRAME);
+      const tag = randomBytes(16);
+      circuit.cork();
+      for (const chunk of [header, body, tag]) circuit.write(chunk);
+      circuit.uncork();
+      await waitFor(() => frames.length === 2, 'two Data frames at the peer');
+      expect(frames.map((f) => f.length)).toEqual([MAX_DATA_FRAME, header.length + tag.length]);
+      expect(Buffer.concat(frames).equals(Buffer.concat([header, body, tag]))).toBe(true);
+      // 272 bytes of credit are left: the next batch goes out up to there, and the rest waits.
+      const rest = [randomBytes(200), randomBytes(200)];
+      circuit.cork();
+      for (const chunk of rest) circuit.write(chunk);
+      circuit.uncork();
+      await waitFor(() => frames.length === 3, 'a third Data frame');
+      expect(frames[2]).toEqual(Buffer.concat(rest).subarray(0, 272));
+      circuit.handleCredit(1000);
+      await waitFor(() => frames.length === 4, 'the parked remainder');
+      expect(frames[3]).toEqual(Buffer.concat(rest).subarray(272));
     });
   });
 });
