@@ -14,8 +14,24 @@ export function track(child: ChildProcess): ChildProcess {
   return child;
 }
 
+/**
+ * BENCH_CPU_PROF=<dir>: every worker writes a V8 CPU profile (node --cpu-prof) into <dir> when it
+ * exits; workers are then stopped by closing their channel, so they exit normally and write it.
+ */
+const PROFILE_DIR = process.env.BENCH_CPU_PROF;
+
+/** Ends `child` now, or (when profiling) lets it exit on its own, which writes its profile, once its channel closes. */
+function stop(child: ChildProcess): void {
+  if (PROFILE_DIR === undefined) {
+    child.kill('SIGKILL');
+  } else if (child.connected) {
+    child.disconnect();
+    setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+  }
+}
+
 export function killAll(): void {
-  for (const child of live) child.kill('SIGKILL');
+  for (const child of live) stop(child);
   live.clear();
 }
 
@@ -71,6 +87,7 @@ export class Worker<Api extends WorkerApi<Api>> {
     installExitHandlers();
     const execArgv = ['--expose-gc'];
     if (options.maxOldSpaceMiB) execArgv.push(`--max-old-space-size=${options.maxOldSpaceMiB}`);
+    if (PROFILE_DIR) execArgv.push('--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`);
     const child = track(fork(new URL(`../workers/${file}.js`, import.meta.url), [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => fail(new Error(`${label} did not start within 15 s`)), 15_000);
@@ -114,7 +131,7 @@ export class Worker<Api extends WorkerApi<Api>> {
   }
 
   kill(): void {
-    if (this.alive) this.child.kill('SIGKILL');
+    if (this.alive) stop(this.child);
   }
 }
 
