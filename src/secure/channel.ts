@@ -4,16 +4,22 @@ import { AbortError, AuthenticationError, InvalidArgumentError, ProtocolError, R
 import { Identity } from '../id/identity.js';
 import { RoutingId } from '../id/routing-id.js';
 import { certificateKey, secureContextFor } from './certificate.js';
-import { FrameReader, FrameType, MAX_PAYLOAD, frameHeader } from './framing.js';
+import { MAX_DATA_PLAINTEXT, MAX_HANDSHAKE_SEGMENT, SegmentReader, SegmentType, TAG_SIZE, segmentHeader, totalLength } from './framing.js';
+import { EXPORTER_LABEL, EXPORTER_LENGTH, RecordOpener, RecordSealer, aeadForSuite, directionSecrets } from './records.js';
 
 /** Names this protocol inside the TLS handshake, so a peer speaking anything else fails there. */
-const ALPN = 'ridproxy-e2e/1';
+const ALPN = 'ridproxy-e2e/2';
 const DEFAULT_TIMEOUT_MS = 30_000;
 /** How long a side that refused (or was refused) waits for the peer to read that and close. */
 const LINGER_MS = 2_000;
-/** Large enough that one read or write moves several TLS records at a time. */
 const HIGH_WATER_MARK = 64 * 1024;
-const EMPTY = Buffer.alloc(0);
+/**
+ * Sealed bytes a receiver holds while its own handshake is still finishing: the peer's verdict,
+ * which may overtake the last handshake bytes on their way through node:tls.
+ */
+const MAX_EARLY_SEALED = 4 * 1024;
+/** Handshake bytes a side drops once its handshake is over (TLS session tickets, which are not used). */
+const MAX_LATE_HANDSHAKE = 64 * 1024;
 
 export interface PeerIdentity {
   /** The peer's raw 32-byte Ed25519 public key. */
@@ -45,7 +51,8 @@ export interface SecureChannel {
 
 /**
  * Runs a mutually authenticated TLS 1.3 handshake over `transport` (in ridproxy, a VC's byte
- * stream) and resolves to an encrypted stream once both sides have accepted each other.
+ * stream) and resolves to an encrypted stream once both sides have accepted each other. The
+ * stream's bytes travel in records sealed with keys exported from that handshake (framing.ts).
  *
  * Takes ownership of `transport`: it is ended and destroyed with the returned stream, and destroyed
  * (after a short linger, when the peer is being told why) whenever this function rejects. Rejects with AuthenticationError when the peer cannot be authenticated
@@ -65,17 +72,9 @@ export async function secureChannel(transport: Duplex, options: SecureChannelOpt
     transport.destroy();
     throw err;
   }
-  // node:tls copies this flag from the stream it wraps; without it, the first 'end' from the
-  // peer would also end this side's writing, and half-close would not survive the TLS layer.
+  // A peer's end must not end this side's writing: each direction ends with its own End record.
   transport.allowHalfOpen = true;
-  const common = { secureContext, ALPNProtocols: [ALPN], rejectUnauthorized: false, highWaterMark: HIGH_WATER_MARK };
-  // rejectUnauthorized is off because there is no CA: a peer is accepted for its key, which
-  // SecureStream checks once the handshake has proved the peer holds it.
-  const socket =
-    options.role === 'dialer'
-      ? tlsConnect({ ...common, socket: transport })
-      : new TLSSocket(transport, { ...common, isServer: true, requestCert: true });
-  const stream = new SecureStream(socket, options.role);
+  const stream = new SecureStream(transport, options.role, secureContext);
 
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
@@ -143,38 +142,77 @@ function deferred<T>(): Deferred<T> {
 type Phase = 'tls' | 'verdict' | 'open';
 
 /**
- * The application's side of the channel: Data frames in and out of the TLS socket, with the
- * verdict exchange before them and an End frame for each direction's clean end.
+ * The application's side of the channel. During the handshake, TLS runs over a stream of its own
+ * whose bytes travel in Handshake segments; once it is done, the verdicts, the data and each
+ * direction's end travel in sealed records on the transport itself.
  */
 class SecureStream extends Duplex {
-  readonly #socket: TLSSocket;
-  readonly #reader: FrameReader;
+  readonly #transport: Duplex;
+  readonly #role: SecureChannelOptions['role'];
+  /** What TLS reads and writes: Handshake segments' bodies in, this side's handshake bytes out. */
+  readonly #handshakeIo: Duplex;
+  /** The TLS connection, until the peer's verdict shows it has finished with it. */
+  #tls: TLSSocket | undefined;
+  readonly #reader: SegmentReader;
   readonly #secured = deferred<void>();
   readonly #peerAccepted = deferred<void>();
+  #sealer: RecordSealer | undefined;
+  #opener: RecordOpener | undefined;
+  /** Sealed segments that arrived before this side's handshake finished. */
+  #early: Array<[SegmentType, Buffer, Buffer[]]> = [];
+  #earlyBytes = 0;
+  #lateHandshakeBytes = 0;
   #phase: Phase = 'tls';
+  /** What the handshake settled, kept when it finishes: TLS may be gone before the verdict is made. */
+  #negotiated: { alpn: string | false | null; problem: string | undefined } | undefined;
   #peer: PeerIdentity | undefined;
   #peerHasAccepted = false;
   #endReceived = false;
   #failure: RidproxyError | undefined;
-  /** Set once this side gives up the channel politely: the socket outlives this stream until the peer closes. */
+  /** Set once this side gives up the channel politely: the transport outlives this stream until the peer closes. */
   #linger: NodeJS.Timeout | undefined;
+  #waitingForDrain: Array<(error?: Error | null) => void> = [];
 
-  constructor(socket: TLSSocket, role: SecureChannelOptions['role']) {
+  constructor(transport: Duplex, role: SecureChannelOptions['role'], secureContext: SecureContext) {
     super({ readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
-    this.#socket = socket;
-    this.#reader = new FrameReader({ data: (payload) => this.#onData(payload), control: (type, payload) => this.#onControl(type, payload) });
-    socket.once(role === 'dialer' ? 'secureConnect' : 'secure', () => {
-      // A server-side TLSSocket made outside a tls.Server keeps "control" until released, and
-      // until then node:tls turns its TLS errors into an internal event instead of 'error': a
-      // record failing its AEAD check would look like a plain end. tls.Server releases control at
-      // this point of every connection; so do we.
-      if (role === 'acceptor') (socket as TLSSocket & { _releaseControl(): boolean })._releaseControl();
-      this.#secured.resolve();
+    this.#transport = transport;
+    this.#role = role;
+    this.#handshakeIo = new Duplex({
+      read: () => undefined,
+      write: (chunk: Buffer, _encoding, callback) => {
+        for (let offset = 0; offset < chunk.length; offset += MAX_HANDSHAKE_SEGMENT) {
+          const part = chunk.subarray(offset, offset + MAX_HANDSHAKE_SEGMENT);
+          this.#writeSegment(SegmentType.Handshake, [part]);
+        }
+        callback();
+      },
+      // TLS ending or dropping its stream is no business of the transport: this class closes that.
+      final: (callback) => callback(),
     });
-    socket.on('data', (chunk: Buffer) => this.#onChunk(chunk));
-    socket.on('end', () => this.#onSocketEnd());
-    socket.on('error', (err: Error) => this.#onSocketError(err));
-    socket.on('close', () => this.#onSocketClose());
+    const common = { secureContext, ALPNProtocols: [ALPN], rejectUnauthorized: false };
+    // rejectUnauthorized is off because there is no CA: a peer is accepted for its key, which
+    // #authenticate checks once the handshake has proved the peer holds it.
+    const tls =
+      role === 'dialer'
+        ? tlsConnect({ ...common, socket: this.#handshakeIo })
+        : new TLSSocket(this.#handshakeIo, { ...common, isServer: true, requestCert: true });
+    this.#tls = tls;
+    tls.once(role === 'dialer' ? 'secureConnect' : 'secure', () => this.#onSecure(tls));
+    tls.on('error', (err: Error) => this.#onTlsError(err));
+    tls.on('close', () => {
+      if (this.#tls === tls) this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `secure channel: ${this.#peerName()} closed the connection during the handshake`));
+    });
+    this.#reader = new SegmentReader({
+      handshake: (bytes) => this.#onHandshakeBytes(bytes),
+      sealed: (type, header, body) => this.#onSealed(type, header, body),
+    });
+    transport.on('data', (chunk: Buffer) => this.#onChunk(chunk));
+    transport.on('end', () => this.#onTransportEnd());
+    transport.on('error', (err: Error) => this.#onTransportError(err));
+    transport.on('close', () => this.#onTransportClose());
+    transport.on('drain', () => {
+      for (const callback of this.#waitingForDrain.splice(0)) callback();
+    });
   }
 
   async handshake(options: SecureChannelOptions): Promise<PeerIdentity> {
@@ -186,12 +224,12 @@ class SecureStream extends Duplex {
       try {
         allowed = await options.authorize({ publicKey: Buffer.from(peer.publicKey), routingId: peer.routingId });
       } catch (err) {
-        this.#refuse(FrameType.Unauthorized, peer, new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${peer.routingId}: authorize threw: ${(err as Error)?.message ?? String(err)}`, { cause: err }));
+        this.#refuse(SegmentType.Unauthorized, peer, new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${peer.routingId}: authorize threw: ${(err as Error)?.message ?? String(err)}`, { cause: err }));
       }
       this.#throwIfFailed();
-      if (allowed !== true) this.#refuse(FrameType.Unauthorized, peer, new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${peer.routingId}: authorize returned false`));
+      if (allowed !== true) this.#refuse(SegmentType.Unauthorized, peer, new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${peer.routingId}: authorize returned false`));
     }
-    this.#sendFrame(FrameType.Accept);
+    this.#writeRecord(SegmentType.Accept, []);
     await this.#peerAccepted.promise;
     this.#throwIfFailed();
     this.#phase = 'open';
@@ -210,18 +248,39 @@ class SecureStream extends Duplex {
     if (this.#failure !== undefined) throw this.#failure;
   }
 
-  #authenticate(expected: RoutingId | undefined): PeerIdentity {
-    if (this.#socket.alpnProtocol !== ALPN) {
-      throw new ProtocolError('ERR_UNSUPPORTED_VERSION', `secure channel: the peer does not speak ${ALPN} (it negotiated ${JSON.stringify(this.#socket.alpnProtocol)})`);
-    }
-    const certificate = this.#socket.getPeerX509Certificate();
+  /** Keys for both directions, from the handshake this side has just completed. */
+  #onSecure(tls: TLSSocket): void {
+    // A server-side TLSSocket made outside a tls.Server keeps "control" until released, and until
+    // then node:tls turns its TLS errors into an internal event instead of 'error': an alert from
+    // the peer would go unseen. tls.Server releases control at this point; so do we.
+    if (this.#role === 'acceptor') (tls as TLSSocket & { _releaseControl(): boolean })._releaseControl();
+    const certificate = tls.getPeerX509Certificate();
     const found = certificate === undefined ? { problem: 'it presented no certificate' } : certificateKey(certificate);
-    if ('problem' in found) throw new AuthenticationError(`secure channel: cannot authenticate the peer: ${found.problem}`);
-    const peer = { publicKey: found.key, routingId: RoutingId.fromPublicKey(found.key) };
-    this.#peer = peer;
+    this.#negotiated = { alpn: tls.alpnProtocol, problem: 'problem' in found ? found.problem : undefined };
+    // Known from here on, so the peer's verdict, which may arrive before this side makes its own, can name it.
+    if ('key' in found) this.#peer = { publicKey: found.key, routingId: RoutingId.fromPublicKey(found.key) };
+    try {
+      const aead = aeadForSuite(tls.getCipher().standardName);
+      const [dialerSecret, acceptorSecret] = directionSecrets(tls.exportKeyingMaterial(EXPORTER_LENGTH, EXPORTER_LABEL, Buffer.from(ALPN)));
+      this.#sealer = new RecordSealer(aead, this.#role === 'dialer' ? dialerSecret : acceptorSecret);
+      this.#opener = new RecordOpener(aead, this.#role === 'dialer' ? acceptorSecret : dialerSecret);
+      this.#secured.resolve();
+      for (const [type, header, body] of this.#early.splice(0)) this.#onSealed(type, header, body);
+    } catch (err) {
+      this.#fail(err as RidproxyError);
+    }
+  }
+
+  #authenticate(expected: RoutingId | undefined): PeerIdentity {
+    const { alpn, problem } = this.#negotiated!;
+    if (alpn !== ALPN) {
+      throw new ProtocolError('ERR_UNSUPPORTED_VERSION', `secure channel: the peer does not speak ${ALPN} (it negotiated ${JSON.stringify(alpn)})`);
+    }
+    const peer = this.#peer;
+    if (peer === undefined) throw new AuthenticationError(`secure channel: cannot authenticate the peer: ${problem}`);
     if (expected !== undefined && !expected.isNull() && !expected.equals(peer.routingId)) {
       this.#refuse(
-        FrameType.Unauthenticated,
+        SegmentType.Unauthenticated,
         peer,
         new AuthenticationError(`dialed routing id ${expected}, but the peer's key hashes to routing id ${peer.routingId}: it is not the server that was dialed`),
         `it dialed routing id ${expected}, and this side is routing id ${peer.routingId}`,
@@ -231,9 +290,9 @@ class SecureStream extends Duplex {
   }
 
   /** Tells the peer why, closes politely so it can read that, and throws `error` on this side. */
-  #refuse(type: FrameType.Unauthorized | FrameType.Unauthenticated, peer: PeerIdentity, error: RidproxyError, reason = `routing id ${peer.routingId} is not authorized`): never {
+  #refuse(type: SegmentType.Unauthorized | SegmentType.Unauthenticated, peer: PeerIdentity, error: RidproxyError, reason = `routing id ${peer.routingId} is not authorized`): never {
     if (this.#failure === undefined) {
-      this.#sendFrame(type, Buffer.from(reason, 'latin1'));
+      this.#writeRecord(type, [Buffer.from(reason, 'latin1')]);
       this.#closePolitely(error);
     }
     throw this.#failure ?? error;
@@ -243,59 +302,89 @@ class SecureStream extends Duplex {
     this.#failure ??= error;
     this.#secured.reject(this.#failure);
     this.#peerAccepted.reject(this.#failure);
-    this.#linger = setTimeout(() => this.#socket.destroy(), LINGER_MS);
-    this.#socket.end();
+    this.#dropTls();
+    this.#linger = setTimeout(() => this.#transport.destroy(), LINGER_MS);
+    this.#transport.end();
     // Read and drop whatever else comes, so the peer's close is seen and no unread data turns
     // this side's close into a reset that could destroy the refusal before the peer reads it.
-    this.#socket.resume();
+    this.#transport.resume();
     this.destroy();
   }
 
-  #sendFrame(type: FrameType, payload: Buffer = EMPTY): boolean {
-    // One write per frame: corked, node:tls hands header and payload to OpenSSL as one record
-    // instead of a 4-byte record followed by the payload.
-    this.#socket.cork();
-    this.#socket.write(frameHeader(type, payload.length));
-    const ok = payload.length === 0 || this.#socket.write(payload);
-    this.#socket.uncork();
+  /** Header and body leave as one write of several parts: one writev on a socket, one Data frame on a VC. */
+  #writeSegment(type: SegmentType, body: readonly Buffer[], bodyLength = totalLength(body), header = segmentHeader(type, bodyLength)): boolean {
+    const transport = this.#transport;
+    if (transport.destroyed || transport.writableEnded) return true;
+    transport.cork();
+    let ok = transport.write(header);
+    for (const part of body) ok = transport.write(part);
+    transport.uncork();
     return ok;
   }
 
-  #sendData(chunk: Buffer): boolean {
+  #writeRecord(type: SegmentType, plaintext: readonly Buffer[]): boolean {
+    const length = totalLength(plaintext);
+    const header = segmentHeader(type, length + TAG_SIZE);
+    return this.#writeSegment(type, this.#sealer!.seal(header, plaintext), length + TAG_SIZE, header);
+  }
+
+  /** Seals `chunks` as Data records of at most MAX_DATA_PLAINTEXT bytes each. */
+  #sendData(chunks: readonly Buffer[]): boolean {
     let ok = true;
-    for (let offset = 0; offset < chunk.length; offset += MAX_PAYLOAD) ok = this.#sendFrame(FrameType.Data, chunk.subarray(offset, offset + MAX_PAYLOAD));
+    let record: Buffer[] = [];
+    let size = 0;
+    for (let chunk of chunks) {
+      while (chunk.length > 0) {
+        const take = Math.min(chunk.length, MAX_DATA_PLAINTEXT - size);
+        record.push(take === chunk.length ? chunk : chunk.subarray(0, take));
+        size += take;
+        chunk = chunk.subarray(take);
+        if (size === MAX_DATA_PLAINTEXT) {
+          ok = this.#writeRecord(SegmentType.Data, record);
+          record = [];
+          size = 0;
+        }
+      }
+    }
+    if (size > 0) ok = this.#writeRecord(SegmentType.Data, record);
     return ok;
   }
 
   #whenWritable(ok: boolean, callback: (error?: Error | null) => void): void {
     if (ok) callback();
-    else this.#socket.once('drain', () => callback());
+    else this.#waitingForDrain.push(callback);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#whenWritable(this.#sendData(chunk), callback);
+    this.#whenWritable(this.#sendData([chunk]), callback);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
-    this.#socket.cork();
-    let ok = true;
-    for (const { chunk } of chunks) ok = this.#sendData(chunk);
-    this.#socket.uncork();
-    this.#whenWritable(ok, callback);
+    this.#whenWritable(this.#sendData(chunks.map(({ chunk }) => chunk)), callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.#sendFrame(FrameType.End);
-    this.#socket.end(() => callback());
+    this.#writeRecord(SegmentType.End, []);
+    this.#transport.end(() => callback());
   }
 
   override _read(): void {
-    this.#socket.resume();
+    this.#transport.resume();
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (this.#linger === undefined) this.#socket.destroy();
+    this.#dropTls();
+    if (this.#linger === undefined) this.#transport.destroy();
+    for (const waiting of this.#waitingForDrain.splice(0)) waiting(error ?? new RidproxyError('ERR_CONNECTION_LOST', `secure channel to ${this.#peerName()} was closed`));
     callback(error);
+  }
+
+  /** TLS is done with once the peer's verdict shows it finished its handshake too. */
+  #dropTls(): void {
+    const tls = this.#tls;
+    this.#tls = undefined;
+    tls?.destroy();
+    this.#handshakeIo.destroy();
   }
 
   #peerName(): string {
@@ -321,45 +410,73 @@ class SecureStream extends Duplex {
     }
   }
 
-  #onData(payload: Buffer): void {
-    if (!this.#peerHasAccepted) throw new ProtocolError('ERR_PROTOCOL', `secure channel: ${this.#peerName()} sent data before accepting the channel`);
-    if (this.#endReceived) throw new ProtocolError('ERR_PROTOCOL', `secure channel: ${this.#peerName()} sent data after ending its stream`);
-    if (payload.length > 0 && !this.push(payload)) this.#socket.pause();
+  #onHandshakeBytes(bytes: Buffer): void {
+    if (this.#tls !== undefined) {
+      this.#handshakeIo.push(bytes);
+      return;
+    }
+    this.#lateHandshakeBytes += bytes.length;
+    if (this.#lateHandshakeBytes > MAX_LATE_HANDSHAKE) {
+      throw new ProtocolError('ERR_PROTOCOL', `secure channel: ${this.#peerName()} sent more than ${MAX_LATE_HANDSHAKE} bytes of handshake after the handshake`);
+    }
   }
 
-  #onControl(type: FrameType, payload: Buffer): void {
-    if (this.#endReceived) throw new ProtocolError('ERR_PROTOCOL', `secure channel: ${this.#peerName()} sent a ${FrameType[type]} frame after ending its stream`);
+  #onSealed(type: SegmentType, header: Buffer, body: Buffer[]): void {
+    const opener = this.#opener;
+    if (opener === undefined) {
+      this.#earlyBytes += totalLength(body);
+      if (this.#earlyBytes > MAX_EARLY_SEALED) throw new ProtocolError('ERR_PROTOCOL', `secure channel: ${this.#peerName()} sent more than ${MAX_EARLY_SEALED} bytes of records before the handshake finished`);
+      this.#early.push([type, header, body]);
+      return;
+    }
+    let plaintext: Buffer[];
+    try {
+      plaintext = opener.open(header, body);
+    } catch (err) {
+      throw new RidproxyError('ERR_INTEGRITY', `secure channel: data from ${this.#peerName()} failed authentication: it was altered in transit, and the channel is closed`, { cause: err });
+    }
+    if (this.#endReceived) throw new ProtocolError('ERR_PROTOCOL', `secure channel: ${this.#peerName()} sent a ${SegmentType[type]} record after ending its stream`);
+    if (type === SegmentType.Data) this.#onData(plaintext);
+    else this.#onControl(type, plaintext.length === 1 ? plaintext[0] : Buffer.concat(plaintext));
+  }
+
+  #onData(plaintext: Buffer[]): void {
+    if (!this.#peerHasAccepted) throw new ProtocolError('ERR_PROTOCOL', `secure channel: ${this.#peerName()} sent data before accepting the channel`);
+    let more = true;
+    for (const part of plaintext) if (part.length > 0) more = this.push(part);
+    if (!more) this.#transport.pause();
+  }
+
+  #onControl(type: SegmentType, payload: Buffer): void {
     const beforeVerdict = !this.#peerHasAccepted;
     switch (type) {
-      case FrameType.Accept:
-        if (!beforeVerdict || payload.length > 0) break;
+      case SegmentType.Accept:
+        if (!beforeVerdict) break;
         this.#peerHasAccepted = true;
+        this.#dropTls();
         this.#peerAccepted.resolve();
         return;
-      case FrameType.Unauthorized:
+      case SegmentType.Unauthorized:
         if (!beforeVerdict) break;
         this.#closePolitely(new RidproxyError('ERR_UNAUTHORIZED', `${this.#peerName()} refused this connection: ${printable(payload)}`));
         return;
-      case FrameType.Unauthenticated:
+      case SegmentType.Unauthenticated:
         if (!beforeVerdict) break;
         this.#closePolitely(new AuthenticationError(`${this.#peerName()} refused this connection: ${printable(payload)}`));
         return;
-      case FrameType.End:
-        if (beforeVerdict || payload.length > 0) break;
+      case SegmentType.End:
+        if (beforeVerdict) break;
         this.#endReceived = true;
         this.push(null);
         return;
       default:
         break;
     }
-    throw new ProtocolError('ERR_PROTOCOL', `secure channel: unexpected ${FrameType[type]} frame of ${payload.length} bytes from ${this.#peerName()}`);
+    throw new ProtocolError('ERR_PROTOCOL', `secure channel: unexpected ${SegmentType[type]} record of ${payload.length} bytes from ${this.#peerName()}`);
   }
 
-  /**
-   * node:tls gives 'end' both for the peer's close_notify and for a bare FIN, which the relay can
-   * forge; only the End frame, which it cannot, makes an end clean.
-   */
-  #onSocketEnd(): void {
+  /** A bare end of the transport, which the relay can forge: only the End record, which it cannot, makes an end clean. */
+  #onTransportEnd(): void {
     if (this.#endReceived) return;
     this.#fail(
       this.#phase === 'open'
@@ -368,29 +485,23 @@ class SecureStream extends Duplex {
     );
   }
 
-  #onSocketError(err: Error): void {
+  /** Until the verdicts are exchanged, any TLS error is a handshake failure: the peer's alert, or this side's check of the peer. */
+  #onTlsError(err: Error): void {
     const code = (err as NodeJS.ErrnoException).code ?? '';
     const tlsFailure = code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_');
-    // A client's handshake is over for node:tls before the server has checked the client's
-    // certificate, so TLS errors are handshake failures until the verdicts are exchanged.
-    if (this.#phase !== 'open') {
-      this.#fail(
-        tlsFailure
-          ? new AuthenticationError(`secure channel: the TLS handshake failed: ${err.message}`)
-          : new RidproxyError('ERR_CONNECTION_LOST', `secure channel: the transport failed during the handshake: ${err.message}`, { cause: err }),
-      );
-    } else if (tlsFailure) {
-      // After the handshake every TLS error means a record failed its AEAD check here, or the
-      // peer reports (by alert) that one from this side did: bytes were altered in transit.
-      const reason = (err as Error & { reason?: string }).reason ?? err.message;
-      const what = code.includes('_ALERT_') ? `${this.#peerName()} reports that data from this side` : `data from ${this.#peerName()}`;
-      this.#fail(new RidproxyError('ERR_INTEGRITY', `secure channel: ${what} failed authentication (${reason}): it was altered in transit, and the channel is closed`, { cause: err }));
-    } else {
-      this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `secure channel to ${this.#peerName()}: the transport failed: ${err.message}`, { cause: err }));
-    }
+    this.#fail(
+      tlsFailure
+        ? new AuthenticationError(`secure channel: the TLS handshake failed: ${err.message}`)
+        : new RidproxyError('ERR_CONNECTION_LOST', `secure channel: the handshake with ${this.#peerName()} failed: ${err.message}`, { cause: err }),
+    );
   }
 
-  #onSocketClose(): void {
+  #onTransportError(err: Error): void {
+    const during = this.#phase === 'open' ? `secure channel to ${this.#peerName()}: the transport failed` : 'secure channel: the transport failed during the handshake';
+    this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `${during}: ${err.message}`, { cause: err }));
+  }
+
+  #onTransportClose(): void {
     if (this.#linger !== undefined) {
       clearTimeout(this.#linger);
       return;
@@ -398,9 +509,10 @@ class SecureStream extends Duplex {
     if (this.#phase !== 'open') {
       this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `secure channel: the transport closed during the handshake with ${this.#peerName()}`));
     } else if (!this.#endReceived) {
-      this.#onSocketEnd();
+      this.#onTransportEnd();
     } else if (!this.writableEnded) {
       this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `secure channel: the connection to ${this.#peerName()} closed before this side ended its stream`));
     }
   }
 }
+

@@ -1,62 +1,70 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { FrameReader, FrameType, MAX_CONTROL_PAYLOAD, frameHeader } from '../../src/secure/framing.js';
+import { MAX_DATA_PLAINTEXT, MAX_REASON_PLAINTEXT, SegmentReader, SegmentType, TAG_SIZE, segmentHeader } from '../../src/secure/framing.js';
 
-type Event = ['data', Buffer] | ['control', FrameType, Buffer];
+type Event = ['handshake', Buffer] | ['sealed', SegmentType, Buffer, Buffer];
 
-/** Decodes `chunks` and merges adjacent data payloads, which the reader may split anywhere. */
+/** Decodes `chunks` and merges adjacent handshake bytes, which the reader may split anywhere. */
 function decode(chunks: Buffer[]): Event[] {
   const events: Event[] = [];
-  const reader = new FrameReader({
-    data: (payload) => {
+  const reader = new SegmentReader({
+    handshake: (bytes) => {
       const last = events.at(-1);
-      if (last?.[0] === 'data') last[1] = Buffer.concat([last[1], payload]);
-      else events.push(['data', Buffer.from(payload)]);
+      if (last?.[0] === 'handshake') last[1] = Buffer.concat([last[1], bytes]);
+      else events.push(['handshake', Buffer.from(bytes)]);
     },
-    control: (type, payload) => events.push(['control', type, Buffer.from(payload)]),
+    sealed: (type, header, body) => events.push(['sealed', type, Buffer.from(header), Buffer.concat(body)]),
   });
   for (const chunk of chunks) reader.push(chunk);
   return events;
 }
 
-const frame = fc.oneof(
-  fc.uint8Array({ minLength: 1, maxLength: 300 }).map((p) => ({ type: FrameType.Data, payload: Buffer.from(p) })),
-  fc.constantFrom(FrameType.Accept, FrameType.End).map((type) => ({ type, payload: Buffer.alloc(0) })),
+const segment = fc.oneof(
+  fc.uint8Array({ minLength: 1, maxLength: 300 }).map((b) => ({ type: SegmentType.Handshake, body: Buffer.from(b) })),
+  fc.uint8Array({ minLength: TAG_SIZE, maxLength: 300 }).map((b) => ({ type: SegmentType.Data, body: Buffer.from(b) })),
+  fc.constantFrom(SegmentType.Accept, SegmentType.End).map((type) => ({ type, body: Buffer.alloc(TAG_SIZE, 7) })),
   fc
-    .tuple(fc.constantFrom(FrameType.Unauthorized, FrameType.Unauthenticated), fc.uint8Array({ maxLength: 40 }))
-    .map(([type, p]) => ({ type, payload: Buffer.from(p) })),
+    .tuple(fc.constantFrom(SegmentType.Unauthorized, SegmentType.Unauthenticated), fc.uint8Array({ minLength: TAG_SIZE, maxLength: 60 }))
+    .map(([type, b]) => ({ type, body: Buffer.from(b) })),
 );
 
-describe('FrameReader', () => {
-  test('any split of the byte stream decodes to the same frames', () => {
+describe('SegmentReader', () => {
+  test('any split of the byte stream decodes to the same segments, sealed ones whole with their header', () => {
     fc.assert(
-      fc.property(fc.array(frame, { minLength: 1, maxLength: 20 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }), (frames, cuts) => {
-        const bytes = Buffer.concat(frames.flatMap(({ type, payload }) => [frameHeader(type, payload.length), payload]));
+      fc.property(fc.array(segment, { minLength: 1, maxLength: 20 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1 }), (segments, cuts) => {
+        const bytes = Buffer.concat(segments.flatMap(({ type, body }) => [segmentHeader(type, body.length), body]));
         const chunks: Buffer[] = [];
         for (let offset = 0, i = 0; offset < bytes.length; i++) {
           const size = cuts[i % cuts.length];
           chunks.push(bytes.subarray(offset, offset + size));
           offset += size;
         }
-        expect(decode(chunks)).toEqual(decode([bytes]));
         const expected: Event[] = [];
-        for (const { type, payload } of frames) {
+        for (const { type, body } of segments) {
           const last = expected.at(-1);
-          if (type !== FrameType.Data) expected.push(['control', type, payload]);
-          else if (last?.[0] === 'data') last[1] = Buffer.concat([last[1], payload]);
-          else expected.push(['data', payload]);
+          if (type !== SegmentType.Handshake) expected.push(['sealed', type, segmentHeader(type, body.length), body]);
+          else if (last?.[0] === 'handshake') last[1] = Buffer.concat([last[1], body]);
+          else expected.push(['handshake', body]);
         }
+        expect(decode(chunks)).toEqual(expected);
         expect(decode([bytes])).toEqual(expected);
       }),
       { numRuns: 300 },
     );
   });
 
-  test('an unknown frame type is a protocol error', () => {
-    expect(() => decode([Buffer.from([9, 0, 0, 0])])).toThrow(expect.objectContaining({ code: 'ERR_PROTOCOL', message: 'secure channel: unknown frame type 9' }));
+  test('an unknown segment type is a protocol error that says the peer speaks something else', () => {
+    expect(() => decode([Buffer.from([9, 0, 0, 0])])).toThrow(
+      expect.objectContaining({ code: 'ERR_PROTOCOL', message: 'secure channel: the peer does not speak this protocol (segment type 9 is unknown)' }),
+    );
   });
 
-  test('an oversized control frame is refused from its header, before its payload is buffered', () => {
-    expect(() => decode([frameHeader(FrameType.Unauthorized, MAX_CONTROL_PAYLOAD + 1)])).toThrow(expect.objectContaining({ code: 'ERR_FRAME_TOO_LARGE' }));
+  test.each([
+    [SegmentType.Data, MAX_DATA_PLAINTEXT + TAG_SIZE + 1, 'ERR_FRAME_TOO_LARGE'],
+    [SegmentType.Unauthorized, MAX_REASON_PLAINTEXT + TAG_SIZE + 1, 'ERR_FRAME_TOO_LARGE'],
+    [SegmentType.Accept, TAG_SIZE + 1, 'ERR_FRAME_TOO_LARGE'],
+    [SegmentType.End, TAG_SIZE - 1, 'ERR_PROTOCOL'],
+  ])('a %s record declaring a %d-byte body is refused from its header, before its body is buffered', (type, length, code) => {
+    expect(() => decode([segmentHeader(type, length)])).toThrow(expect.objectContaining({ code }));
   });
 });

@@ -2,6 +2,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Identity } from '../../src/id/identity.js';
 import { RoutingId } from '../../src/id/routing-id.js';
+import { SegmentType, TAG_SIZE, segmentHeader } from '../../src/secure/framing.js';
 import { secureChannel, type PeerIdentity } from '../../src/secure/index.js';
 import { activeResources, expectNoLeaks } from '../helpers.js';
 import { openChannels, rejection, startChannels, tcpPair } from './net.js';
@@ -35,14 +36,35 @@ describe('authentication', () => {
     }
   });
 
-  test('a peer that does not speak TLS fails the handshake at once with ERR_AUTHENTICATION', async () => {
+  test('a peer that does not speak the channel protocol fails the handshake at once with ERR_PROTOCOL', async () => {
     const [dialerSocket, other] = await tcpPair();
     other.end('GET / HTTP/1.1\r\nHost: example\r\n\r\n');
+    other.resume();
+    const err = await rejection(secureChannel(dialerSocket, { identity: Identity.generate(), role: 'dialer' }));
+    expect(err).toMatchObject({ code: 'ERR_PROTOCOL', message: 'secure channel: the peer does not speak this protocol (segment type 71 is unknown)' });
+    expect(dialerSocket.destroyed).toBe(true);
+  });
+
+  test('a handshake segment that is not TLS fails the handshake at once with ERR_AUTHENTICATION', async () => {
+    const [dialerSocket, other] = await tcpPair();
+    const garbage = Buffer.from('not a TLS record, but long enough to be read as one');
+    other.end(Buffer.concat([segmentHeader(SegmentType.Handshake, garbage.length), garbage]));
     other.resume();
     const err = await rejection(secureChannel(dialerSocket, { identity: Identity.generate(), role: 'dialer' }));
     expect(err).toMatchObject({ code: 'ERR_AUTHENTICATION' });
     expect(err.message).toMatch(/^secure channel: the TLS handshake failed: /);
     expect(dialerSocket.destroyed).toBe(true);
+  });
+  test('records sent before the handshake are held only up to a bound, then the channel fails with ERR_PROTOCOL', async () => {
+    const [dialerSocket, acceptorSocket] = await tcpPair();
+    const body = Buffer.alloc(1024 + TAG_SIZE);
+    dialerSocket.on('error', () => undefined);
+    dialerSocket.resume();
+    for (let i = 0; i < 8; i++) dialerSocket.write(Buffer.concat([segmentHeader(SegmentType.Data, body.length), body]));
+    const err = await rejection(secureChannel(acceptorSocket, { identity: Identity.generate(), role: 'acceptor' }));
+    expect(err).toMatchObject({ code: 'ERR_PROTOCOL', message: 'secure channel: the peer sent more than 4096 bytes of records before the handshake finished' });
+    expect(acceptorSocket.destroyed).toBe(true);
+    dialerSocket.destroy();
   });
 });
 

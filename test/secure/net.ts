@@ -1,6 +1,7 @@
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { Identity } from '../../src/id/identity.js';
+import { HEADER_SIZE, SegmentType } from '../../src/secure/framing.js';
 import { secureChannel, type SecureChannel, type SecureChannelOptions } from '../../src/secure/index.js';
 import { jsDuplex } from '../../bench/lib/js-duplex.js';
 
@@ -39,8 +40,8 @@ export interface RelayOptions {
   /** Keep the bytes that pass (off for large transfers that need no inspection). */
   record?: boolean;
   /**
-   * Flip one bit in the middle of the first TLS record carrying at least this many bytes, in
-   * the given direction: past the handshake, whose records are all smaller.
+   * Flip one bit in the middle of the first sealed record carrying at least this many bytes, in
+   * the given direction: past the handshake, whose segments are all smaller.
    */
   flipInRecordOfAtLeast?: number;
   flipDirection?: 'upstream' | 'downstream';
@@ -48,11 +49,12 @@ export interface RelayOptions {
   cutUpstreamAfter?: number;
 }
 
-/** Parses TLS record headers (type, version, length) so tampering lands inside a payload. */
+/** Parses the channel's segment headers (type, 24-bit length) so tampering lands inside a sealed body. */
 class RecordTamperer {
   #header: number[] = [];
   #payloadLeft = 0;
   #payloadLength = 0;
+  #sealed = false;
   #done = false;
   readonly #threshold: number;
 
@@ -66,15 +68,16 @@ class RecordTamperer {
     for (let i = 0; i < chunk.length; ) {
       if (this.#payloadLeft === 0) {
         this.#header.push(chunk[i++]);
-        if (this.#header.length === 5) {
-          this.#payloadLength = this.#payloadLeft = (this.#header[3] << 8) | this.#header[4];
+        if (this.#header.length === HEADER_SIZE) {
+          this.#payloadLength = this.#payloadLeft = Buffer.from(this.#header).readUIntBE(1, 3);
+          this.#sealed = this.#header[0] !== SegmentType.Handshake;
           this.#header = [];
         }
         continue;
       }
       const n = Math.min(this.#payloadLeft, chunk.length - i);
       const middle = this.#payloadLength - Math.floor(this.#payloadLength / 2);
-      if (!this.#done && this.#payloadLength >= this.#threshold && this.#payloadLeft >= middle && this.#payloadLeft - n < middle) {
+      if (!this.#done && this.#sealed && this.#payloadLength >= this.#threshold && this.#payloadLeft >= middle && this.#payloadLeft - n < middle) {
         chunk[i + (this.#payloadLeft - middle)] ^= 0x10;
         this.#done = true;
         flipped = true;
