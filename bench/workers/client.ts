@@ -35,8 +35,12 @@ export interface LatencyResult {
   p99Us: number;
 }
 
-/** connection: a new TCP connection each; vc: a new Manager (identity) and VC each; flow: new flows in one VC. */
-export type SetupMode = 'connection' | 'vc' | 'flow';
+/**
+ * connection: a new TCP connection each; manager: a new Manager (identity, hop connection) and VC
+ * each; vc: a new VC each from Managers whose hop connections to the proxy are already up; flow:
+ * new flows in one VC.
+ */
+export type SetupMode = 'connection' | 'manager' | 'vc' | 'flow';
 export interface SetupParams {
   target: Target;
   mode: SetupMode;
@@ -131,7 +135,7 @@ async function latency({ target, roundTrips, warmup, size }: LatencyParams): Pro
   }
 }
 
-/** Identities for 'vc' mode, made before the clock starts: key generation is the client's cost, not the relay's. */
+/** Identities for 'manager' mode, made before the clock starts: key generation is the client's cost, not the relay's. */
 let identities: Identity[] = [];
 
 async function prepareIdentities({ count }: { count: number }): Promise<{ ready: number }> {
@@ -150,32 +154,100 @@ async function oneExchange(stream: Duplex): Promise<void> {
   await done;
 }
 
-async function setupRate({ target, mode, count, concurrency }: SetupParams): Promise<SetupResult> {
-  const lib = target.kind === 'ridproxy' ? await loadRidproxy() : undefined;
-  if (mode !== 'connection' && !lib) throw new Error(`${mode} mode needs a ridproxy target`);
-  if (mode === 'vc' && identities.length < count) throw new Error(`prepareIdentities gave ${identities.length} identities, ${count} needed`);
-  const encryption = target.kind === 'ridproxy' ? (target.encryption ?? true) : true;
-  const shared = mode === 'flow' && lib ? new lib.Manager({ encryption }) : undefined;
+/**
+ * One new VC from `manager`, whose hop connection to the proxy is already up: a 1-byte echo on a
+ * flow, then the whole VC closed and its end awaited, so the Manager's next dial opens a new VC
+ * instead of reusing this one.
+ */
+async function oneNewVc(manager: Manager, endpoint: string): Promise<void> {
+  const flow = await manager.dial(endpoint);
   try {
-    // In flow mode the VC is made before the clock starts: this measures flows inside it.
-    if (shared) await oneExchange(await openStream(target, shared));
-    const startMs = wallMs();
-    const result = await runPool(count, concurrency, async (i) => {
-      if (mode !== 'vc' || !lib) {
-        await oneExchange(await openStream(target, shared));
-        return;
+    await oneExchange(flow);
+  } finally {
+    flow.conn.destroy();
+    await flow.conn.closed;
+  }
+}
+
+/** One mode's setup, with whatever it needs made before the clock starts, and what to close after the run. */
+interface SetupRun {
+  setup(index: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function prepareSetup({ target, mode, count, concurrency }: SetupParams): Promise<SetupRun> {
+  const nothingToClose = async (): Promise<void> => undefined;
+  if (mode === 'connection') return { setup: async () => oneExchange(await openStream(target, undefined)), close: nothingToClose };
+  if (target.kind !== 'ridproxy') throw new Error(`${mode} mode needs a ridproxy target`);
+  const { Manager } = await loadRidproxy();
+  const encryption = target.encryption ?? true;
+  switch (mode) {
+    case 'manager': {
+      if (identities.length < count) throw new Error(`prepareIdentities gave ${identities.length} identities, ${count} needed`);
+      const prepared = identities;
+      identities = [];
+      return {
+        setup: async (i) => {
+          const manager = new Manager({ identity: prepared[i], encryption });
+          try {
+            await oneExchange(await openStream(target, manager));
+          } finally {
+            await manager.close();
+          }
+        },
+        close: nothingToClose,
+      };
+    }
+    case 'vc': {
+      // One Manager per concurrent setup, each used by one setup at a time; its first VC (opened
+      // and closed here) brings its hop connection up, as a process's connection to the relay.
+      const managers = Array.from({ length: concurrency }, () => new Manager({ encryption }));
+      const close = async (): Promise<void> => {
+        await Promise.all(managers.map((m) => m.close()));
+      };
+      try {
+        await Promise.all(managers.map((m) => oneNewVc(m, target.endpoint)));
+      } catch (err) {
+        await close();
+        throw err;
       }
-      const manager = new lib.Manager({ identity: identities[i], encryption });
+      const free = [...managers];
+      return {
+        setup: async () => {
+          // Never empty: the pool runs `concurrency` setups at a time and each returns its Manager.
+          const manager = free.pop()!;
+          try {
+            await oneNewVc(manager, target.endpoint);
+          } finally {
+            free.push(manager);
+          }
+        },
+        close,
+      };
+    }
+    case 'flow': {
+      // The VC whose flows are measured, made before the clock starts.
+      const manager = new Manager({ encryption });
+      const close = (): Promise<void> => manager.close();
       try {
         await oneExchange(await openStream(target, manager));
-      } finally {
-        await manager.close();
+      } catch (err) {
+        await close();
+        throw err;
       }
-    });
+      return { setup: async () => oneExchange(await openStream(target, manager)), close };
+    }
+  }
+}
+
+async function setupRate(params: SetupParams): Promise<SetupResult> {
+  const run = await prepareSetup(params);
+  try {
+    const startMs = wallMs();
+    const result = await runPool(params.count, params.concurrency, run.setup);
     return { ...result, startMs, endMs: wallMs() };
   } finally {
-    await shared?.close();
-    if (mode === 'vc') identities = [];
+    await run.close();
   }
 }
 
