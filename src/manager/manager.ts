@@ -1,5 +1,5 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter, once, setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
   AuthenticationError,
@@ -161,6 +161,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
       encryption: options.encryption ?? true,
     };
     this.acceptQueue = new AcceptQueue(this.options.acceptBacklog);
+    // Every incoming handshake in progress listens for close(), and a busy server has many at
+    // once; each removes its listener when done, so the count is bounded by the handshakes.
+    setMaxListeners(0, this.closing.signal);
     // The certificate is part of the identity, not of any one VC: make it now, once.
     if (this.options.encryption) secureContextFor(this.identity);
     this.renewDirty();

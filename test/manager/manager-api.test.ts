@@ -172,6 +172,32 @@ describe('Manager API', () => {
     await expect(client.dial(`127.0.0.1:${port}`, { signal: controller.signal })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
   });
 
+  it('takes 30 concurrent incoming handshakes without a listener-leak warning', async () => {
+    // The server's authorize holds every handshake until all 30 are in progress at once.
+    let waiting = 0;
+    const allWaiting = Promise.withResolvers<void>();
+    const server = net.manager({
+      authorize: async () => {
+        if (++waiting === 30) allWaiting.resolve();
+        await allWaiting.promise;
+        return true;
+      },
+    });
+    const endpoint = await server.listen('127.0.0.1:0');
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => void warnings.push(warning);
+    process.on('warning', onWarning);
+    try {
+      const flows = await Promise.all(Array.from({ length: 30 }, () => net.manager().dial(endpoint)));
+      expect(flows).toHaveLength(30);
+      // Warnings are emitted on the next tick.
+      await delay(20);
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.map((w) => w.name)).toEqual([]);
+  });
+
   it('fails every call after close with ERR_MANAGER_CLOSED', async () => {
     const m = new Manager();
     await m.close();
