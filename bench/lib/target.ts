@@ -5,7 +5,7 @@ import type { Manager } from '../../src/index.js';
 /**
  * Where a client worker sends its streams: a TCP address (direct, relays, CLI) or a ridproxy endpoint
  * (library path). `encryption: false` is the library-plain path: both Managers turn the end-to-end
- * TLS channel off (they must agree); absent means the default, encrypted.
+ * channel off (they must agree); absent means the default, encrypted.
  */
 export type Target = { kind: 'tcp'; host: string; port: number } | { kind: 'ridproxy'; endpoint: string; encryption?: boolean };
 

@@ -20,7 +20,7 @@ export const PATH_LABELS: Record<PathName, string> = {
   direct: 'direct TCP, client to sink (the limit)',
   relay: 'plain Node relay (net + pipe), 1 process',
   chain: 'plain Node relay chain, 2 processes in series',
-  library: 'ridproxy library: dialing Manager -> Proxy -> accepting Manager, 3 processes (end-to-end TLS, the default)',
-  'library-plain': 'the same with encryption: false on both Managers (no end-to-end TLS)',
+  library: 'ridproxy library: dialing Manager -> Proxy -> accepting Manager, 3 processes (end-to-end encryption, the default)',
+  'library-plain': 'the same with encryption: false on both Managers (no end-to-end encryption)',
   cli: 'ridproxy CLI: connect -> proxy start -> serve -> TCP sink',
 };
