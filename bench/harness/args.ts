@@ -25,8 +25,8 @@ export interface Options {
 }
 
 export const USAGE = `usage: npm run bench -- [--quick] [--rounds N] [--only LIST] [--no-write]
-  --quick       about a minute: smaller transfers and counts, 3 rounds
-  --rounds N    measured rounds per scenario (default 5, quick 3)
+  --quick       about a minute: smaller transfers and counts, 2 rounds
+  --rounds N    measured rounds per scenario (default 5, quick 2)
   --only LIST   comma-separated scenarios (${SCENARIOS.join(', ')})
                 and/or paths (${PATHS.join(', ')}, or the groups baselines, ridproxy, libraries);
                 e.g. --only baselines   or   --only bulk,latency,library
@@ -65,7 +65,7 @@ export function parseArgs(argv: readonly string[]): Options {
   }
   return {
     quick,
-    rounds: rounds ?? (quick ? 3 : 5),
+    rounds: rounds ?? (quick ? 2 : 5),
     noWrite,
     scenarios: scenarios.size > 0 ? SCENARIOS.filter((s) => scenarios.has(s)) : [...SCENARIOS],
     paths: paths.size > 0 ? PATHS.filter((p) => paths.has(p)) : [...PATHS],

@@ -19,7 +19,7 @@ const FAIRNESS_PATHS: readonly PathName[] = ['direct', 'relay', 'library', 'libr
  * reference. Figure: bulk rate beside the stall over bulk rate alone, per round.
  */
 export async function fairnessScenario(ctx: Context): Promise<ScenarioReport> {
-  const bytes = (ctx.options.quick ? 128 : 1024) * MiB;
+  const bytes = (ctx.options.quick ? 32 : 1024) * MiB;
   const settleMs = 300;
   const table = new SampleTable();
   const skipped: Skip[] = [];

@@ -14,8 +14,8 @@ const MESSAGE = 64;
  * round, so both saw the same machine load.
  */
 export async function latencyScenario(ctx: Context): Promise<ScenarioReport> {
-  const roundTrips = ctx.options.quick ? 5_000 : 20_000;
-  const warmup = ctx.options.quick ? 500 : 1_000;
+  const roundTrips = ctx.options.quick ? 2_000 : 20_000;
+  const warmup = ctx.options.quick ? 200 : 1_000;
   const table = new SampleTable();
   const skipped: Skip[] = [];
   const topo = await openTopology(ctx, ctx.options.paths);

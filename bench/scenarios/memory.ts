@@ -145,9 +145,9 @@ function describe(readings: ReadonlyArray<[number, MemorySample]>): string {
 }
 
 export async function memoryScenario(ctx: Context): Promise<ScenarioReport> {
-  const servers = ctx.options.quick ? 2_500 : 10_000;
-  const vcs = ctx.options.quick ? 2_000 : 5_000;
-  const relayed = ctx.options.quick ? 2_000 : 5_000;
+  const servers = ctx.options.quick ? 1_000 : 10_000;
+  const vcs = ctx.options.quick ? 500 : 5_000;
+  const relayed = ctx.options.quick ? 500 : 5_000;
   const table = new SampleTable();
   const detail = new SampleTable();
   const skipped: Skip[] = [];

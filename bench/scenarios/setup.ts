@@ -32,7 +32,7 @@ function rate(results: SetupResult[]): number {
  * `connect` process's VC.
  */
 export async function setupScenario(ctx: Context): Promise<ScenarioReport> {
-  const count = ctx.options.quick ? 600 : 5_000;
+  const count = ctx.options.quick ? 200 : 5_000;
   const table = new SampleTable();
   const skipped: Skip[] = [];
   const notes: string[] = [];
