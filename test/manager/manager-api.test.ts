@@ -175,11 +175,12 @@ describe('Manager API', () => {
   it('takes 30 concurrent incoming handshakes without a listener-leak warning', async () => {
     // The server's authorize holds every handshake until all 30 are in progress at once.
     let waiting = 0;
-    const allWaiting = Promise.withResolvers<void>();
+    let releaseAll!: () => void;
+    const allWaiting = new Promise<void>((resolve) => (releaseAll = resolve));
     const server = net.manager({
       authorize: async () => {
-        if (++waiting === 30) allWaiting.resolve();
-        await allWaiting.promise;
+        if (++waiting === 30) releaseAll();
+        await allWaiting;
         return true;
       },
     });
