@@ -182,7 +182,7 @@ class SecureStream extends Duplex {
       write: (chunk: Buffer, _encoding, callback) => {
         for (let offset = 0; offset < chunk.length; offset += MAX_HANDSHAKE_SEGMENT) {
           const part = chunk.subarray(offset, offset + MAX_HANDSHAKE_SEGMENT);
-          this.#writeSegment(SegmentType.Handshake, [part]);
+          this.#writeSegment(segmentHeader(SegmentType.Handshake, part.length), [part]);
         }
         callback();
       },
@@ -312,7 +312,7 @@ class SecureStream extends Duplex {
   }
 
   /** Header and body leave as one write of several parts: one writev on a socket, one Data frame on a VC. */
-  #writeSegment(type: SegmentType, body: readonly Buffer[], bodyLength = totalLength(body), header = segmentHeader(type, bodyLength)): boolean {
+  #writeSegment(header: Buffer, body: readonly Buffer[]): boolean {
     const transport = this.#transport;
     if (transport.destroyed || transport.writableEnded) return true;
     transport.cork();
@@ -323,9 +323,8 @@ class SecureStream extends Duplex {
   }
 
   #writeRecord(type: SegmentType, plaintext: readonly Buffer[]): boolean {
-    const length = totalLength(plaintext);
-    const header = segmentHeader(type, length + TAG_SIZE);
-    return this.#writeSegment(type, this.#sealer!.seal(header, plaintext), length + TAG_SIZE, header);
+    const header = segmentHeader(type, totalLength(plaintext) + TAG_SIZE);
+    return this.#writeSegment(header, this.#sealer!.seal(header, plaintext));
   }
 
   /** Seals `chunks` as Data records of at most MAX_DATA_PLAINTEXT bytes each. */
