@@ -2,6 +2,9 @@
  * Throughput of the end-to-end channel against the raw socket, on one loopback TCP connection.
  * The receiver runs in a worker thread so that sender and receiver each get a core, as two
  * processes would. Ratios within one run are what to compare; absolute figures vary a lot here.
+ * Handshakes run with both ends in the main thread, so their CPU time per handshake is what both
+ * ends of a VC spend on it; with the cost of one small record, these are the floors under the
+ * encrypted figures of `npm run bench` (README, "Performance").
  *
  *   npx tsc -p tsconfig.build.json && node dist/bench/secure-channel.js
  *
@@ -11,15 +14,20 @@
  */
 import { connect, createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
-import { connect as tlsConnect, TLSSocket } from 'node:tls';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { connect as tlsConnect, createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Identity } from '../src/id/identity.js';
 import { RoutingId } from '../src/id/routing-id.js';
-import { secureContextFor } from '../src/secure/certificate.js';
+import { secureContextFor, selfSignedCertificate } from '../src/secure/certificate.js';
+import { SegmentType, TAG_SIZE, segmentHeader } from '../src/secure/framing.js';
 import { secureChannel } from '../src/secure/index.js';
+import { RecordOpener, RecordSealer, aeadForSuite } from '../src/secure/records.js';
 import { jsDuplex } from './lib/js-duplex.js';
 
-const MODES = ['raw', 'tls', 'secure', 'secure-js-duplex', 'noise', 'noise-js-duplex'] as const;
+const MODES = ['raw', 'tls', 'tls-resumed', 'secure', 'secure-js-duplex', 'noise', 'noise-js-duplex'] as const;
+/** Modes whose bytes travel exactly as another mode's: only their handshake is measured. */
+const HANDSHAKE_ONLY: readonly Mode[] = ['tls-resumed'];
 type Mode = (typeof MODES)[number];
 const MIB = 1024 * 1024;
 const TOTAL = Number(process.env.BENCH_MIB ?? 256) * MIB;
@@ -52,11 +60,13 @@ async function wrap(mode: Mode, socket: Socket, role: 'dialer' | 'acceptor', ide
   switch (mode) {
     case 'raw':
       return socket;
-    case 'tls': {
-      // Plain node:tls with the same context: the floor under what the channel adds.
-      const common = { secureContext: secureContextFor(identity), rejectUnauthorized: false };
-      const tls = role === 'dialer' ? tlsConnect({ ...common, socket }) : new TLSSocket(socket, { ...common, isServer: true, requestCert: true });
+    case 'tls':
+    case 'tls-resumed': {
+      // Plain node:tls with the same certificates: the floor under what the channel adds.
+      const tls = role === 'dialer' ? tlsConnect({ socket, ...tlsOptions(mode, identity, 'dialer') }) : new TLSSocket(socket, { isServer: true, requestCert: true, ...tlsOptions(mode, identity, 'acceptor') });
+      if (mode === 'tls-resumed' && role === 'dialer') tls.once('session', (session: Buffer) => (lastSession = session));
       await new Promise((resolve) => tls.once(role === 'dialer' ? 'secureConnect' : 'secure', resolve));
+      if (mode === 'tls-resumed' && role === 'dialer' && lastSession !== undefined && !tls.isSessionReused()) throw new Error('tls-resumed: the session was not resumed');
       return tls;
     }
     case 'secure':
@@ -70,6 +80,28 @@ async function wrap(mode: Mode, socket: Socket, role: 'dialer' | 'acceptor', ide
       if (Noise === undefined) throw new Error('noise candidate not installed');
       return new Noise(role === 'dialer', mode === 'noise' ? socket : jsDuplex(socket));
   }
+}
+
+/**
+ * TLS 1.3 resumption from a session ticket, which skips the certificates and their signatures:
+ * what ridproxy could save by resuming between processes that have met (docs/security.md).
+ * Both ends run in one thread here, so one ticket key and one cached session do.
+ */
+let lastSession: Buffer | undefined;
+const resumingContexts = new Map<Identity, SecureContext>();
+
+function tlsOptions(mode: Mode, identity: Identity, role: 'dialer' | 'acceptor'): { secureContext: SecureContext; rejectUnauthorized: false; session?: Buffer } {
+  if (mode !== 'tls-resumed') return { secureContext: secureContextFor(identity), rejectUnauthorized: false };
+  let context = resumingContexts.get(identity);
+  if (context === undefined) {
+    context = createSecureContext({ key: identity.toPem(), cert: new X509Certificate(selfSignedCertificate(identity)).toString(), minVersion: 'TLSv1.3', sigalgs: 'ed25519' });
+    // A server-side TLSSocket made outside a tls.Server gets neither from node:tls; OpenSSL refuses to resume without them.
+    const native = (context as SecureContext & { context: { setSessionIdContext(id: string): void; setTicketKeys(keys: Buffer): void } }).context;
+    native.setSessionIdContext('ridproxy-bench');
+    native.setTicketKeys(randomBytes(48));
+    resumingContexts.set(identity, context);
+  }
+  return role === 'dialer' ? { secureContext: context, rejectUnauthorized: false, session: lastSession } : { secureContext: context, rejectUnauthorized: false };
 }
 
 async function receiver(): Promise<void> {
@@ -130,8 +162,15 @@ async function throughput(mode: Mode, Noise: NoiseConstructor | undefined): Prom
   }
 }
 
+interface HandshakeCost {
+  /** Median wall time of connect + handshake + one byte each way. */
+  ms: number;
+  /** CPU time of both ends together per handshake (both run in this thread): what caps handshakes per second per core. */
+  cpuMs: number;
+}
+
 /** Sequential handshakes over fresh loopback connections, both ends in this thread. */
-async function handshakeTime(mode: Mode, Noise: NoiseConstructor | undefined): Promise<number> {
+async function handshakeCost(mode: Mode, Noise: NoiseConstructor | undefined): Promise<HandshakeCost> {
   const server = Identity.generate();
   const client = Identity.generate();
   const accepted: Array<(stream: Duplex) => void> = [];
@@ -142,6 +181,7 @@ async function handshakeTime(mode: Mode, Noise: NoiseConstructor | undefined): P
   const address = listener.address();
   if (address === null || typeof address === 'string') throw new Error('no TCP address');
   const times: number[] = [];
+  const cpuBefore = process.cpuUsage();
   for (let i = 0; i < HANDSHAKES; i++) {
     const serverSide = new Promise<Duplex>((resolve) => accepted.push(resolve));
     const start = performance.now();
@@ -157,8 +197,32 @@ async function handshakeTime(mode: Mode, Noise: NoiseConstructor | undefined): P
     times.push(performance.now() - start);
     for (const end of [stream, remote]) end.on('error', () => undefined).destroy();
   }
+  const cpu = process.cpuUsage(cpuBefore);
   await new Promise((resolve) => listener.close(resolve));
-  return median(times);
+  return { ms: median(times), cpuMs: (cpu.user + cpu.system) / 1000 / HANDSHAKES };
+}
+
+const SMALL_RECORD = 64;
+const RECORD_ROUNDS = 20_000;
+
+/**
+ * What the channel adds to a small message, on each side it crosses: one AEAD seal and one open
+ * through node:crypto, whose per-call setup, not the cipher, is most of the cost at this size.
+ */
+function smallRecordCost(): number {
+  const aead = aeadForSuite('TLS_AES_128_GCM_SHA256');
+  const secret = Buffer.alloc(32, 1);
+  const sealer = new RecordSealer(aead, secret);
+  const opener = new RecordOpener(aead, secret);
+  const plaintext = [Buffer.alloc(SMALL_RECORD, 0x5a)];
+  const header = segmentHeader(SegmentType.Data, SMALL_RECORD + TAG_SIZE);
+  const run = (): void => {
+    opener.open(header, sealer.seal(header, plaintext));
+  };
+  for (let i = 0; i < 1000; i++) run();
+  const start = performance.now();
+  for (let i = 0; i < RECORD_ROUNDS; i++) run();
+  return ((performance.now() - start) * 1000) / RECORD_ROUNDS;
 }
 
 function median(values: number[]): number {
@@ -173,13 +237,20 @@ async function main(): Promise<void> {
   const modes = MODES.filter((mode) => mode === 'raw' || (wanted.includes(mode) && (!mode.startsWith('noise') || Noise !== undefined)));
   console.log(`node ${process.version}, OpenSSL ${process.versions.openssl}; ${TOTAL / MIB} MiB one way, median of ${RUNS}; handshake: median of ${HANDSHAKES}`);
   if (Noise === undefined) console.log('(noise candidate not installed: npm install --no-save @hyperswarm/secret-stream to include it)');
-  const results: Array<{ mode: Mode; rate: number; handshake: number }> = [];
-  for (const mode of modes) results.push({ mode, rate: await throughput(mode, Noise), handshake: await handshakeTime(mode, Noise) });
-  const raw = results[0].rate;
-  console.log('mode              MiB/s   x raw   handshake+1 RTT ms');
-  for (const { mode, rate, handshake } of results) {
-    console.log(`${mode.padEnd(16)} ${rate.toFixed(0).padStart(6)}   ${(rate / raw).toFixed(2).padStart(5)}   ${handshake.toFixed(2).padStart(8)}`);
+  const results: Array<{ mode: Mode; rate: number; handshake: HandshakeCost }> = [];
+  for (const mode of modes) {
+    const rate = HANDSHAKE_ONLY.includes(mode) ? Number.NaN : await throughput(mode, Noise);
+    results.push({ mode, rate, handshake: await handshakeCost(mode, Noise) });
   }
+  const raw = results[0].rate;
+  console.log('mode              MiB/s   x raw   handshake+1 RTT ms   CPU ms per handshake (both ends)');
+  for (const { mode, rate, handshake } of results) {
+    console.log(
+      `${mode.padEnd(16)} ${(Number.isNaN(rate) ? '—' : rate.toFixed(0)).padStart(6)}   ${(Number.isNaN(rate) ? '—' : (rate / raw).toFixed(2)).padStart(5)}   ${handshake.ms.toFixed(2).padStart(8)}             ${handshake.cpuMs.toFixed(2).padStart(6)}`,
+    );
+  }
+  const record = smallRecordCost();
+  console.log(`one ${SMALL_RECORD} B record, sealed and opened (${RECORD_ROUNDS} times): ${record.toFixed(1)} µs; a round trip seals and opens two`);
 }
 
 if (isMainThread) await main();
