@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 
 /** A reusable block of random bytes; sources vary it per block so repeats cannot hide reordering. */
@@ -102,20 +103,46 @@ export async function expectNoLeaks(baseline: Record<string, number>, timeout = 
 /** Which way a chunk crosses a relay: from the connecting side to the target, or back. */
 export type Direction = 'toTarget' | 'fromTarget';
 
+/** Sees each chunk a relay passes on, and returns what to forward: the chunk itself or a changed copy. */
+export type Tap = (direction: Direction, chunk: Buffer) => Buffer;
+
+export interface RelayOptions {
+  /** Records or tampers with the traffic, as a curious or hostile network (or proxy) would. */
+  tap?: Tap;
+  /** Forward only this many bytes in one direction, then a bare FIN: a stream cut short, not reset. */
+  endAfter?: { direction: Direction; bytes: number };
+}
+
+export interface Relay {
+  port: number;
+  /** Resets every relayed connection, as a crash or a network failure would. */
+  cut(): void;
+  close(): Promise<void>;
+}
+
 /**
- * A TCP relay to `port` on 127.0.0.1. Every chunk passes through `tap`, which may record it or
- * return a changed copy to forward, so a test can stand in for a curious or tampering network
- * (or proxy) without reaching into library internals. `cut()` resets every relayed connection,
- * as a crash or a network failure would.
+ * A TCP relay to `port` on 127.0.0.1, so a test can stand between two ends without reaching into
+ * library internals. Like a real proxy, it passes each side's end on to the other while the
+ * other direction keeps flowing, and it slows a writer down to its reader's pace rather than
+ * buffering without bound.
  */
-export async function startRelay(
-  port: number,
-  tap: (direction: Direction, chunk: Buffer) => Buffer = (_, chunk) => chunk,
-): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
-  const { createServer, connect } = await import('node:net');
-  const sockets = new Set<import('node:net').Socket>();
-  const server = createServer((inbound) => {
-    const outbound = connect({ host: '127.0.0.1', port });
+export async function startRelay(port: number, { tap = (_, chunk) => chunk, endAfter }: RelayOptions = {}): Promise<Relay> {
+  const sockets = new Set<Socket>();
+  const forward = (from: Socket, to: Socket, direction: Direction): void => {
+    let allowance = endAfter?.direction === direction ? endAfter.bytes : Infinity;
+    from.on('data', (chunk: Buffer) => {
+      // What the sender writes after the FIN is lost, as on a connection cut short.
+      if (allowance === 0) return;
+      const passing = chunk.subarray(0, allowance);
+      allowance -= passing.length;
+      if (allowance === 0) to.end(tap(direction, passing));
+      else if (!to.write(tap(direction, passing))) from.pause();
+    });
+    to.on('drain', () => from.resume());
+    from.on('end', () => to.end());
+  };
+  const server = createServer({ allowHalfOpen: true }, (inbound) => {
+    const outbound = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
     for (const socket of [inbound, outbound]) {
       sockets.add(socket);
       socket.on('close', () => sockets.delete(socket));
@@ -124,18 +151,15 @@ export async function startRelay(
         outbound.destroy();
       });
     }
-    inbound.on('data', (chunk: Buffer) => outbound.write(tap('toTarget', chunk)));
-    outbound.on('data', (chunk: Buffer) => inbound.write(tap('fromTarget', chunk)));
-    inbound.on('end', () => outbound.end());
-    outbound.on('end', () => inbound.end());
+    forward(inbound, outbound, 'toTarget');
+    forward(outbound, inbound, 'fromTarget');
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address() as import('node:net').AddressInfo;
   const cut = (): void => {
     for (const socket of sockets) socket.resetAndDestroy();
   };
   return {
-    port: address.port,
+    port: (server.address() as AddressInfo).port,
     cut,
     close: () =>
       new Promise<void>((resolve) => {
@@ -146,8 +170,7 @@ export async function startRelay(
 }
 
 /** Opens a TCP connection to 127.0.0.1:`port`, resolving once connected. */
-export async function socketTo(port: number): Promise<import('node:net').Socket> {
-  const { connect } = await import('node:net');
+export async function socketTo(port: number): Promise<Socket> {
   const socket = connect({ host: '127.0.0.1', port });
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);

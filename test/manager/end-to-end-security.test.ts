@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { Endpoint, Manager, Proxy, type Flow, type RidproxyError } from '../../src/index.js';
 import { useNetwork } from '../fixtures.js';
 import { FrameDecoder, FrameType, encodeHeader, encodeVcAccepted, type Frame } from '../../src/wire/index.js';
-import { readAll, startRelay, waitFor, type Direction } from '../helpers.js';
+import { readAll, startRelay, waitFor, type Direction, type Tap } from '../helpers.js';
 
 const MiB = 1 << 20;
 
@@ -11,8 +11,8 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
   const net = useNetwork();
 
   /** Registers `server` on the proxy through a relay, so every byte between them passes `tap`. */
-  async function registerVia(proxy: Proxy, server: Manager, tap?: (direction: Direction, chunk: Buffer) => Buffer): Promise<Endpoint> {
-    const relay = await startRelay(proxy.port, tap);
+  async function registerVia(proxy: Proxy, server: Manager, tap?: Tap): Promise<Endpoint> {
+    const relay = await startRelay(proxy.port, { tap });
     net.defer(() => relay.close());
     await server.proxyListen('main', new Endpoint('127.0.0.1', relay.port, proxy.routingId));
     return new Endpoint(proxy.host, proxy.port, server.routingId);
@@ -31,7 +31,7 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
       for await (const flow of server) flow.pipe(flow).on('error', () => undefined);
     })();
     // The client's own connection to the proxy is recorded too.
-    const clientRelay = await startRelay(proxy.port, record);
+    const clientRelay = await startRelay(proxy.port, { tap: record });
     net.defer(() => clientRelay.close());
     const client = net.manager();
     const pattern = Buffer.alloc(MiB);

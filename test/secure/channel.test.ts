@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { activeResources, delay, expectNoLeaks, sha256, writeRandom } from '../helpers.js';
-import { collect, openChannels, startRelay, type Relay } from './net.js';
+import { activeResources, delay, expectNoLeaks, sha256, startRelay, writeRandom, type Direction, type Relay, type RelayOptions } from '../helpers.js';
+import { collect, openChannels, RecordTamperer } from './net.js';
 
 const MIB = 1024 * 1024;
 
@@ -38,7 +38,7 @@ afterAll(async () => {
 
 describe.each(['socket', 'js-duplex'] as const)('secure channel over a %s', (transport) => {
   let relay: Relay | undefined;
-  const through = (options: Parameters<typeof startRelay>[1]) => async (port: number) => {
+  const through = (options: RelayOptions) => async (port: number) => {
     relay = await startRelay(port, options);
     return relay.port;
   };
@@ -49,7 +49,12 @@ describe.each(['socket', 'js-duplex'] as const)('secure channel over a %s', (tra
 
   test('the relay never sees 1 MiB of known plaintext, and the receiver gets it intact', async () => {
     const plain = pattern(MIB);
-    const { dialer, acceptor, dialerIdentity, acceptorIdentity } = await openChannels({ transport, via: through({ record: true }) });
+    const recorded: Record<Direction, Buffer[]> = { toTarget: [], fromTarget: [] };
+    const record = (direction: Direction, chunk: Buffer): Buffer => {
+      recorded[direction].push(Buffer.from(chunk));
+      return chunk;
+    };
+    const { dialer, acceptor, dialerIdentity, acceptorIdentity } = await openChannels({ transport, via: through({ tap: record }) });
     expect(acceptor.peerRoutingId.equals(dialerIdentity.routingId)).toBe(true);
     expect(acceptor.peerPublicKey.equals(dialerIdentity.publicKey)).toBe(true);
     expect(dialer.peerPublicKey.equals(acceptorIdentity.publicKey)).toBe(true);
@@ -60,27 +65,28 @@ describe.each(['socket', 'js-duplex'] as const)('secure channel over a %s', (tra
     expect(data.equals(plain)).toBe(true);
     acceptor.stream.end();
     await ended(dialer.stream.resume());
-    const upstream = Buffer.concat(relay!.upstream);
+    const upstream = Buffer.concat(recorded.toTarget);
     expect(upstream.length).toBeGreaterThan(MIB);
     expect(leaks(plain, upstream)).toBe(false);
-    expect(leaks(plain, Buffer.concat(relay!.downstream))).toBe(false);
+    expect(leaks(plain, Buffer.concat(recorded.fromTarget))).toBe(false);
     // The same search does find the plaintext when it crosses the relay unencrypted.
     expect(leaks(plain, Buffer.concat([upstream.subarray(0, 1000), plain.subarray(5000, 9200)]))).toBe(true);
     await closeRelay();
   });
 
   test.each([
-    ['acceptor', 'upstream'],
-    ['dialer', 'downstream'],
+    ['acceptor', 'toTarget'],
+    ['dialer', 'fromTarget'],
   ] as const)("a bit flipped in transit ends the %s's stream with ERR_INTEGRITY, after only a prefix of what was sent", async (receiverRole, flipDirection) => {
     const plain = pattern(4 * MIB);
-    const { dialer, acceptor } = await openChannels({ transport, via: through({ flipInRecordOfAtLeast: 1024, flipDirection }) });
+    const tamperer = new RecordTamperer(flipDirection, 1024);
+    const { dialer, acceptor } = await openChannels({ transport, via: through({ tap: tamperer.tap }) });
     const [sender, receiver] = receiverRole === 'acceptor' ? [dialer.stream, acceptor.stream] : [acceptor.stream, dialer.stream];
     const senderOutcome = collect(sender);
     const received = collect(receiver);
     sender.write(plain);
     const { data, error } = await received;
-    expect(relay!.flipped).toBe(1);
+    expect(tamperer.flipped).toBe(1);
     expect(error).toMatchObject({ name: 'RidproxyError', code: 'ERR_INTEGRITY' });
     expect(error?.message).toMatch(/^secure channel: data from peer [0-9a-f]{32} failed authentication: it was altered in transit/);
     expect(data.length).toBeLessThan(plain.length);
@@ -92,7 +98,7 @@ describe.each(['socket', 'js-duplex'] as const)('secure channel over a %s', (tra
 
   test('a connection cut without the end-of-stream marker is an error, not a clean end', async () => {
     // Enough for the handshake and part of the data; the relay then sends a bare FIN.
-    const { dialer, acceptor } = await openChannels({ transport, via: through({ cutUpstreamAfter: 64 * 1024 }) });
+    const { dialer, acceptor } = await openChannels({ transport, via: through({ endAfter: { direction: 'toTarget', bytes: 64 * 1024 } }) });
     dialer.stream.on('error', () => undefined);
     const received = collect(acceptor.stream);
     const plain = pattern(MIB);

@@ -4,6 +4,7 @@ import { Identity } from '../../src/id/identity.js';
 import { HEADER_SIZE, SegmentType } from '../../src/secure/framing.js';
 import { secureChannel, type SecureChannel, type SecureChannelOptions } from '../../src/secure/index.js';
 import { jsDuplex } from '../../bench/lib/js-duplex.js';
+import type { Direction, Tap } from '../helpers.js';
 
 async function listen(server: Server): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -23,48 +24,32 @@ export async function tcpPair(): Promise<[Socket, Socket]> {
 }
 
 /**
- * A pass-through TCP relay (what the proxy is, as far as the channel can tell) that records every
- * byte in each direction, and can flip one bit of the dialer's traffic or cut it short.
+ * A relay tap that flips one bit in the middle of the first sealed record carrying at least
+ * `threshold` bytes in `direction`: past the handshake, whose segments are all smaller. It parses
+ * the channel's segment headers (type, 24-bit length) so the flip lands inside a sealed body, and
+ * so it must see a single connection from its start.
  */
-export interface Relay {
-  port: number;
-  /** Bytes seen from the dialer to the acceptor, and back. */
-  upstream: Buffer[];
-  downstream: Buffer[];
+export class RecordTamperer {
   /** How many bits were flipped so far. */
-  flipped: number;
-  close(): Promise<void>;
-}
-
-export interface RelayOptions {
-  /** Keep the bytes that pass (off for large transfers that need no inspection). */
-  record?: boolean;
-  /**
-   * Flip one bit in the middle of the first sealed record carrying at least this many bytes, in
-   * the given direction: past the handshake, whose segments are all smaller.
-   */
-  flipInRecordOfAtLeast?: number;
-  flipDirection?: 'upstream' | 'downstream';
-  /** Forward only this many bytes from the dialer, then send a bare FIN (no close_notify). */
-  cutUpstreamAfter?: number;
-}
-
-/** Parses the channel's segment headers (type, 24-bit length) so tampering lands inside a sealed body. */
-class RecordTamperer {
+  flipped = 0;
   #header: number[] = [];
   #payloadLeft = 0;
   #payloadLength = 0;
   #sealed = false;
-  #done = false;
+  readonly #direction: Direction;
   readonly #threshold: number;
 
-  constructor(threshold: number) {
+  constructor(direction: Direction, threshold: number) {
+    this.#direction = direction;
     this.#threshold = threshold;
   }
 
-  /** Flips the chosen bit in place if it falls in `chunk`; returns whether it did. */
-  apply(chunk: Buffer): boolean {
-    let flipped = false;
+  readonly tap: Tap = (direction, chunk) => {
+    if (direction === this.#direction) this.#flipIn(chunk);
+    return chunk;
+  };
+
+  #flipIn(chunk: Buffer): void {
     for (let i = 0; i < chunk.length; ) {
       if (this.#payloadLeft === 0) {
         this.#header.push(chunk[i++]);
@@ -77,65 +62,14 @@ class RecordTamperer {
       }
       const n = Math.min(this.#payloadLeft, chunk.length - i);
       const middle = this.#payloadLength - Math.floor(this.#payloadLength / 2);
-      if (!this.#done && this.#sealed && this.#payloadLength >= this.#threshold && this.#payloadLeft >= middle && this.#payloadLeft - n < middle) {
+      if (this.flipped === 0 && this.#sealed && this.#payloadLength >= this.#threshold && this.#payloadLeft >= middle && this.#payloadLeft - n < middle) {
         chunk[i + (this.#payloadLeft - middle)] ^= 0x10;
-        this.#done = true;
-        flipped = true;
+        this.flipped++;
       }
       this.#payloadLeft -= n;
       i += n;
     }
-    return flipped;
   }
-}
-
-export async function startRelay(targetPort: number, options: RelayOptions = {}): Promise<Relay> {
-  const sockets = new Set<Socket>();
-  const relay: Relay = {
-    port: 0,
-    upstream: [],
-    downstream: [],
-    flipped: 0,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-  const server = createServer({ allowHalfOpen: true }, (inbound) => {
-    const outbound = connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true });
-    const tamperer = options.flipInRecordOfAtLeast === undefined ? undefined : new RecordTamperer(options.flipInRecordOfAtLeast);
-    let forwarded = 0;
-    for (const socket of [inbound, outbound]) {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => {
-        inbound.destroy();
-        outbound.destroy();
-      });
-    }
-    const forward = (from: Socket, to: Socket, log: Buffer[], upstream: boolean): void => {
-      from.on('data', (chunk: Buffer) => {
-        if (upstream && options.cutUpstreamAfter !== undefined) {
-          if (forwarded >= options.cutUpstreamAfter) return;
-          chunk = chunk.subarray(0, options.cutUpstreamAfter - forwarded);
-          forwarded += chunk.length;
-          if (forwarded >= options.cutUpstreamAfter) {
-            to.end(chunk);
-            return;
-          }
-        }
-        if (upstream === ((options.flipDirection ?? 'upstream') === 'upstream') && tamperer?.apply(chunk)) relay.flipped++;
-        if (options.record) log.push(Buffer.from(chunk));
-        if (!to.write(chunk)) from.pause();
-      });
-      to.on('drain', () => from.resume());
-      from.on('end', () => to.end());
-    };
-    forward(inbound, outbound, relay.upstream, true);
-    forward(outbound, inbound, relay.downstream, false);
-  });
-  relay.port = await listen(server);
-  return relay;
 }
 
 export interface Started {
