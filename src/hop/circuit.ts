@@ -8,6 +8,12 @@ import type { HopConnection } from './connection.js';
 export const DEFAULT_VC_WINDOW = 256 * 1024;
 /** Largest Data frame a VC end sends: big enough to amortise headers, small enough to interleave VCs fairly. */
 export const MAX_DATA_FRAME = 64 * 1024;
+/**
+ * A write this much over MAX_DATA_FRAME still leaves as one frame: the layers above write a full
+ * frame of data plus their own header and tag, which would otherwise trail as a frame of a few
+ * bytes, costing a hop header and a forwarding step at the proxy for every full one.
+ */
+const FRAME_SLACK = 4 * 1024;
 
 export interface CircuitInit {
   connection: HopConnection;
@@ -36,6 +42,7 @@ export class VirtualCircuit extends Duplex {
   private sendCredit: number;
   /** Chunks of the write in progress that wait for credit, oldest first. */
   private parked: Buffer[] = [];
+  private parkedBytes = 0;
   private parkedCallback: ((err?: Error | null) => void) | undefined;
   private readonly received: Buffer[] = [];
   private receivedBytes = 0;
@@ -139,6 +146,7 @@ export class VirtualCircuit extends Duplex {
     const callback = this.parkedCallback;
     if (!callback) return;
     this.parked = [];
+    this.parkedBytes = 0;
     this.parkedCallback = undefined;
     callback(reason());
   }
@@ -153,6 +161,7 @@ export class VirtualCircuit extends Duplex {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     this.parked = chunk.length > 0 ? [chunk] : [];
+    this.parkedBytes = chunk.length;
     this.parkedCallback = callback;
     this.flushParked();
   }
@@ -163,7 +172,13 @@ export class VirtualCircuit extends Duplex {
    * forwarding step at the proxy instead of one per write, and no copy.
    */
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
-    this.parked = chunks.flatMap(({ chunk }) => (chunk.length > 0 ? [chunk] : []));
+    this.parked = [];
+    this.parkedBytes = 0;
+    for (const { chunk } of chunks) {
+      if (chunk.length === 0) continue;
+      this.parked.push(chunk);
+      this.parkedBytes += chunk.length;
+    }
     this.parkedCallback = callback;
     this.flushParked();
   }
@@ -176,7 +191,7 @@ export class VirtualCircuit extends Duplex {
       return;
     }
     while (parked.length > 0 && this.sendCredit > 0) {
-      const budget = Math.min(this.sendCredit, MAX_DATA_FRAME);
+      const budget = Math.min(this.sendCredit, this.parkedBytes <= MAX_DATA_FRAME + FRAME_SLACK ? this.parkedBytes : MAX_DATA_FRAME);
       const parts: Buffer[] = [];
       let size = 0;
       while (parked.length > 0 && size < budget) {
@@ -193,6 +208,7 @@ export class VirtualCircuit extends Duplex {
       }
       if (size > 0) this.connection.send(FrameType.Data, this.vci, parts.length === 1 ? parts[0] : parts);
       this.sendCredit -= size;
+      this.parkedBytes -= size;
       this.bytesSent += size;
     }
     if (parked.length > 0) return;

@@ -162,30 +162,36 @@ describe('VirtualCircuit', () => {
   });
 
   it('sends writes that arrive together as one Data frame of several parts, split only by credit and frame size', async () => {
-    await withCircuit(MAX_DATA_FRAME + 300, async (circuit, peer) => {
+    await withCircuit(3 * MAX_DATA_FRAME + 300, async (circuit, peer) => {
       const frames: Buffer[] = [];
       peer.start((frame) => {
         if (frame.type === FrameType.Data) frames.push(Buffer.concat(frame.parts));
       });
+      // A full frame of data with a layer's header and tag around it: one frame, not a full one and a sliver.
       const header = Buffer.from('twelve bytes');
       const body = randomBytes(MAX_DATA_FRAME);
       const tag = randomBytes(16);
       circuit.cork();
       for (const chunk of [header, body, tag]) circuit.write(chunk);
       circuit.uncork();
-      await waitFor(() => frames.length === 2, 'two Data frames at the peer');
-      expect(frames.map((f) => f.length)).toEqual([MAX_DATA_FRAME, header.length + tag.length]);
-      expect(Buffer.concat(frames).equals(Buffer.concat([header, body, tag]))).toBe(true);
-      // 272 bytes of credit are left: the next batch goes out up to there, and the rest waits.
+      await waitFor(() => frames.length === 1, 'one Data frame at the peer');
+      expect(frames[0].equals(Buffer.concat([header, body, tag]))).toBe(true);
+      // More than that is split at MAX_DATA_FRAME, so other VCs get their turns in between.
+      const large = randomBytes(2 * MAX_DATA_FRAME + 100);
+      circuit.write(large);
+      await waitFor(() => frames.length === 3, 'two more Data frames');
+      expect(frames.slice(1).map((f) => f.length)).toEqual([MAX_DATA_FRAME, MAX_DATA_FRAME + 100]);
+      expect(Buffer.concat(frames.slice(1)).equals(large)).toBe(true);
+      // 172 bytes of credit are left: the next batch goes out up to there, and the rest waits.
       const rest = [randomBytes(200), randomBytes(200)];
       circuit.cork();
       for (const chunk of rest) circuit.write(chunk);
       circuit.uncork();
-      await waitFor(() => frames.length === 3, 'a third Data frame');
-      expect(frames[2]).toEqual(Buffer.concat(rest).subarray(0, 272));
+      await waitFor(() => frames.length === 4, 'a fourth Data frame');
+      expect(frames[3]).toEqual(Buffer.concat(rest).subarray(0, 172));
       circuit.handleCredit(1000);
-      await waitFor(() => frames.length === 4, 'the parked remainder');
-      expect(frames[3]).toEqual(Buffer.concat(rest).subarray(272));
+      await waitFor(() => frames.length === 5, 'the parked remainder');
+      expect(frames[4]).toEqual(Buffer.concat(rest).subarray(172));
     });
   });
 });
