@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import { listenOnLoopback } from '../bench/lib/listen.js';
 
 /** A reusable block of random bytes; sources vary it per block so repeats cannot hide reordering. */
 const BLOCK = randomBytes(1 << 20);
@@ -154,12 +155,12 @@ export async function startRelay(port: number, { tap = (_, chunk) => chunk, endA
     forward(inbound, outbound, 'toTarget');
     forward(outbound, inbound, 'fromTarget');
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const relayPort = await listenOnLoopback(server);
   const cut = (): void => {
     for (const socket of sockets) socket.resetAndDestroy();
   };
   return {
-    port: (server.address() as AddressInfo).port,
+    port: relayPort,
     cut,
     close: () =>
       new Promise<void>((resolve) => {

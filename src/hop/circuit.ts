@@ -160,10 +160,7 @@ export class VirtualCircuit extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    this.parked = chunk.length > 0 ? [chunk] : [];
-    this.parkedBytes = chunk.length;
-    this.parkedCallback = callback;
-    this.flushParked();
+    this.park([chunk], callback);
   }
 
   /**
@@ -172,9 +169,13 @@ export class VirtualCircuit extends Duplex {
    * forwarding step at the proxy instead of one per write, and no copy.
    */
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
+    this.park(chunks.map(({ chunk }) => chunk), callback);
+  }
+
+  private park(chunks: Buffer[], callback: (err?: Error | null) => void): void {
     this.parked = [];
     this.parkedBytes = 0;
-    for (const { chunk } of chunks) {
+    for (const chunk of chunks) {
       if (chunk.length === 0) continue;
       this.parked.push(chunk);
       this.parkedBytes += chunk.length;

@@ -1,20 +1,16 @@
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { Identity } from '../../src/id/identity.js';
 import { HEADER_SIZE, SegmentType } from '../../src/secure/framing.js';
 import { secureChannel, type SecureChannel, type SecureChannelOptions } from '../../src/secure/index.js';
 import { jsDuplex } from '../../bench/lib/js-duplex.js';
+import { listenOnLoopback } from '../../bench/lib/listen.js';
 import type { Direction, Tap } from '../helpers.js';
-
-async function listen(server: Server): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as AddressInfo).port;
-}
 
 /** The two ends of one loopback TCP connection: [dialer's socket, acceptor's socket]. */
 export async function tcpPair(): Promise<[Socket, Socket]> {
   const server = createServer();
-  const target = await listen(server);
+  const target = await listenOnLoopback(server);
   const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
   const dialer = connect(target, '127.0.0.1');
   const acceptor = await accepted;
@@ -93,7 +89,7 @@ export async function startChannels(options: PairOptions = {}): Promise<Started>
   const dialerIdentity = Identity.generate();
   const acceptorIdentity = Identity.generate();
   const server = createServer();
-  const port = await listen(server);
+  const port = await listenOnLoopback(server);
   const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
   const dialerSocket = connect(options.via === undefined ? port : await options.via(port), '127.0.0.1');
   const acceptorSocket = await accepted;
