@@ -132,6 +132,9 @@ export class HopConnection extends EventEmitter {
     const { socket, identity } = options;
     const label = options.peerLabel ?? `${socket.remoteAddress}:${socket.remotePort}`;
     const ownNonce = randomBytes(32);
+    // Stays for the socket's life: after a failed handshake the socket lingers to deliver the
+    // GoAway, and a write to a peer that has reset must not become an uncaught 'error'.
+    socket.on('error', ignoreSocketError);
     return new Promise<HopConnection>((resolve, reject) => {
       let peerHello: { publicKey: Buffer; nonce: Buffer } | undefined;
       let settled = false;
@@ -433,6 +436,9 @@ export class HopConnection extends EventEmitter {
     this.emit('close', err, local);
   }
 }
+
+/** Errors a socket reports after its owner has already given up on it (EPIPE, ECONNRESET). */
+function ignoreSocketError(): void {}
 
 function frameBytes(type: FrameType, vci: number, payload: Buffer): Buffer {
   return Buffer.concat([encodeHeader(type, vci, payload.length), payload]);

@@ -201,6 +201,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
         { cause: err },
       );
     }
+    // After listening, the server reports only failed accepts (EMFILE, ENFILE): the listener lives on.
+    server.on('error', () => undefined);
     const bound = server.address();
     const boundPort = bound !== null && typeof bound === 'object' ? bound.port : port;
     const endpoint = new Endpoint(host, boundPort, this.routingId).toString();

@@ -190,6 +190,8 @@ export class Proxy {
       idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT,
     };
     server.on('connection', (socket) => this.accept(socket));
+    // After listening, the server reports only failed accepts (EMFILE, ENFILE): the listener lives on.
+    server.on('error', () => this.counters.connectionsRefused++);
   }
 
   /** Starts a proxy listening on host:port (default 127.0.0.1 and a free port). */

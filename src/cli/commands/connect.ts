@@ -94,6 +94,7 @@ async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local
     );
     server.listen(port, host);
   });
+  server.on('error', (err) => log.warn({ reason: err.message }, 'failed to accept a local connection'));
   const bound = server.address();
   const address = bound !== null && typeof bound === 'object' ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : local;
   process.stdout.write(`${address}\n`);
