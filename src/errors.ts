@@ -14,7 +14,7 @@ export class RidproxyError extends Error {
 
 /** A string the user gave (endpoint, RID, address, identity file) could not be used. */
 export class InvalidArgumentError extends RidproxyError {
-  constructor(code: 'ERR_INVALID_ENDPOINT' | 'ERR_INVALID_RID' | 'ERR_INVALID_ADDRESS' | 'ERR_INVALID_IDENTITY' | 'ERR_IDENTITY_EXISTS' | 'ERR_INVALID_OPTION', message: string, options?: { cause?: unknown }) {
+  constructor(code: 'ERR_INVALID_ENDPOINT' | 'ERR_INVALID_RID' | 'ERR_INVALID_ADDRESS' | 'ERR_INVALID_IDENTITY' | 'ERR_IDENTITY_EXISTS' | 'ERR_INVALID_OPTION' | 'ERR_UNPINNED_PEER', message: string, options?: { cause?: unknown }) {
     super(code, message, options);
   }
 }
@@ -135,6 +135,11 @@ export class AbortError extends RidproxyError {
   constructor(message = 'the operation was aborted', options?: { cause?: unknown }) {
     super('ERR_ABORTED', message, options);
   }
+}
+
+/** What an aborted operation rejects with: the signal's reason when it is one of ours (a timeout), else an AbortError. */
+export function abortReason(signal: AbortSignal): unknown {
+  return signal.reason instanceof Error && signal.reason.name !== 'AbortError' ? signal.reason : new AbortError(undefined, { cause: signal.reason });
 }
 
 /** The operation did not finish within its time limit. */

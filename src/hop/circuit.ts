@@ -6,6 +6,12 @@ import type { HopConnection } from './connection.js';
 
 /** Default receive window of a VC end: how many bytes the peer may send before we grant more. */
 export const DEFAULT_VC_WINDOW = 256 * 1024;
+/**
+ * Largest receive window a process lets a peer announce: its window is what this process may
+ * queue toward it on the hop, so it bounds the memory a peer that never reads can pin. A proxy
+ * enforces its own, smaller, maximum on the VCs it routes.
+ */
+export const MAX_VC_WINDOW = 16 << 20;
 /** Largest Data frame a VC end sends: big enough to amortise headers, small enough to interleave VCs fairly. */
 export const MAX_DATA_FRAME = 64 * 1024;
 /**
@@ -38,6 +44,8 @@ export class VirtualCircuit extends Duplex {
   readonly remoteRoutingId: RoutingId;
   readonly remotePublicKey: Buffer;
   readonly receiveWindow: number;
+  /** The peer's receive window: credit never exceeds it. */
+  readonly sendWindow: number;
 
   private sendCredit: number;
   /** Chunks of the write in progress that wait for credit, oldest first. */
@@ -62,6 +70,7 @@ export class VirtualCircuit extends Duplex {
     this.connection = init.connection;
     this.vci = init.vci;
     this.sendCredit = init.sendCredit;
+    this.sendWindow = init.sendCredit;
     this.receiveWindow = init.receiveWindow;
     this.remoteRoutingId = init.remoteRoutingId;
     this.remotePublicKey = init.remotePublicKey;
@@ -87,6 +96,11 @@ export class VirtualCircuit extends Duplex {
 
   handleCredit(amount: number): void {
     if (this.destroyed) return;
+    if (this.sendCredit + amount > this.sendWindow) {
+      // Credit only returns what was sent; more would let the peer make us queue without bound.
+      this.abort(Reason.Protocol, `peer ${this.remoteRoutingId} granted credit beyond its announced window of ${this.sendWindow} bytes`);
+      return;
+    }
     this.sendCredit += amount;
     this.flushParked();
   }

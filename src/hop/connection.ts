@@ -9,12 +9,14 @@ import {
   RidproxyError,
   TimeoutError,
 } from '../errors.js';
-import { Identity } from '../id/identity.js';
+import type { Identity } from '../id/identity.js';
 import { RoutingId } from '../id/routing-id.js';
 import {
   DEFAULT_MAX_PAYLOAD,
   FrameDecoder,
   FrameType,
+  MAX_HANDSHAKE_PAYLOAD,
+  NONCE_SIZE,
   PROTOCOL_VERSION,
   decodeHello,
   decodeReason,
@@ -23,9 +25,10 @@ import {
   encodePreface,
   encodeReason,
   payloadOf,
-  proofTranscript,
   type Frame,
+  type Hello,
 } from '../wire/index.js';
+import { deriveTokenKey, generateEphemeral, signProof, tokenMac, tokenMacMatches, transcriptHash, verifyProof, type EphemeralKey, type HopRole, type TokenPurpose } from './handshake.js';
 
 export interface HopConnectionOptions {
   socket: Socket;
@@ -40,19 +43,25 @@ export interface HopConnectionOptions {
   /** Milliseconds without any frame from the peer, once a ping is outstanding, before the connection is declared dead. */
   keepAliveTimeout?: number;
   /**
-   * Bytes queued for a peer that is not reading before the connection is dropped. Data is bounded
-   * by credit, but replies to control frames (pongs, refusals) are not: without this, a peer that
-   * sends and never reads would grow our heap. Default: no limit.
+   * Bytes queued for a peer that is not reading before the connection is dropped (see
+   * `outputLimit`). Default: CONTROL_SLACK, until the owner raises it for the data it lets queue.
    */
   maxBufferedBytes?: number;
   /** Human name of the peer for error messages, e.g. "proxy 127.0.0.1:8100". */
   peerLabel?: string;
+  /**
+   * The routing ID the peer must prove (the one pinned in the endpoint). A peer whose Hello
+   * presents another key is refused before this side sends its proof.
+   */
+  expectedPeer?: RoutingId;
 }
 
 export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
 export const DEFAULT_KEEPALIVE_INTERVAL = 15_000;
 
 const PING_SIZE = 8;
+/** Bytes of control replies (pongs, refusals, status) a peer may leave unread on top of the data its VCs may queue. */
+export const CONTROL_SLACK = 1 << 20;
 
 /**
  * One TCP connection speaking the hop protocol, after both sides proved their keys.
@@ -74,7 +83,13 @@ export class HopConnection extends EventEmitter {
 
   private onFrame: ((frame: Frame) => void) | undefined;
   private peerHighestVci = 0;
-  private readonly maxBufferedBytes: number;
+  /**
+   * Bytes queued for the peer beyond which it is taken to have stopped reading, and dropped.
+   * Data is bounded by credit, but replies to control frames (pongs, refusals, status) are not:
+   * without this, a peer that sends and never reads would grow our heap. Owners keep it at
+   * CONTROL_SLACK plus the credit their VCs may queue.
+   */
+  outputLimit: number;
   private overflowing = false;
   /** Frames that arrive before the owner calls start(); the handshake can deliver some in the proof's chunk. */
   private pending: Frame[] = [];
@@ -92,9 +107,12 @@ export class HopConnection extends EventEmitter {
   private readonly keepAliveInterval: number;
   private readonly keepAliveTimeout: number;
   private readonly localRoutingId: RoutingId;
+  /** Keys token MACs; derived from this connection's authenticated key exchange, known only to its two ends. */
+  private readonly tokenKey: Buffer;
 
-  private constructor(options: HopConnectionOptions, decoder: FrameDecoder, peerPublicKey: Buffer) {
+  private constructor(options: HopConnectionOptions, decoder: FrameDecoder, peerPublicKey: Buffer, tokenKey: Buffer) {
     super();
+    this.tokenKey = tokenKey;
     this.socket = options.socket;
     this.decoder = decoder;
     this.peerPublicKey = peerPublicKey;
@@ -104,7 +122,7 @@ export class HopConnection extends EventEmitter {
     this.nextVciValue = options.initiator ? 1 : 2;
     this.keepAliveInterval = options.keepAliveInterval ?? DEFAULT_KEEPALIVE_INTERVAL;
     this.keepAliveTimeout = options.keepAliveTimeout ?? this.keepAliveInterval * 2;
-    this.maxBufferedBytes = options.maxBufferedBytes ?? Infinity;
+    this.outputLimit = options.maxBufferedBytes ?? CONTROL_SLACK;
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
@@ -124,19 +142,32 @@ export class HopConnection extends EventEmitter {
   }
 
   /**
-   * Runs the handshake on a connected socket: both sides send the preface and a Hello with a
-   * fresh nonce, then sign the peer's nonce. Rejects with a typed error if the peer is not a
-   * ridproxy peer, speaks no common version, fails the proof, or is too slow.
+   * Runs the handshake on a connected socket: both sides send the preface and a Hello (static
+   * key, ephemeral X25519 key, nonce), then sign the hash of both Hellos under their role's label.
+   * Rejects with a typed error if the peer is not a ridproxy peer, speaks no common version, is
+   * not `expectedPeer`, fails the proof, or is too slow. Nothing secret is sent before the peer's
+   * proof is verified; the connection's token key comes from the authenticated exchange.
    */
   static establish(options: HopConnectionOptions): Promise<HopConnection> {
     const { socket, identity } = options;
     const label = options.peerLabel ?? `${socket.remoteAddress}:${socket.remotePort}`;
-    const ownNonce = randomBytes(32);
+    const role: HopRole = options.initiator ? 'initiator' : 'responder';
+    const peerRole: HopRole = options.initiator ? 'responder' : 'initiator';
+    // The responder makes its key and Hello only once the initiator's Hello has arrived: a scan,
+    // a probe or a silent connection then costs it no key generation and no signature.
+    let ephemeral: EphemeralKey | undefined;
+    let ownHello: Buffer | undefined;
+    const hello = (): Buffer => {
+      ephemeral = generateEphemeral();
+      ownHello = encodeHello(identity.publicKey, ephemeral.publicKey, randomBytes(NONCE_SIZE));
+      return ownHello;
+    };
     // Stays for the socket's life: after a failed handshake the socket lingers to deliver the
     // GoAway, and a write to a peer that has reset must not become an uncaught 'error'.
     socket.on('error', ignoreSocketError);
     return new Promise<HopConnection>((resolve, reject) => {
-      let peerHello: { publicKey: Buffer; nonce: Buffer } | undefined;
+      let peerHello: Hello | undefined;
+      let transcript: Buffer | undefined;
       let settled = false;
       let connection: HopConnection | undefined;
 
@@ -153,13 +184,18 @@ export class HopConnection extends EventEmitter {
         }
         reject(err);
       };
+      const refusal = (frame: Frame): ConnectionClosedError => {
+        const { reason, message } = decodeReason(payloadOf(frame));
+        return new ConnectionClosedError(reason, `${label} refused the connection: ${message}`);
+      };
       const decoder = new FrameDecoder({
-        maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+        // Until the peer is authenticated, nothing larger than a handshake frame is buffered.
+        maxPayload: Math.min(MAX_HANDSHAKE_PAYLOAD, options.maxPayload ?? DEFAULT_MAX_PAYLOAD),
         onPreface: ({ minVersion, maxVersion }) => {
           if (PROTOCOL_VERSION < minVersion || PROTOCOL_VERSION > maxVersion) {
             throw new ProtocolError(
               'ERR_UNSUPPORTED_VERSION',
-              `${label} speaks protocol versions ${minVersion}-${maxVersion}; this build speaks ${PROTOCOL_VERSION}`,
+              `unsupported protocol version: ${label} speaks protocol ${minVersion === maxVersion ? `version ${minVersion}` : `versions ${minVersion}-${maxVersion}`}; this build speaks version ${PROTOCOL_VERSION}`,
             );
           }
         },
@@ -168,34 +204,43 @@ export class HopConnection extends EventEmitter {
             connection.dispatch(frame);
             return;
           }
+          if (frame.type === FrameType.GoAway) throw refusal(frame);
           if (!peerHello) {
-            if (frame.type === FrameType.GoAway) {
-              const { reason, message } = decodeReason(payloadOf(frame));
-              throw new ConnectionClosedError(reason, `${label} refused the connection: ${message}`);
-            }
             if (frame.type !== FrameType.Hello) {
               throw new ProtocolError('ERR_PROTOCOL', `${label} sent frame type ${frame.type} before completing the handshake`);
             }
-            peerHello = decodeHello(payloadOf(frame));
-            // Our own key coming back is a reflection of our Hello: signing its nonce would hand the peer a proof of our key.
-            if (peerHello.publicKey.equals(identity.publicKey)) {
+            const peer = decodeHello(payloadOf(frame));
+            // Our own key coming back is a reflection of our Hello; the role labels make its proof useless, but say so plainly.
+            if (peer.publicKey.equals(identity.publicKey)) {
               throw new AuthenticationError(`${label} presented this process's own public key; refusing a reflected handshake`);
             }
-            socket.write(frameBytes(FrameType.Proof, 0, identity.sign(proofTranscript(peerHello.nonce, ownNonce, identity.publicKey))));
+            const claimed = RoutingId.fromPublicKey(peer.publicKey);
+            if (options.expectedPeer !== undefined && !options.expectedPeer.isNull() && !claimed.equals(options.expectedPeer)) {
+              throw new AuthenticationError(`${label} presents routing id ${claimed}, not the expected ${options.expectedPeer}`);
+            }
+            peerHello = peer;
+            if (options.initiator) {
+              transcript = transcriptHash(ownHello!, peer.bytes);
+              socket.write(frameBytes(FrameType.Proof, 0, signProof(identity, role, transcript)));
+            } else {
+              const own = hello();
+              transcript = transcriptHash(peer.bytes, own);
+              socket.cork();
+              socket.write(frameBytes(FrameType.Hello, 0, own));
+              socket.write(frameBytes(FrameType.Proof, 0, signProof(identity, role, transcript)));
+              socket.uncork();
+            }
             return;
-          }
-          if (frame.type === FrameType.GoAway) {
-            const { reason, message } = decodeReason(payloadOf(frame));
-            throw new ConnectionClosedError(reason, `${label} refused the connection: ${message}`);
           }
           if (frame.type !== FrameType.Proof) {
             throw new ProtocolError('ERR_PROTOCOL', `${label} sent frame type ${frame.type} instead of its identity proof`);
           }
-          const transcript = proofTranscript(ownNonce, peerHello.nonce, peerHello.publicKey);
-          if (!Identity.verify(peerHello.publicKey, transcript, payloadOf(frame))) {
+          if (!verifyProof(peerHello, peerRole, transcript!, payloadOf(frame))) {
             throw new AuthenticationError(`${label} failed to prove it holds the key for routing id ${RoutingId.fromPublicKey(peerHello.publicKey)}`);
           }
-          connection = new HopConnection({ ...options, peerLabel: label }, decoder, peerHello.publicKey);
+          const tokenKey = deriveTokenKey(ephemeral!, peerHello.ephemeralKey, transcript!);
+          decoder.maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
+          connection = new HopConnection({ ...options, peerLabel: label }, decoder, peerHello.publicKey, tokenKey);
         },
       });
 
@@ -232,9 +277,19 @@ export class HopConnection extends EventEmitter {
       socket.setNoDelay(true);
       socket.cork();
       socket.write(encodePreface());
-      socket.write(frameBytes(FrameType.Hello, 0, encodeHello(identity.publicKey, ownNonce)));
+      if (options.initiator) socket.write(frameBytes(FrameType.Hello, 0, hello()));
       socket.uncork();
     });
+  }
+
+  /** The MAC that presents `token` for `purpose` on this connection (on VC `vci` for a dial, else 0). */
+  tokenMac(purpose: TokenPurpose, vci: number, token: string): Buffer {
+    return tokenMac(this.tokenKey, purpose, vci, token);
+  }
+
+  /** Whether `presented` is this connection's MAC of `token` for `purpose`, compared in constant time. */
+  tokenMatches(purpose: TokenPurpose, vci: number, token: string, presented: Buffer): boolean {
+    return tokenMacMatches(this.tokenKey, purpose, vci, token, presented);
   }
 
   /** Starts delivering VC and registration frames to `handler`, beginning with any that arrived early. */
@@ -326,11 +381,11 @@ export class HopConnection extends EventEmitter {
       socket.write(encodeHeader(type, vci, length));
       for (const part of payload) if (part.length > 0) socket.write(part);
     }
-    if (socket.writableLength > this.maxBufferedBytes && !this.overflowing) {
+    if (socket.writableLength > this.outputLimit && !this.overflowing) {
       this.overflowing = true;
       // Dropped on the next tick: the caller may be iterating over connections right now.
       process.nextTick(() =>
-        this.destroy(new ConnectionClosedError(Reason.Limit, `${this.peerLabel} is not reading: ${socket.writableLength} bytes queued for it, more than ${this.maxBufferedBytes}`)),
+        this.destroy(new ConnectionClosedError(Reason.Limit, `${this.peerLabel} is not reading: ${socket.writableLength} bytes queued for it, more than ${this.outputLimit}`)),
       );
     }
   }

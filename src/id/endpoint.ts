@@ -3,7 +3,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { RoutingId, ridHexProblem } from './routing-id.js';
 
 const SCHEME = 'ridp';
-const ENDPOINT_FORM = 'expected ridp://host:port/<32-hex routing id>';
+const ENDPOINT_FORM = 'expected ridp://host:port/<routing id> or ridp://<proxy routing id>@host:port/<routing id> (routing ids are 32 hex characters)';
 const ADDRESS_FORM = 'expected host:port, [ipv6]:port or port';
 const LABEL_RE = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 
@@ -97,25 +97,32 @@ function formatAddress(host: string, port: number): string {
 
 /**
  * Where to connect (a proxy or a process listening directly) and the routing id to reach there.
- * The null routing id means "whatever process answers at that address".
+ * The null routing id means "whatever process answers at that address". When a proxy is in
+ * between, `proxyRoutingId` pins it: the process at the address must prove that key before
+ * anything secret is sent to it.
  */
 export class Endpoint {
   /** Lowercase (except an IPv6 zone), without IPv6 brackets. */
   readonly host: string;
   readonly port: number;
   readonly routingId: RoutingId;
+  /** The proxy's routing id, or the null one when the process at the address is the destination itself. */
+  readonly proxyRoutingId: RoutingId;
 
-  constructor(host: string, port: number, routingId: RoutingId) {
+  constructor(host: string, port: number, routingId: RoutingId, proxyRoutingId: RoutingId = RoutingId.NULL) {
     const bare = typeof host === 'string' && host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
     const hp = typeof bare === 'string' ? hostProblem(bare) : 'host must be a string';
     if (hp !== undefined) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `invalid endpoint: ${hp}`);
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `invalid endpoint: port ${String(port)} is out of range (1-65535)`);
     }
-    if (!(routingId instanceof RoutingId)) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: routingId must be a RoutingId');
+    if (!(routingId instanceof RoutingId) || !(proxyRoutingId instanceof RoutingId)) {
+      throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: routing ids must be RoutingIds');
+    }
     this.host = normalizeHost(bare);
     this.port = port;
     this.routingId = routingId;
+    this.proxyRoutingId = proxyRoutingId;
   }
 
   get address(): string {
@@ -123,8 +130,18 @@ export class Endpoint {
   }
 
   /**
-   * Accepts `ridp://host:port/<rid>`, `ridp://host:port` (null routing id), and the same without
-   * the scheme. Surrounding whitespace is ignored, as pasted endpoints often carry a newline.
+   * The routing id the process at the address must prove on the hop: the proxy's when one is
+   * named, else the destination's own (it listens directly, or it is the proxy). Null when the
+   * endpoint pins nothing.
+   */
+  get hopRoutingId(): RoutingId {
+    return this.proxyRoutingId.isNull() ? this.routingId : this.proxyRoutingId;
+  }
+
+  /**
+   * Accepts `ridp://host:port/<rid>`, `ridp://host:port` (null routing id),
+   * `ridp://<proxy rid>@host:port/<rid>`, and the same without the scheme. Surrounding whitespace
+   * is ignored, as pasted endpoints often carry a newline.
    */
   static parse(s: string): Endpoint {
     if (typeof s !== 'string') {
@@ -141,7 +158,17 @@ export class Endpoint {
       rest = rest.slice(sep + 3);
     }
     const slash = rest.indexOf('/');
-    const authority = slash < 0 ? rest : rest.slice(0, slash);
+    let authority = slash < 0 ? rest : rest.slice(0, slash);
+    let proxyRid = RoutingId.NULL;
+    const at = authority.indexOf('@');
+    if (at >= 0) {
+      const pinned = authority.slice(0, at);
+      const problem = ridHexProblem(pinned);
+      if (problem !== undefined) fail(`bad proxy routing id ${quote(pinned)} before "@": ${problem}`);
+      proxyRid = RoutingId.parse(pinned);
+      if (proxyRid.isNull()) fail('the proxy routing id before "@" is the null routing id');
+      authority = authority.slice(at + 1);
+    }
     const path = slash < 0 ? '' : rest.slice(slash + 1);
     const hp = splitHostPort(authority, 1, undefined);
     if ('problem' in hp) return fail(hp.problem);
@@ -152,12 +179,13 @@ export class Endpoint {
       if (problem !== undefined) fail(`bad routing id ${quote(path)}: ${problem}`);
       rid = RoutingId.parse(path);
     }
-    return new Endpoint(hp.host, hp.port, rid);
+    if (!proxyRid.isNull() && rid.isNull()) fail('an endpoint naming a proxy routing id must name the destination routing id too');
+    return new Endpoint(hp.host, hp.port, rid, proxyRid);
   }
 
   /** The null routing id is left out, so an address-only endpoint prints as `ridp://host:port`. */
   toString(): string {
-    const base = `${SCHEME}://${this.address}`;
+    const base = `${SCHEME}://${this.proxyRoutingId.isNull() ? '' : `${this.proxyRoutingId}@`}${this.address}`;
     return this.routingId.isNull() ? base : `${base}/${this.routingId}`;
   }
 
@@ -166,10 +194,10 @@ export class Endpoint {
   }
 
   withRoutingId(rid: RoutingId): Endpoint {
-    return new Endpoint(this.host, this.port, rid);
+    return new Endpoint(this.host, this.port, rid, this.proxyRoutingId);
   }
 
   equals(o: Endpoint): boolean {
-    return this === o || (this.host === o.host && this.port === o.port && this.routingId.equals(o.routingId));
+    return this === o || (this.host === o.host && this.port === o.port && this.routingId.equals(o.routingId) && this.proxyRoutingId.equals(o.proxyRoutingId));
   }
 }

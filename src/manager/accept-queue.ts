@@ -1,4 +1,4 @@
-import { AbortError, type RidproxyError } from '../errors.js';
+import { abortReason, type RidproxyError } from '../errors.js';
 
 interface Waiter<T> {
   resolve(item: T): void;
@@ -75,8 +75,4 @@ export class AcceptQueue<T> {
   drain(): T[] {
     return this.items.splice(0, this.items.length);
   }
-}
-
-export function abortReason(signal: AbortSignal): unknown {
-  return signal.reason instanceof Error && signal.reason.name !== 'AbortError' ? signal.reason : new AbortError(undefined, { cause: signal.reason });
 }

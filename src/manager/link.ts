@@ -11,7 +11,8 @@ import {
 import type { Identity } from '../id/identity.js';
 import { RoutingId } from '../id/routing-id.js';
 import type { HopConnection } from '../hop/connection.js';
-import { VirtualCircuit } from '../hop/circuit.js';
+import { MAX_VC_WINDOW, VirtualCircuit } from '../hop/circuit.js';
+import { TokenPurpose } from '../hop/handshake.js';
 import {
   FrameType,
   decodeCredit,
@@ -20,6 +21,7 @@ import {
   decodeVcAccepted,
   encodeOpenVc,
   encodeReason,
+  encodeRegister,
   encodeVcAccepted,
   payloadOf,
   type Frame,
@@ -116,7 +118,13 @@ export class Link extends EventEmitter {
       this.hop.send(
         FrameType.OpenVc,
         vci,
-        encodeOpenVc({ dst, src: this.identity.routingId, srcPublicKey: this.identity.publicKey, window: this.receiveWindow, token }),
+        encodeOpenVc({
+          dst,
+          src: this.identity.routingId,
+          srcPublicKey: this.identity.publicKey,
+          window: this.receiveWindow,
+          tokenMac: token === undefined ? undefined : this.hop.tokenMac(TokenPurpose.Dial, vci, token),
+        }),
       );
     });
   }
@@ -126,7 +134,7 @@ export class Link extends EventEmitter {
     if (this.pendingRegistration) return Promise.reject(new RegistrationError(Reason.Refused, 'a registration is already in progress on this connection'));
     return new Promise<void>((resolve, reject) => {
       this.pendingRegistration = { resolve, reject };
-      this.hop.send(FrameType.Register, 0, Buffer.from(token ?? '', 'utf8'));
+      this.hop.send(FrameType.Register, 0, encodeRegister(token === undefined ? undefined : this.hop.tokenMac(TokenPurpose.Register, 0, token)));
     });
   }
 
@@ -182,6 +190,9 @@ export class Link extends EventEmitter {
           this.checkIdle();
           return;
         }
+        if (accepted.window === 0 || accepted.window > MAX_VC_WINDOW) {
+          throw new ProtocolError('ERR_PROTOCOL', `VcAccepted announces a window of ${accepted.window} bytes (allowed: 1-${MAX_VC_WINDOW})`);
+        }
         pending.resolve(this.adopt(frame.vci, accepted.window, pending.dst, accepted.publicKey));
         return;
       }
@@ -217,7 +228,9 @@ export class Link extends EventEmitter {
       this.hop.send(FrameType.VcRejected, frame.vci, encodeReason(decision.reason, decision.message));
       return;
     }
-    if (open.window === 0) throw new ProtocolError('ERR_PROTOCOL', 'OpenVc announces a zero window');
+    if (open.window === 0 || open.window > MAX_VC_WINDOW) {
+      throw new ProtocolError('ERR_PROTOCOL', `OpenVc announces a window of ${open.window} bytes (allowed: 1-${MAX_VC_WINDOW})`);
+    }
     const circuit = this.adopt(frame.vci, open.window, open.src, open.srcPublicKey);
     this.hop.send(FrameType.VcAccepted, frame.vci, encodeVcAccepted(this.receiveWindow, this.identity.publicKey));
     this.emit('circuit', circuit);
@@ -233,8 +246,11 @@ export class Link extends EventEmitter {
       remotePublicKey,
     });
     this.circuits.set(vci, circuit);
+    // What this circuit may queue toward the peer is its window: the hop may hold that much unread.
+    this.hop.outputLimit += sendCredit;
     circuit.once('close', () => {
       this.circuits.delete(vci);
+      this.hop.outputLimit -= sendCredit;
       this.checkIdle();
     });
     return circuit;

@@ -1,4 +1,4 @@
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { EventEmitter, once, setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
@@ -9,14 +9,16 @@ import {
   TimeoutError,
   UnreachableError,
   VcClosedError,
+  abortReason,
 } from '../errors.js';
 import { Endpoint, parseAddress } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
-import type { RoutingId } from '../id/routing-id.js';
+import { RoutingId } from '../id/routing-id.js';
 import { HopConnection } from '../hop/connection.js';
+import { dialHop, unpinned } from '../hop/dial.js';
 import { secureChannel, secureContextFor, type PeerIdentity } from '../secure/index.js';
 import { DEFAULT_VC_WINDOW, type VirtualCircuit } from '../hop/circuit.js';
-import { AcceptQueue, abortReason } from './accept-queue.js';
+import { AcceptQueue } from './accept-queue.js';
 import type { Flow } from './flow.js';
 import { Link, type IncomingVc, type VcDecision } from './link.js';
 import { VcSession } from './vc-session.js';
@@ -41,8 +43,9 @@ export interface ManagerOptions {
   /** Incoming flows waiting for `accept`; past it new flows are reset. */
   acceptBacklog?: number;
   /**
-   * Decides, after the peer proved its key end to end, whether to accept a VC it opened to
-   * this process (allow-lists by routing ID or key). Refused peers get ERR_UNAUTHORIZED.
+   * Decides, after the peer proved its key end to end, whether it may reach `accept()`: it gates
+   * every VC a peer opens to this process, and every flow a peer opens back on a VC this process
+   * dialed. Refused VCs get ERR_UNAUTHORIZED; refused flows are reset.
    */
   authorize?: Authorize;
   /**
@@ -61,8 +64,17 @@ export interface DialOptions {
   timeout?: number;
   /** The flow does not keep an otherwise idle VC open. */
   sideChannel?: boolean;
-  /** The proxy's dial token, when it requires one to open VCs. */
+  /**
+   * The proxy's dial token, when it requires one to open VCs. It is sent only as a MAC bound to
+   * the hop connection, and only to a proxy whose key the endpoint pins.
+   */
   token?: string;
+  /**
+   * Accept whatever process answers at an endpoint that pins no key (`ridp://host:port/<rid>`
+   * whose hop peer is a proxy, or no routing id at all). A token MAC sent to an impostor can be
+   * attacked offline: use it only with long random tokens, or none.
+   */
+  allowUnpinnedProxy?: boolean;
   /** Checked against the peer's end-to-end authenticated key, on a new VC and on a reused one. */
   authorize?: Authorize;
 }
@@ -72,8 +84,13 @@ export interface AcceptOptions {
 }
 
 export interface ProxyListenOptions {
-  /** The proxy's registration token, when it requires one. */
+  /** The proxy's registration token, when it requires one; sent only as a MAC bound to the hop connection. */
   token?: string;
+  /**
+   * Register on whatever process answers at a proxy endpoint that names no routing id. Its key
+   * is not checked: an impostor could take the registration (and attack a token MAC offline).
+   */
+  allowUnpinnedProxy?: boolean;
   signal?: AbortSignal;
   timeout?: number;
 }
@@ -112,6 +129,14 @@ interface Registration extends ProxyRegistration {
   finish(err: Error | undefined): void;
 }
 
+/** Who a failed incoming VC came from. */
+export interface VcErrorInfo {
+  /** The source routing ID the VC's open frame claimed: unproven. */
+  claimedRoutingId: string;
+  /** The routing ID the peer proved end to end, when it got that far (e.g. refused by authorize). */
+  remoteRoutingId?: string;
+}
+
 /**
  * A process's handle on ridproxy: it owns the identity, the hop connections, a cache of VCs
  * (one per remote routing ID, reused by later dials), direct listeners and proxy registrations,
@@ -119,7 +144,7 @@ interface Registration extends ProxyRegistration {
  */
 export interface ManagerEvents {
   /** A VC a peer opened to this process failed before it carried flows (refused by authorize, failed authentication, timed out). */
-  vcError: [err: RidproxyError, info: { remoteRoutingId: string }];
+  vcError: [err: RidproxyError, info: VcErrorInfo];
 }
 
 export class Manager extends EventEmitter<ManagerEvents> {
@@ -221,12 +246,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const proxy = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
     let link: Link;
     try {
+      if (proxy.hopRoutingId.isNull() && !options.allowUnpinnedProxy) throw unpinned(proxy, 'register on it');
       link = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `registering on proxy ${proxy.address}`, (signal) =>
         this.linkTo(proxy, signal),
       );
-      if (!proxy.routingId.isNull() && !proxy.routingId.equals(link.hop.peerRoutingId)) {
-        throw new AuthenticationError(`the process at ${proxy.address} has routing id ${link.hop.peerRoutingId}, not the proxy's ${proxy.routingId}`);
-      }
       await link.register(options.token);
     } catch (err) {
       this.proxyErrors.set(name, err as Error);
@@ -243,7 +266,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
     });
     const registration: Registration = {
       name,
-      endpoint: new Endpoint(proxy.host, proxy.port, this.routingId).toString(),
+      // Clients pin the proxy too: it is the one whose key this link proved.
+      endpoint: new Endpoint(proxy.host, proxy.port, this.routingId, link.hop.peerRoutingId).toString(),
       closed,
       link,
       close: () => {
@@ -317,8 +341,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
   async dial(endpoint: string | Endpoint, options: DialOptions = {}): Promise<Flow> {
     this.assertOpen();
     const target = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
+    if (options.token !== undefined && target.hopRoutingId.isNull() && !options.allowUnpinnedProxy) throw unpinned(target, 'present its dial token');
     const session = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `dialing ${target}`, async (signal) => {
-      const found = await this.sessionTo(target, signal, options.token, options.authorize);
+      const found = await this.sessionTo(target, signal, options);
       // A reused VC was authorized by whoever opened it; this caller's check must pass too.
       if (options.authorize && !(await options.authorize({ publicKey: Buffer.from(found.remotePublicKey), routingId: found.remoteRoutingId }))) {
         throw new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${found.remoteRoutingId}: authorize returned false`);
@@ -359,13 +384,13 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (this.isClosing) throw new ManagerError('ERR_MANAGER_CLOSED', 'the manager is closed');
   }
 
-  private sessionTo(target: Endpoint, signal: AbortSignal, token: string | undefined, authorize: Authorize | undefined): Promise<VcSession> {
+  private sessionTo(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
     const key = target.routingId.toString();
     const cached = this.sessions.get(key);
     if (!target.routingId.isNull() && cached?.isOpen) return Promise.resolve(cached);
     let pending = target.routingId.isNull() ? undefined : this.pendingSessions.get(key);
     if (pending === undefined) {
-      pending = this.openSession(target, signal, token, authorize);
+      pending = this.openSession(target, signal, options);
       if (!target.routingId.isNull()) {
         this.pendingSessions.set(key, pending);
         const forget = (): void => {
@@ -377,29 +402,40 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return pending;
   }
 
-  private async openSession(target: Endpoint, signal: AbortSignal, token: string | undefined, authorize: Authorize | undefined): Promise<VcSession> {
-    const link = await this.linkTo(target, signal);
+  private async openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
+    const link = await this.linkTo(target, signal, options.allowUnpinnedProxy);
     const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
-    const circuit = await link.openVc(dst, signal, token);
+    const circuit = await link.openVc(dst, signal, options.token);
     const remote = target.routingId.isNull() ? target.withRoutingId(dst) : target;
     const local = new Endpoint(target.host, target.port, this.routingId).toString();
     if (!this.options.encryption) return this.startSession(circuit, circuit, circuit.remotePublicKey, true, local, remote.toString());
     // The peer must prove, inside the VC, that it holds the key behind the RID we dialed: the proxy is not trusted with that.
-    const channel = await secureChannel(circuit, { identity: this.identity, role: 'dialer', expectedRoutingId: dst, authorize, signal });
+    const channel = await secureChannel(circuit, { identity: this.identity, role: 'dialer', expectedRoutingId: dst, authorize: options.authorize, signal });
     return this.startSession(circuit, channel.stream, channel.peerPublicKey, true, local, remote.toString());
   }
 
-  /** The acceptor's half of a new VC: the secure handshake (with our authorize check), then the session. */
-  private async acceptCircuit(circuit: VirtualCircuit, local: string, remote: string): Promise<void> {
+  /**
+   * The acceptor's half of a new VC: the secure handshake, in which the peer must prove the
+   * source routing ID its open frame claimed (a proxy, or a peer, may lie about it) and pass our
+   * authorize check; then the session.
+   */
+  private async acceptCircuit(circuit: VirtualCircuit, local: string, remoteAt: (rid: RoutingId) => string): Promise<void> {
+    const claimed = circuit.remoteRoutingId;
     if (!this.options.encryption) {
-      this.startSession(circuit, circuit, circuit.remotePublicKey, false, local, remote);
+      this.startSession(circuit, circuit, circuit.remotePublicKey, false, local, remoteAt(claimed));
       return;
     }
+    let proven: RoutingId | undefined;
+    const authorize = this.options.authorize;
     try {
       const channel = await secureChannel(circuit, {
         identity: this.identity,
         role: 'acceptor',
-        authorize: this.options.authorize,
+        expectedRoutingId: claimed,
+        authorize: (peer) => {
+          proven = peer.routingId;
+          return authorize ? authorize(peer) : true;
+        },
         timeout: this.options.handshakeTimeout,
         signal: this.closing.signal,
       });
@@ -407,9 +443,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
         channel.stream.destroy();
         return;
       }
-      this.startSession(circuit, channel.stream, channel.peerPublicKey, false, local, remote);
+      this.startSession(circuit, channel.stream, channel.peerPublicKey, false, local, remoteAt(channel.peerRoutingId));
     } catch (err) {
-      if (!this.isClosing) this.emit('vcError', err as RidproxyError, { remoteRoutingId: circuit.remoteRoutingId.toString() });
+      if (!this.isClosing) this.emit('vcError', err as RidproxyError, { claimedRoutingId: claimed.toString(), remoteRoutingId: proven?.toString() });
     }
   }
 
@@ -425,10 +461,15 @@ export class Manager extends EventEmitter<ManagerEvents> {
       keepAliveInterval: this.options.keepAliveInterval,
       idleTimeout: this.options.vcIdleTimeout,
     });
-    const key = circuit.remoteRoutingId.toString();
+    // Filed under the identity the peer proved, so a dial reuses only a VC to the process it names.
+    const key = session.remoteRoutingId.toString();
     this.allSessions.add(session);
     if (!this.sessions.get(key)?.isOpen) this.sessions.set(key, session);
-    session.on('flow', (flow: Flow) => this.incomingFlow(flow));
+    // An acceptor's peer passed authorize in the handshake; a dialed peer opening flows back must pass it too.
+    const authorize = this.options.authorize;
+    const peer = { publicKey: Buffer.from(remotePublicKey), routingId: session.remoteRoutingId };
+    const allowed: true | Promise<boolean> = !dialer || authorize === undefined ? true : Promise.resolve().then(() => authorize(peer)).then((ok) => ok === true, () => false);
+    session.on('flow', (flow: Flow) => this.incomingFlow(flow, allowed));
     void session.closed.then(() => {
       this.allSessions.delete(session);
       if (this.sessions.get(key) === session) this.sessions.delete(key);
@@ -437,9 +478,16 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return session;
   }
 
-  private incomingFlow(flow: Flow): void {
+  private incomingFlow(flow: Flow, allowed: true | Promise<boolean>): void {
+    if (allowed !== true) {
+      void allowed.then((ok) => {
+        if (ok) this.incomingFlow(flow, true);
+        else flow.destroy();
+      });
+      return;
+    }
     // A flow nobody will accept is reset at once rather than left to hang the peer.
-    if (!this.isListening || this.isClosing) {
+    if (!this.isListening || this.isClosing || flow.destroyed) {
       flow.destroy();
       return;
     }
@@ -451,20 +499,30 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (!this.acceptQueue.offer(flow)) flow.destroy();
   }
 
-  /** The hop connection to `target.address`, shared by dials and registrations; made on first use. */
-  private linkTo(target: Endpoint, signal: AbortSignal): Promise<Link> {
+  /**
+   * The hop connection to `target.address`, shared by dials and registrations; made on first
+   * use. Its peer must be the process the endpoint pins (see `pinnedPeer`).
+   */
+  private async linkTo(target: Endpoint, signal: AbortSignal, allowUnpinnedProxy = false): Promise<Link> {
+    const expected = allowUnpinnedProxy && target.proxyRoutingId.isNull() ? RoutingId.NULL : target.hopRoutingId;
+    const link = await this.sharedLink(target, expected, signal);
+    if (!expected.isNull() && !link.hop.peerRoutingId.equals(expected)) throw pinMismatch(target, link.hop.peerRoutingId, expected);
+    return link;
+  }
+
+  private sharedLink(target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
     const key = target.address;
     const existing = this.links.get(key);
     if (existing) {
-      return existing.then((link) => (link.usable ? link : this.replaceLink(key, existing, target, signal)));
+      return existing.then((link) => (link.usable ? link : this.replaceLink(key, existing, target, expected, signal)));
     }
-    return this.replaceLink(key, undefined, target, signal);
+    return this.replaceLink(key, undefined, target, expected, signal);
   }
 
-  private replaceLink(key: string, previous: Promise<Link> | undefined, target: Endpoint, signal: AbortSignal): Promise<Link> {
+  private replaceLink(key: string, previous: Promise<Link> | undefined, target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
     const current = this.links.get(key);
-    if (current !== undefined && current !== previous) return this.linkTo(target, signal);
-    const created = this.connectLink(target, signal);
+    if (current !== undefined && current !== previous) return this.sharedLink(target, expected, signal);
+    const created = this.connectLink(target, expected, signal);
     this.links.set(key, created);
     // The attempt dies with the signal of the dial that started it; later dials must not wait on it.
     signal.addEventListener(
@@ -487,41 +545,21 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return created;
   }
 
-  private async connectLink(target: Endpoint, signal: AbortSignal): Promise<Link> {
-    const socket = connect({ host: target.host, port: target.port, noDelay: true });
-    const abort = (): void => {
-      socket.destroy();
-    };
-    signal.addEventListener('abort', abort, { once: true });
+  private async connectLink(target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
     try {
-      await new Promise<void>((resolve, reject) => {
-        const onError = (err: NodeJS.ErrnoException): void => {
-          const why = err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'ENOTFOUND' ? 'host not found' : err.message;
-          reject(new UnreachableError(`cannot reach ${target.address}: ${why}`, { cause: err }));
-        };
-        const onClose = (): void => reject(signal.aborted ? abortReason(signal) : new UnreachableError(`cannot reach ${target.address}: connection closed`));
-        socket.once('error', onError);
-        socket.once('close', onClose);
-        socket.once('connect', () => {
-          socket.off('error', onError);
-          socket.off('close', onClose);
-          resolve();
-        });
-      });
-      const hop = await HopConnection.establish({
-        socket,
+      const hop = await dialHop(target, {
         identity: this.identity,
-        initiator: true,
+        expectedPeer: expected,
         handshakeTimeout: this.options.handshakeTimeout,
         keepAliveInterval: this.options.keepAliveInterval,
-        peerLabel: target.address,
+        signal,
       });
       return this.adoptLink(hop);
     } catch (err) {
-      socket.destroy();
+      if (err instanceof AuthenticationError && target.proxyRoutingId.isNull() && !expected.isNull()) {
+        throw new AuthenticationError(`${err.message}; if that process is a proxy, the endpoint must name it: ridp://<its routing id>@${target.address}/${target.routingId}`);
+      }
       throw err;
-    } finally {
-      signal.removeEventListener('abort', abort);
     }
   }
 
@@ -531,8 +569,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
     link.decide = (incoming) => this.decideVc(incoming);
     link.on('circuit', (circuit: VirtualCircuit) => {
       const local = new Endpoint(hostOf(hop.socket.localAddress), hop.socket.localPort ?? 0, this.routingId).toString();
-      const remote = new Endpoint(hostOf(hop.socket.remoteAddress), hop.socket.remotePort ?? 0, circuit.remoteRoutingId).toString();
-      void this.acceptCircuit(circuit, local, remote);
+      const remoteAt = (rid: RoutingId): string => new Endpoint(hostOf(hop.socket.remoteAddress), hop.socket.remotePort ?? 0, rid).toString();
+      void this.acceptCircuit(circuit, local, remoteAt);
     });
     let idleTimer: NodeJS.Timeout | undefined;
     link.on('idle', () => {
@@ -613,6 +651,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     });
     this.dirty = { promise, resolve };
   }
+}
+
+function pinMismatch(target: Endpoint, proven: RoutingId, expected: RoutingId): AuthenticationError {
+  return new AuthenticationError(`the process at ${target.address} proved routing id ${proven}, not the expected ${expected}`);
 }
 
 function hostOf(address: string | undefined): string {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { MuxError, Reason, VcClosedError, type RidproxyError } from '../errors.js';
-import type { RoutingId } from '../id/routing-id.js';
+import { RoutingId } from '../id/routing-id.js';
 import type { VirtualCircuit } from '../hop/circuit.js';
 import { YamuxSession, type YamuxStreamInit } from '../mux/index.js';
 import { Flow } from './flow.js';
@@ -31,6 +31,8 @@ export class VcSession extends EventEmitter {
   readonly circuit: VirtualCircuit;
   readonly mux: YamuxSession;
   readonly remotePublicKey: Buffer;
+  /** The routing ID of `remotePublicKey`: the identity the peer proved, not the one its open frame claimed. */
+  readonly remoteRoutingId: RoutingId;
   readonly localEndpoint: string;
   readonly remoteEndpoint: string;
   /** Resolves when the VC ends: undefined for a clean close, the reason otherwise. Never rejects. */
@@ -46,6 +48,7 @@ export class VcSession extends EventEmitter {
     super();
     this.circuit = init.circuit;
     this.remotePublicKey = init.remotePublicKey;
+    this.remoteRoutingId = RoutingId.fromPublicKey(init.remotePublicKey);
     this.localEndpoint = init.localEndpoint;
     this.remoteEndpoint = init.remoteEndpoint;
     this.idleTimeout = init.idleTimeout;
@@ -75,10 +78,6 @@ export class VcSession extends EventEmitter {
       return err;
     });
     this.armIdle();
-  }
-
-  get remoteRoutingId(): RoutingId {
-    return this.circuit.remoteRoutingId;
   }
 
   /** Round-trip time of the last keepalive ping on this VC, in milliseconds. */

@@ -1,21 +1,26 @@
-import { timingSafeEqual } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { ConnectionClosedError, ProtocolError, Reason, type RidproxyError } from '../errors.js';
 import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
-import { DEFAULT_HANDSHAKE_TIMEOUT, HopConnection } from '../hop/connection.js';
+import { CONTROL_SLACK, DEFAULT_HANDSHAKE_TIMEOUT, HopConnection } from '../hop/connection.js';
+import { TokenPurpose } from '../hop/handshake.js';
 import {
   DEFAULT_MAX_PAYLOAD,
   FrameType,
   decodeCredit,
   decodeOpenVc,
+  decodeRegister,
+  decodeStatusRequest,
   decodeVcAccepted,
+  encodeOpenVc,
   encodeReason,
+  encodeStatusResponse,
   payloadOf,
   type Frame,
 } from '../wire/index.js';
+import { DEFAULT_IPV6_PREFIX_LENGTH, KeyedCounter, addressGroup } from './admission.js';
 
 export interface ProxyOptions {
   /** Interface to listen on. Default 127.0.0.1: exposing a proxy publicly is a deliberate choice. */
@@ -34,21 +39,34 @@ export interface ProxyOptions {
   maxVcWindow?: number;
   /** Bytes the proxy may commit to VC windows in total; beyond it new VCs are refused (Reason.Limit). */
   bufferBudget?: number;
-  /** Bytes the proxy may commit to the VCs of one hop connection. */
+  /** Bytes the proxy may commit to the VCs one hop connection opens. */
   connectionBufferBudget?: number;
-  /** When set, Register frames (and status requests) must carry this token. */
+  /** Bytes the proxy may commit to the VCs opened by one identity (routing ID), over all its connections. */
+  identityBufferBudget?: number;
+  /** Bytes the proxy may commit to the VCs opened from one source address group (an IPv4 address, an IPv6 /64). */
+  addressBufferBudget?: number;
+  /** Prefix length by which IPv6 sources are grouped for per-address limits. Default 64. */
+  ipv6PrefixLength?: number;
+  /** Milliseconds a VC may wait for the destination to accept it before it is refused and its reservation released. */
+  vcOpenTimeout?: number;
+  /** When set, Register frames must carry this token's MAC. */
   registrationToken?: string;
-  /** When set, OpenVc frames must carry this token. */
+  /** When set, OpenVc frames must carry this token's MAC. */
   dialToken?: string;
+  /**
+   * When set, status requests must carry this token's MAC. When any other token is set and this
+   * one is not, the proxy answers no status request; with no token at all it answers anyone.
+   */
+  statusToken?: string;
   /** When set, only these routing IDs (32-hex strings) may register. */
   registrationAllowList?: ReadonlySet<string>;
   /** Hop connections (including ones still in their handshake) the proxy holds at once. */
   maxConnections?: number;
-  /** Hop connections from one source IP address. */
+  /** Hop connections from one source address group (an IPv4 address, an IPv6 /64). */
   maxConnectionsPerAddress?: number;
   /** Registered routing IDs. */
   maxRegistrations?: number;
-  /** Open VCs per hop connection (as opener or acceptor). */
+  /** Open VCs one hop connection may have opened. */
   maxVcsPerConnection?: number;
   /** Milliseconds a connection with no VCs and no registration may stay open. 0 disables. */
   idleTimeout?: number;
@@ -60,10 +78,13 @@ export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
 export const DEFAULT_MAX_REGISTRATIONS = 10_000;
 export const DEFAULT_MAX_VCS_PER_CONNECTION = 1_000;
 export const DEFAULT_IDLE_TIMEOUT = 60_000;
-/** Bytes of control replies (pongs, refusals) a connection may have queued beyond its data budget. */
-const CONTROL_SLACK = 1 << 20;
+export const DEFAULT_VC_OPEN_TIMEOUT = 10_000;
 export const DEFAULT_BUFFER_BUDGET = 1 << 30;
 export const DEFAULT_CONNECTION_BUFFER_BUDGET = 256 << 20;
+export const DEFAULT_IDENTITY_BUFFER_BUDGET = 256 << 20;
+export const DEFAULT_ADDRESS_BUFFER_BUDGET = 512 << 20;
+/** Servers listed in one status reply; the rest are counted, so the reply stays well under a frame. */
+export const MAX_STATUS_SERVERS = 1000;
 
 export interface ProxyStats {
   connections: number;
@@ -104,6 +125,8 @@ export interface ProxyStatusReport {
   vcs: number;
   bytesForwarded: number;
   bufferedBytes: number;
+  /** Registered servers: all of them in `registrations`, at most MAX_STATUS_SERVERS in `servers`. */
+  registrations: number;
   servers: ProxyServerReport[];
 }
 
@@ -127,12 +150,21 @@ interface VcRoute {
   openerWindow: number;
   acceptorWindow: number;
   reserved: number;
+  /** Until the acceptor answers: refuses the VC when the destination never does. */
+  openTimer: NodeJS.Timeout | undefined;
 }
 
 interface ProxyConnection {
   hop: HopConnection;
+  /** The proven routing ID, as text: the key of per-identity budgets. */
+  identity: string;
+  /** The source address group: the key of per-address limits. */
+  group: string;
   vcs: Map<number, VcSide>;
+  /** Window bytes reserved for every VC on this connection, whoever opened it: what may queue toward it. */
   reserved: number;
+  /** The part of `reserved` for VCs this connection opened: what its budget limits. */
+  openedReserved: number;
   connectedAt: number;
   /** Payload bytes received from this connection's process and forwarded. */
   bytesIn: number;
@@ -156,14 +188,16 @@ export class Proxy {
   readonly port: number;
 
   private readonly server: Server;
-  private readonly options: Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'registrationAllowList' | 'host' | 'port'>> &
-    Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'registrationAllowList'>;
+  private readonly options: Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'host' | 'port'>> &
+    Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList'>;
   private readonly connections = new Set<ProxyConnection>();
   private readonly handshaking = new Set<Socket>();
   private readonly routes = new Map<string, ProxyConnection>();
   private reserved = 0;
   private counters = { bytesForwarded: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0, connectionsRefused: 0 };
-  private readonly perAddress = new Map<string, number>();
+  private readonly connectionsByGroup = new KeyedCounter();
+  private readonly reservedByIdentity = new KeyedCounter();
+  private readonly reservedByGroup = new KeyedCounter();
   private closing: Promise<void> | undefined;
   private readonly startedAt = Date.now();
 
@@ -180,8 +214,13 @@ export class Proxy {
       maxVcWindow: options.maxVcWindow ?? DEFAULT_MAX_VC_WINDOW,
       bufferBudget: options.bufferBudget ?? DEFAULT_BUFFER_BUDGET,
       connectionBufferBudget: options.connectionBufferBudget ?? DEFAULT_CONNECTION_BUFFER_BUDGET,
+      identityBufferBudget: options.identityBufferBudget ?? DEFAULT_IDENTITY_BUFFER_BUDGET,
+      addressBufferBudget: options.addressBufferBudget ?? DEFAULT_ADDRESS_BUFFER_BUDGET,
+      ipv6PrefixLength: options.ipv6PrefixLength ?? DEFAULT_IPV6_PREFIX_LENGTH,
+      vcOpenTimeout: options.vcOpenTimeout ?? DEFAULT_VC_OPEN_TIMEOUT,
       registrationToken: options.registrationToken,
       dialToken: options.dialToken,
+      statusToken: options.statusToken,
       registrationAllowList: options.registrationAllowList,
       maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
@@ -273,20 +312,15 @@ export class Proxy {
       socket.destroy();
       return;
     }
-    const address = socket.remoteAddress ?? 'unknown';
-    const fromAddress = this.perAddress.get(address) ?? 0;
-    if (this.handshaking.size + this.connections.size >= this.options.maxConnections || fromAddress >= this.options.maxConnectionsPerAddress) {
+    const group = addressGroup(socket.remoteAddress ?? 'unknown', this.options.ipv6PrefixLength);
+    if (this.handshaking.size + this.connections.size >= this.options.maxConnections || this.connectionsByGroup.get(group) >= this.options.maxConnectionsPerAddress) {
       // Refused before any parsing: a flood must cost the proxy as little as possible.
       this.counters.connectionsRefused++;
       socket.destroy();
       return;
     }
-    this.perAddress.set(address, fromAddress + 1);
-    socket.once('close', () => {
-      const left = (this.perAddress.get(address) ?? 1) - 1;
-      if (left === 0) this.perAddress.delete(address);
-      else this.perAddress.set(address, left);
-    });
+    this.connectionsByGroup.add(group, 1);
+    socket.once('close', () => this.connectionsByGroup.add(group, -1));
     this.handshaking.add(socket);
     HopConnection.establish({
       socket,
@@ -295,9 +329,6 @@ export class Proxy {
       maxPayload: this.options.maxPayload,
       handshakeTimeout: this.options.handshakeTimeout,
       keepAliveInterval: this.options.keepAliveInterval,
-      // Credit bounds the data queued for a connection to its budget; anything beyond that (plus
-      // room for control replies) means the peer stopped reading while it keeps sending.
-      maxBufferedBytes: this.options.connectionBufferBudget + CONTROL_SLACK,
     }).then(
       (hop) => {
         this.handshaking.delete(socket);
@@ -305,7 +336,7 @@ export class Proxy {
           hop.close(Reason.GoingAway, 'the proxy is shutting down');
           return;
         }
-        this.adopt(hop);
+        this.adopt(hop, group);
       },
       (err: RidproxyError) => {
         this.handshaking.delete(socket);
@@ -315,8 +346,20 @@ export class Proxy {
     );
   }
 
-  private adopt(hop: HopConnection): void {
-    const conn: ProxyConnection = { hop, vcs: new Map(), reserved: 0, connectedAt: Date.now(), bytesIn: 0, bytesOut: 0, idleTimer: undefined, limitRefusals: 0 };
+  private adopt(hop: HopConnection, group: string): void {
+    const conn: ProxyConnection = {
+      hop,
+      identity: hop.peerRoutingId.toString(),
+      group,
+      vcs: new Map(),
+      reserved: 0,
+      openedReserved: 0,
+      connectedAt: Date.now(),
+      bytesIn: 0,
+      bytesOut: 0,
+      idleTimer: undefined,
+      limitRefusals: 0,
+    };
     this.connections.add(conn);
     hop.on('close', (err: RidproxyError | undefined) => this.drop(conn, err));
     hop.on('goaway', () => this.unregister(conn));
@@ -383,6 +426,7 @@ export class Proxy {
     const now = Date.now();
     const servers: ProxyServerReport[] = [];
     for (const [routingId, conn] of this.routes) {
+      if (servers.length === MAX_STATUS_SERVERS) break;
       servers.push({
         routingId,
         address: conn.hop.peerLabel,
@@ -401,24 +445,43 @@ export class Proxy {
       vcs: stats.vcs,
       bytesForwarded: stats.bytesForwarded,
       bufferedBytes: stats.bufferedBytes,
+      registrations: this.routes.size,
       servers,
     };
   }
 
   private answerStatus(conn: ProxyConnection, frame: Frame): void {
-    const token = this.options.registrationToken;
-    const body =
-      token !== undefined && !tokensEqual(payloadOf(frame), token)
-        ? { error: { reason: Reason.Unauthorized, message: `proxy ${this.endpoint} shows its status only to callers presenting its token` } }
-        : { status: this.report() };
-    conn.hop.send(FrameType.StatusResponse, 0, Buffer.from(JSON.stringify(body), 'utf8'));
+    const mac = decodeStatusRequest(payloadOf(frame));
+    const { statusToken, registrationToken, dialToken } = this.options;
+    const refusal =
+      statusToken !== undefined
+        ? conn.hop.tokenMatches(TokenPurpose.Status, 0, statusToken, mac)
+          ? undefined
+          : `proxy ${this.endpoint} shows its status only to callers presenting its status token`
+        : registrationToken !== undefined || dialToken !== undefined
+          ? `proxy ${this.endpoint} has tokens but no status token: its status is off`
+          : undefined;
+    if (refusal !== undefined) {
+      conn.hop.send(FrameType.StatusResponse, 0, encodeStatusResponse({ error: { reason: Reason.Unauthorized, message: refusal } }));
+      this.refuseToken(conn, refusal);
+      return;
+    }
+    conn.hop.send(FrameType.StatusResponse, 0, encodeStatusResponse({ status: this.report() }));
+  }
+
+  /** A failed token check ends the connection: each guess then costs a new connection and handshake. */
+  private refuseToken(conn: ProxyConnection, message: string): void {
+    conn.hop.close(Reason.Unauthorized, message);
   }
 
   private register(conn: ProxyConnection, frame: Frame): void {
     const { hop } = conn;
     const token = this.options.registrationToken;
-    if (token !== undefined && !tokensEqual(payloadOf(frame), token)) {
-      hop.send(FrameType.RegisterError, 0, encodeReason(Reason.Unauthorized, `proxy ${this.endpoint} requires a valid registration token`));
+    const mac = decodeRegister(payloadOf(frame));
+    if (token !== undefined && !hop.tokenMatches(TokenPurpose.Register, 0, token, mac)) {
+      const message = `proxy ${this.endpoint} requires a valid registration token`;
+      hop.send(FrameType.RegisterError, 0, encodeReason(Reason.Unauthorized, message));
+      this.refuseToken(conn, message);
       return;
     }
     if (this.closing || hop.localGoAway) {
@@ -471,8 +534,10 @@ export class Proxy {
       return;
     }
     const dialToken = this.options.dialToken;
-    if (dialToken !== undefined && !tokensEqual(open.token, dialToken)) {
-      reject(Reason.Unauthorized, `proxy ${this.endpoint} requires a valid dial token`);
+    if (dialToken !== undefined && !hop.tokenMatches(TokenPurpose.Dial, vci, dialToken, open.tokenMac)) {
+      const message = `proxy ${this.endpoint} requires a valid dial token`;
+      reject(Reason.Unauthorized, message);
+      this.refuseToken(conn, message);
       return;
     }
     if (open.window === 0 || open.window > this.options.maxVcWindow) {
@@ -489,7 +554,8 @@ export class Proxy {
       return;
     }
     const limit = this.options.maxVcsPerConnection;
-    if (conn.vcs.size >= limit || target.vcs.size >= limit) {
+    // Only the opener's count: a server carries VCs from many clients, and one of them must not use up its share.
+    if (this.openedBy(conn) >= limit) {
       // A peer that keeps opening after being told is flooding, not racing: cut it off.
       if (++conn.limitRefusals > limit) {
         throw new ProtocolError('ERR_PROTOCOL', `${hop.peerLabel} kept opening VCs after ${limit} refusals for the limit of ${limit} VCs per connection`);
@@ -500,8 +566,9 @@ export class Proxy {
     conn.limitRefusals = 0;
     // Reserve as if the acceptor's window will match the opener's; VcAccepted settles the real figure.
     const reserve = 2 * open.window;
-    if (!this.fitsBudget(conn, target, reserve)) {
-      reject(Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for another VC`);
+    const short = this.budgetShortfall(conn, reserve);
+    if (short !== undefined) {
+      reject(Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for another VC from this ${short}`);
       return;
     }
     const route: VcRoute = {
@@ -515,12 +582,26 @@ export class Proxy {
       openerWindow: open.window,
       acceptorWindow: 0,
       reserved: 0,
+      openTimer: undefined,
     };
     this.adjustReservation(route, reserve);
     conn.vcs.set(vci, { route, opener: true });
     target.vcs.set(route.acceptorVci, { route, opener: false });
     this.watchIdle(conn);
-    target.hop.send(FrameType.OpenVc, route.acceptorVci, frame.parts);
+    route.openTimer = setTimeout(() => {
+      route.openTimer = undefined;
+      this.closeRoute(route, Reason.Timeout, `server ${open.dst} did not answer the VC within ${this.options.vcOpenTimeout} ms`);
+    }, this.options.vcOpenTimeout);
+    route.openTimer.unref();
+    // Rebuilt without the token MAC: a server has no business with the dial token.
+    target.hop.send(FrameType.OpenVc, route.acceptorVci, encodeOpenVc({ dst: open.dst, src: open.src, srcPublicKey: open.srcPublicKey, window: open.window }));
+  }
+
+  /** VCs this connection opened (it may also carry VCs others opened to it). */
+  private openedBy(conn: ProxyConnection): number {
+    let opened = 0;
+    for (const side of conn.vcs.values()) if (side.opener) opened++;
+    return opened;
   }
 
   private vcAccepted(conn: ProxyConnection, frame: Frame): void {
@@ -539,11 +620,13 @@ export class Proxy {
       return;
     }
     const growth = route.openerWindow + window - route.reserved;
-    if (growth > 0 && !this.fitsBudget(route.opener, route.acceptor, growth)) {
+    if (growth > 0 && this.budgetShortfall(route.opener, growth) !== undefined) {
       this.closeRoute(route, Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for a ${window}-byte VC window`);
       return;
     }
     route.accepted = true;
+    clearTimeout(route.openTimer);
+    route.openTimer = undefined;
     route.acceptorWindow = window;
     route.creditToAcceptor = window;
     this.adjustReservation(route, route.openerWindow + window);
@@ -630,6 +713,7 @@ export class Proxy {
   }
 
   private forget(route: VcRoute): void {
+    clearTimeout(route.openTimer);
     route.opener.vcs.delete(route.openerVci);
     route.acceptor.vcs.delete(route.acceptorVci);
     this.adjustReservation(route, 0);
@@ -639,18 +723,34 @@ export class Proxy {
     }
   }
 
-  /** Whether `extra` more bytes of VC windows fit the global budget and both connections' budgets. */
-  private fitsBudget(a: ProxyConnection, b: ProxyConnection, extra: number): boolean {
-    const perConnection = this.options.connectionBufferBudget;
-    return this.reserved + extra <= this.options.bufferBudget && a.reserved + extra <= perConnection && b.reserved + extra <= perConnection;
+  /**
+   * Which budget `extra` more bytes of windows for a VC opened by `opener` would exceed: the
+   * global one, or the share of its connection, identity or address group; undefined when all
+   * fit. Reservations are charged to the opener, so one peer cannot spend another's share,
+   * whatever number of VCs it opens or connections it makes.
+   */
+  private budgetShortfall(opener: ProxyConnection, extra: number): string | undefined {
+    const o = this.options;
+    if (opener.openedReserved + extra > o.connectionBufferBudget) return 'connection';
+    if (this.reservedByIdentity.get(opener.identity) + extra > o.identityBufferBudget) return 'routing id';
+    if (this.reservedByGroup.get(opener.group) + extra > o.addressBufferBudget) return 'address';
+    if (this.reserved + extra > o.bufferBudget) return 'proxy';
+    return undefined;
   }
 
   private adjustReservation(route: VcRoute, amount: number): void {
     const delta = amount - route.reserved;
     route.reserved = amount;
     this.reserved += delta;
-    route.opener.reserved += delta;
-    route.acceptor.reserved += delta;
+    this.reservedByIdentity.add(route.opener.identity, delta);
+    this.reservedByGroup.add(route.opener.group, delta);
+    route.opener.openedReserved += delta;
+    for (const conn of route.opener === route.acceptor ? [route.opener] : [route.opener, route.acceptor]) {
+      conn.reserved += delta;
+      // Credit lets the VCs of a connection queue up to their windows toward it; more than that
+      // (and room for control replies) unread means the peer stopped reading.
+      conn.hop.outputLimit = CONTROL_SLACK + conn.reserved;
+    }
   }
 
   /** A connection told to go away (either direction) is closed once its last VC is gone. */
@@ -675,10 +775,4 @@ export class Proxy {
       this.forget(route);
     }
   }
-}
-
-/** Compares a presented token with the configured one in constant time, so timing does not leak it. */
-function tokensEqual(presented: Buffer, expected: string): boolean {
-  const wanted = Buffer.from(expected, 'utf8');
-  return presented.length === wanted.length && timingSafeEqual(presented, wanted);
 }

@@ -31,8 +31,10 @@ export interface SecureChannelOptions {
   identity: Identity;
   role: 'dialer' | 'acceptor';
   /**
-   * Dialer only: the routing ID it dialed; the handshake fails unless the peer's key hashes to it.
-   * Omitted or RoutingId.NULL means whoever answers, as the null RID does in an endpoint.
+   * The routing ID the peer must prove; the handshake fails (ERR_AUTHENTICATION, and the peer is
+   * told why) unless its key hashes to it. For a dialer, the routing ID it dialed; for an
+   * acceptor, the source the VC claimed. Omitted or RoutingId.NULL means whoever answers, as the
+   * null RID does in an endpoint.
    */
   expectedRoutingId?: RoutingId;
   /** Optional check on the authenticated peer; return false (or throw) to refuse it. */
@@ -101,9 +103,6 @@ function checkOptions(options: SecureChannelOptions): number {
   if (!(options?.identity instanceof Identity)) throw new InvalidArgumentError('ERR_INVALID_OPTION', 'secure channel: identity must be an Identity');
   if (options.role !== 'dialer' && options.role !== 'acceptor') {
     throw new InvalidArgumentError('ERR_INVALID_OPTION', `secure channel: role must be 'dialer' or 'acceptor', got ${JSON.stringify(options.role)}`);
-  }
-  if (options.expectedRoutingId !== undefined && options.role !== 'dialer') {
-    throw new InvalidArgumentError('ERR_INVALID_OPTION', 'secure channel: expectedRoutingId is for the dialer; an acceptor checks its peer with authorize');
   }
   const timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
   if (!Number.isFinite(timeout) || timeout <= 0) {
@@ -279,11 +278,19 @@ class SecureStream extends Duplex {
     const peer = this.#peer;
     if (peer === undefined) throw new AuthenticationError(`secure channel: cannot authenticate the peer: ${problem}`);
     if (expected !== undefined && !expected.isNull() && !expected.equals(peer.routingId)) {
+      if (this.#role === 'dialer') {
+        this.#refuse(
+          SegmentType.Unauthenticated,
+          peer,
+          new AuthenticationError(`dialed routing id ${expected}, but the peer's key hashes to routing id ${peer.routingId}: it is not the server that was dialed`),
+          `it dialed routing id ${expected}, and this side is routing id ${peer.routingId}`,
+        );
+      }
       this.#refuse(
         SegmentType.Unauthenticated,
         peer,
-        new AuthenticationError(`dialed routing id ${expected}, but the peer's key hashes to routing id ${peer.routingId}: it is not the server that was dialed`),
-        `it dialed routing id ${expected}, and this side is routing id ${peer.routingId}`,
+        new AuthenticationError(`the VC claimed to come from routing id ${expected}, but the peer's key hashes to routing id ${peer.routingId}`),
+        `the VC claimed to come from routing id ${expected}, but this side proved routing id ${peer.routingId}`,
       );
     }
     return peer;

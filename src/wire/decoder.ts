@@ -44,6 +44,13 @@ export function payloadOf(frame: Frame): Buffer {
   return Buffer.concat(parts, frame.length);
 }
 
+function checkMaxPayload(maxPayload: number): number {
+  if (!Number.isInteger(maxPayload) || maxPayload < 0 || maxPayload > 0xffffffff) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', `maxPayload must be an integer in 0-4294967295, got ${maxPayload}`);
+  }
+  return maxPayload;
+}
+
 const PREFACE = 0;
 const HEADER = 1;
 const PAYLOAD = 2;
@@ -58,7 +65,7 @@ const DEAD = 3;
  * later pushes throw the same error, since the stream position is lost. Callbacks must not push.
  */
 export class FrameDecoder {
-  readonly #maxPayload: number;
+  #maxPayload: number;
   readonly #onPreface: (preface: PrefaceInfo) => void;
   readonly #onFrame: (frame: Frame) => void;
   #state: number;
@@ -74,14 +81,18 @@ export class FrameDecoder {
   #parts: Buffer[] = [];
 
   constructor(options: FrameDecoderOptions) {
-    const maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
-    if (!Number.isInteger(maxPayload) || maxPayload < 0 || maxPayload > 0xffffffff) {
-      throw new InvalidArgumentError('ERR_INVALID_OPTION', `maxPayload must be an integer in 0-4294967295, got ${maxPayload}`);
-    }
-    this.#maxPayload = maxPayload;
+    this.#maxPayload = checkMaxPayload(options.maxPayload ?? DEFAULT_MAX_PAYLOAD);
     this.#onPreface = options.onPreface;
     this.#onFrame = options.onFrame;
     this.#state = options.expectPreface === false ? HEADER : PREFACE;
+  }
+
+  /**
+   * Changes the payload limit for frames whose header has not arrived yet: the hop handshake
+   * accepts only handshake-sized frames until the peer is authenticated, then the full limit.
+   */
+  set maxPayload(value: number) {
+    this.#maxPayload = checkMaxPayload(value);
   }
 
   /** Bytes held for an incomplete preface, header or payload. */

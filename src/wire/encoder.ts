@@ -1,7 +1,9 @@
 import type { RoutingId } from '../id/routing-id.js';
 import {
+  EPHEMERAL_KEY_SIZE,
   FrameType,
   HEADER_SIZE,
+  HELLO_SIZE,
   MAX_REASON_MESSAGE,
   NONCE_SIZE,
   OPEN_VC_FIXED_SIZE,
@@ -12,6 +14,7 @@ import {
   PUBLIC_KEY_SIZE,
   VC_ACCEPTED_SIZE,
   SIGNATURE_SIZE,
+  TOKEN_MAC_SIZE,
   expectSize,
 } from './messages.js';
 import { headerProblem } from './rules.js';
@@ -65,10 +68,11 @@ export function encodeFrame(type: FrameType, vci: number, payload: Buffer | read
   return [encodeHeader(type, vci, length), ...payload];
 }
 
-export function encodeHello(publicKey: Buffer, nonce: Buffer): Buffer {
+export function encodeHello(publicKey: Buffer, ephemeralKey: Buffer, nonce: Buffer): Buffer {
   expectSize('publicKey', publicKey, PUBLIC_KEY_SIZE);
+  expectSize('ephemeralKey', ephemeralKey, EPHEMERAL_KEY_SIZE);
   expectSize('nonce', nonce, NONCE_SIZE);
-  return Buffer.concat([publicKey, nonce], PUBLIC_KEY_SIZE + NONCE_SIZE);
+  return Buffer.concat([publicKey, ephemeralKey, nonce], HELLO_SIZE);
 }
 
 /** The Proof payload is the signature itself; this only checks its size. */
@@ -77,17 +81,19 @@ export function encodeProof(signature: Buffer): Buffer {
   return signature;
 }
 
-function tokenBytes(token: Buffer | string | undefined): Buffer {
-  if (token === undefined) return Buffer.alloc(0);
-  return typeof token === 'string' ? Buffer.from(token, 'utf8') : token;
+/** A token MAC (hop/handshake.ts tokenMac), or nothing when no token is presented. */
+function tokenMacBytes(mac: Buffer | undefined): Buffer {
+  if (mac === undefined) return Buffer.alloc(0);
+  expectSize('token MAC', mac, TOKEN_MAC_SIZE);
+  return mac;
 }
 
-export function encodeRegister(token?: Buffer | string): Buffer {
-  return tokenBytes(token);
+export function encodeRegister(tokenMac?: Buffer): Buffer {
+  return tokenMacBytes(tokenMac);
 }
 
-export function encodeStatusRequest(token?: Buffer | string): Buffer {
-  return tokenBytes(token);
+export function encodeStatusRequest(tokenMac?: Buffer): Buffer {
+  return tokenMacBytes(tokenMac);
 }
 
 export function encodeStatusResponse(status: unknown): Buffer {
@@ -113,16 +119,16 @@ export function encodeReason(reason: number, message = ''): Buffer {
   return b;
 }
 
-export function encodeOpenVc(open: { dst: RoutingId; src: RoutingId; srcPublicKey: Buffer; window: number; token?: Buffer | string }): Buffer {
+export function encodeOpenVc(open: { dst: RoutingId; src: RoutingId; srcPublicKey: Buffer; window: number; tokenMac?: Buffer }): Buffer {
   expectSize('srcPublicKey', open.srcPublicKey, PUBLIC_KEY_SIZE);
   checkUint('window', open.window, 0xffffffff);
-  const token = tokenBytes(open.token);
-  const b = Buffer.allocUnsafe(OPEN_VC_FIXED_SIZE + token.length);
+  const mac = tokenMacBytes(open.tokenMac);
+  const b = Buffer.allocUnsafe(OPEN_VC_FIXED_SIZE + mac.length);
   open.dst.bytes.copy(b, 0);
   open.src.bytes.copy(b, 16);
   open.srcPublicKey.copy(b, 32);
   b.writeUInt32BE(open.window, 64);
-  token.copy(b, OPEN_VC_FIXED_SIZE);
+  mac.copy(b, OPEN_VC_FIXED_SIZE);
   return b;
 }
 

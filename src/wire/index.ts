@@ -1,7 +1,10 @@
 export {
   DEFAULT_MAX_PAYLOAD,
+  EPHEMERAL_KEY_SIZE,
   FrameType,
   HEADER_SIZE,
+  HELLO_SIZE,
+  MAX_HANDSHAKE_PAYLOAD,
   MAX_REASON_MESSAGE,
   NONCE_SIZE,
   OPEN_VC_FIXED_SIZE,
@@ -10,6 +13,7 @@ export {
   PROTOCOL_VERSION,
   PUBLIC_KEY_SIZE,
   SIGNATURE_SIZE,
+  TOKEN_MAC_SIZE,
   VC_ACCEPTED_SIZE,
   decodeCredit,
   decodeHello,
@@ -23,7 +27,7 @@ export {
   decodeVcAccepted,
   decodeWindow,
   negotiateVersion,
-  proofTranscript,
+  type Hello,
   type OpenVc,
   type VersionRange,
 } from './messages.js';

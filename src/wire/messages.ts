@@ -1,8 +1,8 @@
 import { ProtocolError } from '../errors.js';
 import { RoutingId } from '../id/routing-id.js';
 
-/** The hop protocol version this implementation speaks (the only one so far). */
-export const PROTOCOL_VERSION = 1;
+/** The hop protocol version this implementation speaks. Version 1 (unbound proofs, tokens in clear) is not spoken. */
+export const PROTOCOL_VERSION = 2;
 export const PREFACE_SIZE = 8;
 export const HEADER_SIZE = 12;
 export const DEFAULT_MAX_PAYLOAD = 1 << 20;
@@ -10,9 +10,19 @@ export const DEFAULT_MAX_PAYLOAD = 1 << 20;
 export const MAX_REASON_MESSAGE = 1024;
 export const PUBLIC_KEY_SIZE = 32;
 export const NONCE_SIZE = 32;
+export const EPHEMERAL_KEY_SIZE = 32;
+/** Hello: static Ed25519 key | ephemeral X25519 key | nonce. */
+export const HELLO_SIZE = PUBLIC_KEY_SIZE + EPHEMERAL_KEY_SIZE + NONCE_SIZE;
 export const SIGNATURE_SIZE = 64;
+/** A token on the wire is an HMAC-SHA256 bound to the connection, never the token itself. */
+export const TOKEN_MAC_SIZE = 32;
+/**
+ * Largest payload accepted before the peer is authenticated: a Hello, a Proof, or a GoAway with
+ * a full reason message. Anything larger is refused from the header.
+ */
+export const MAX_HANDSHAKE_PAYLOAD = 2 + 1024;
 export const PING_SIZE = 8;
-/** dst 16 | src 16 | srcPublicKey 32 | window 4, before the optional token. */
+/** dst 16 | src 16 | srcPublicKey 32 | window 4, before the optional token MAC. */
 export const OPEN_VC_FIXED_SIZE = 2 * RoutingId.SIZE + PUBLIC_KEY_SIZE + 4;
 /** VcAccepted: window u32 | the acceptor's public key. */
 export const VC_ACCEPTED_SIZE = 4 + PUBLIC_KEY_SIZE;
@@ -61,19 +71,6 @@ function rangeText(r: VersionRange): string {
   return r.minVersion === r.maxVersion ? `version ${r.minVersion}` : `versions ${r.minVersion}-${r.maxVersion}`;
 }
 
-const PROOF_CONTEXT = Buffer.from('ridproxy/1 hop proof', 'latin1');
-
-/**
- * The bytes a process signs to prove its key on a hop: the context string, the challenge the
- * peer sent, its own nonce and its own public key.
- */
-export function proofTranscript(peerNonce: Buffer, ownNonce: Buffer, ownPublicKey: Buffer): Buffer {
-  expectSize('peerNonce', peerNonce, NONCE_SIZE);
-  expectSize('ownNonce', ownNonce, NONCE_SIZE);
-  expectSize('ownPublicKey', ownPublicKey, PUBLIC_KEY_SIZE);
-  return Buffer.concat([PROOF_CONTEXT, peerNonce, ownNonce, ownPublicKey], PROOF_CONTEXT.length + 2 * NONCE_SIZE + PUBLIC_KEY_SIZE);
-}
-
 /** For arguments our own code passes: a wrong size is a bug here, not a peer's fault. */
 export function expectSize(name: string, b: Buffer, size: number): void {
   if (!Buffer.isBuffer(b) || b.length !== size) {
@@ -105,9 +102,22 @@ function own(buf: Buffer, start: number, end: number): Buffer {
   return out;
 }
 
-export function decodeHello(buf: Buffer): { publicKey: Buffer; nonce: Buffer } {
-  exactLength(FrameType.Hello, buf, PUBLIC_KEY_SIZE + NONCE_SIZE);
-  return { publicKey: own(buf, 0, PUBLIC_KEY_SIZE), nonce: own(buf, PUBLIC_KEY_SIZE, PUBLIC_KEY_SIZE + NONCE_SIZE) };
+export interface Hello {
+  /** The sender's static Ed25519 public key: its identity on this connection. */
+  publicKey: Buffer;
+  /** The sender's X25519 key for this connection only. */
+  ephemeralKey: Buffer;
+  nonce: Buffer;
+  /** The whole payload, as the transcript hashes it. */
+  bytes: Buffer;
+}
+
+export function decodeHello(buf: Buffer): Hello {
+  exactLength(FrameType.Hello, buf, HELLO_SIZE);
+  const bytes = own(buf, 0, HELLO_SIZE);
+  const ephemeralAt = PUBLIC_KEY_SIZE;
+  const nonceAt = ephemeralAt + EPHEMERAL_KEY_SIZE;
+  return { publicKey: bytes.subarray(0, ephemeralAt), ephemeralKey: bytes.subarray(ephemeralAt, nonceAt), nonce: bytes.subarray(nonceAt), bytes };
 }
 
 /** The signature; a view into `buf`, as it is checked once and dropped. */
@@ -116,14 +126,20 @@ export function decodeProof(buf: Buffer): Buffer {
   return buf;
 }
 
-/** The registration token (possibly empty), copied. */
-export function decodeRegister(buf: Buffer): Buffer {
-  return own(buf, 0, buf.length);
+/** A token MAC (TOKEN_MAC_SIZE bytes) or none (empty); a view, checked once and dropped. */
+function decodeTokenMac(what: FrameType, buf: Buffer): Buffer {
+  if (buf.length !== 0 && buf.length !== TOKEN_MAC_SIZE) throw malformed(what, `a token MAC is ${TOKEN_MAC_SIZE} bytes, got ${buf.length}`);
+  return buf;
 }
 
-/** The status token (possibly empty), copied. */
+/** The registration token's MAC, or an empty buffer for none. */
+export function decodeRegister(buf: Buffer): Buffer {
+  return decodeTokenMac(FrameType.Register, buf);
+}
+
+/** The status token's MAC, or an empty buffer for none. */
 export function decodeStatusRequest(buf: Buffer): Buffer {
-  return own(buf, 0, buf.length);
+  return decodeTokenMac(FrameType.StatusRequest, buf);
 }
 
 export function decodeStatusResponse(buf: Buffer): unknown {
@@ -148,7 +164,8 @@ export interface OpenVc {
   src: RoutingId;
   srcPublicKey: Buffer;
   window: number;
-  token: Buffer;
+  /** The dial token's MAC, or empty. A proxy checks it and never forwards it. */
+  tokenMac: Buffer;
 }
 
 export function decodeOpenVc(buf: Buffer): OpenVc {
@@ -160,7 +177,7 @@ export function decodeOpenVc(buf: Buffer): OpenVc {
     src: RoutingId.fromBytes(buf.subarray(RoutingId.SIZE, keyAt)),
     srcPublicKey: own(buf, keyAt, windowAt),
     window: buf.readUInt32BE(windowAt),
-    token: own(buf, OPEN_VC_FIXED_SIZE, buf.length),
+    tokenMac: decodeTokenMac(FrameType.OpenVc, buf.subarray(OPEN_VC_FIXED_SIZE)),
   };
 }
 

@@ -1,4 +1,4 @@
-import { FrameType, NONCE_SIZE, OPEN_VC_FIXED_SIZE, PING_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, VC_ACCEPTED_SIZE } from './messages.js';
+import { FrameType, HELLO_SIZE, OPEN_VC_FIXED_SIZE, PING_SIZE, SIGNATURE_SIZE, TOKEN_MAC_SIZE, VC_ACCEPTED_SIZE } from './messages.js';
 
 // Per-type header rules in arrays indexed by the type byte, so the decoder checks a header with a
 // few loads and compares instead of a switch.
@@ -14,15 +14,14 @@ export const FRAME_MIN_PAYLOAD = new Uint32Array(256);
 export const FRAME_MAX_PAYLOAD = new Uint32Array(256);
 
 const ANY = 0xffffffff;
-const HELLO_SIZE = PUBLIC_KEY_SIZE + NONCE_SIZE;
 const rules: Array<[FrameType, number, number, number]> = [
   [FrameType.Hello, SCOPE_CONNECTION, HELLO_SIZE, HELLO_SIZE],
   [FrameType.Proof, SCOPE_CONNECTION, SIGNATURE_SIZE, SIGNATURE_SIZE],
-  [FrameType.Register, SCOPE_CONNECTION, 0, ANY],
+  [FrameType.Register, SCOPE_CONNECTION, 0, TOKEN_MAC_SIZE],
   [FrameType.RegisterOk, SCOPE_CONNECTION, 0, 0],
   [FrameType.RegisterError, SCOPE_CONNECTION, 2, ANY],
   [FrameType.Unregister, SCOPE_CONNECTION, 0, 0],
-  [FrameType.OpenVc, SCOPE_CIRCUIT, OPEN_VC_FIXED_SIZE, ANY],
+  [FrameType.OpenVc, SCOPE_CIRCUIT, OPEN_VC_FIXED_SIZE, OPEN_VC_FIXED_SIZE + TOKEN_MAC_SIZE],
   [FrameType.VcAccepted, SCOPE_CIRCUIT, VC_ACCEPTED_SIZE, VC_ACCEPTED_SIZE],
   [FrameType.VcRejected, SCOPE_CIRCUIT, 2, ANY],
   [FrameType.Data, SCOPE_CIRCUIT, 0, ANY],
@@ -31,7 +30,7 @@ const rules: Array<[FrameType, number, number, number]> = [
   [FrameType.Ping, SCOPE_CONNECTION, PING_SIZE, PING_SIZE],
   [FrameType.Pong, SCOPE_CONNECTION, PING_SIZE, PING_SIZE],
   [FrameType.GoAway, SCOPE_CONNECTION, 2, ANY],
-  [FrameType.StatusRequest, SCOPE_CONNECTION, 0, ANY],
+  [FrameType.StatusRequest, SCOPE_CONNECTION, 0, TOKEN_MAC_SIZE],
   [FrameType.StatusResponse, SCOPE_CONNECTION, 0, ANY],
 ];
 for (const [type, scope, min, max] of rules) {
@@ -57,11 +56,11 @@ export function headerProblem(type: number, flags: number, reserved: number, vci
     return undefined;
   }
   const name = FrameType[type];
-  if (flags !== 0) return `${name} frame has flags 0x${flags.toString(16).padStart(2, '0')}; version 1 defines none`;
+  if (flags !== 0) return `${name} frame has flags 0x${flags.toString(16).padStart(2, '0')}; this version defines none`;
   if (reserved !== 0) return `${name} frame has reserved field 0x${reserved.toString(16).padStart(4, '0')}; it must be 0`;
   if (scope === SCOPE_CONNECTION && vci !== 0) return `${name} is a connection-level frame but has vci ${vci}`;
   if (scope === SCOPE_CIRCUIT && vci === 0) return `${name} frame has vci 0; it needs a VC id`;
   const min = FRAME_MIN_PAYLOAD[type];
   const max = FRAME_MAX_PAYLOAD[type];
-  return `${name} payload must be ${min === max ? `${min} bytes` : `at least ${min} bytes`}, got ${length}`;
+  return `${name} payload must be ${min === max ? `${min} bytes` : max === ANY ? `at least ${min} bytes` : `${min}-${max} bytes`}, got ${length}`;
 }

@@ -68,7 +68,8 @@ describe('CLI end to end', () => {
     const httpPort = await listening(httpService());
     const { proxyEndpoint, serverEndpoint } = await startChain(config, httpPort);
     expect(proxyEndpoint).toMatch(/^ridp:\/\/127\.0\.0\.1:\d+\/[0-9a-f]{32}$/);
-    expect(serverEndpoint).toMatch(/^ridp:\/\/127\.0\.0\.1:\d+\/[0-9a-f]{32}$/);
+    // The server's endpoint pins the proxy too: clients check its key before they send anything.
+    expect(serverEndpoint).toBe(`ridp://${proxyEndpoint.slice(-32)}@${proxyEndpoint.slice('ridp://'.length, -33)}/${serverEndpoint.slice(-32)}`);
     const connectCli = runCli(['connect', serverEndpoint, '--local', '0'], { config });
     const local = await connectCli.firstLine;
     const localPort = Number(local.split(':').pop());
@@ -115,7 +116,7 @@ describe('CLI end to end', () => {
     // While the proxy is down: each local connection fails with a clear logged error, and connect keeps listening.
     await expect(httpGet(localPort, '/down')).rejects.toThrow();
     await waitFor(() => connectCli.stderr().includes('cannot reach'), 'connect to log the failure');
-    expect(connectCli.stderr()).toMatch(/cannot reach ridp:\/\/127\.0\.0\.1:\d+\/[0-9a-f]{32}: .*(refused|closed|lost)/);
+    expect(connectCli.stderr()).toMatch(/cannot reach ridp:\/\/[0-9a-f]{32}@127\.0\.0\.1:\d+\/[0-9a-f]{32}: .*(refused|closed|lost)/);
     await expect(httpGet(localPort, '/down-again')).rejects.toThrow();
 
     const restarted = runCli(['start', '--listen', `127.0.0.1:${proxyPort}`], { config });
@@ -217,9 +218,15 @@ describe('CLI end to end', () => {
       expect(errorLine(result.stderr)).toBe(`proxy: cannot listen on 127.0.0.1:${port}: the address is already in use`);
     });
 
+    it('refuses a proxy given as a bare host:port, whose key it cannot check, unless told to', async () => {
+      const result = await runToExit(['serve', '--proxy', '127.0.0.1:1', '--forward', '127.0.0.1:2'], isolatedConfig());
+      expect(result.code).not.toBe(0);
+      expect(errorLine(result.stderr)).toMatch(/^proxy: endpoint ridp:\/\/127\.0\.0\.1:1 names no routing id, so the identity of the process at 127\.0\.0\.1:1 cannot be checked/);
+    });
+
     it('rejects an unreachable proxy', async () => {
       const port = await freePort();
-      const result = await runToExit(['serve', '--proxy', `127.0.0.1:${port}`, '--forward', '127.0.0.1:2'], isolatedConfig());
+      const result = await runToExit(['serve', '--proxy', `127.0.0.1:${port}`, '--insecure-any-proxy', '--forward', '127.0.0.1:2'], isolatedConfig());
       expect(result.code).not.toBe(0);
       expect(errorLine(result.stderr)).toBe(`proxy: cannot reach 127.0.0.1:${port}: connection refused`);
     });

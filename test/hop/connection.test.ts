@@ -5,8 +5,9 @@ import { Reason, type RidproxyError } from '../../src/errors.js';
 import { MAX_DATA_FRAME, VirtualCircuit } from '../../src/hop/circuit.js';
 import { HopConnection } from '../../src/hop/connection.js';
 import { Identity } from '../../src/id/identity.js';
-import { FrameType, encodeHeader, encodeHello, encodePreface, encodeProof, proofTranscript } from '../../src/wire/index.js';
+import { FrameType, HELLO_SIZE, encodeHeader, encodePreface } from '../../src/wire/index.js';
 import { socketTo, waitFor } from '../helpers.js';
+import { RawHandshake } from './raw-hop.js';
 
 /** A connected TCP socket pair on 127.0.0.1. */
 async function socketPair(): Promise<{ a: Socket; b: Socket; close(): Promise<void> }> {
@@ -26,9 +27,6 @@ async function socketPair(): Promise<{ a: Socket; b: Socket; close(): Promise<vo
   };
 }
 
-function frame(type: FrameType, vci: number, payload: Buffer): Buffer {
-  return Buffer.concat([encodeHeader(type, vci, payload.length), payload]);
-}
 
 describe('HopConnection', () => {
   const pairs: Array<{ close(): Promise<void> }> = [];
@@ -60,7 +58,7 @@ describe('HopConnection', () => {
     pairs.push(pair);
     const identity = Identity.generate();
     const connecting = HopConnection.establish({ socket: pair.a, identity, initiator: true, keepAliveInterval: 0 });
-    pair.b.write(Buffer.concat([encodePreface(), frame(FrameType.Hello, 0, encodeHello(identity.publicKey, randomBytes(32)))]));
+    pair.b.write(new RawHandshake(identity, 'responder').opening());
     await expect(connecting).rejects.toMatchObject({ code: 'ERR_AUTHENTICATION', message: expect.stringContaining("this process's own public key") });
   });
 
@@ -68,12 +66,12 @@ describe('HopConnection', () => {
     const pair = await socketPair();
     pairs.push(pair);
     const connecting = HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 });
-    const impostor = Identity.generate();
-    const claimed = Identity.generate();
-    const nonce = randomBytes(32);
-    pair.b.write(Buffer.concat([encodePreface(), frame(FrameType.Hello, 0, encodeHello(claimed.publicKey, nonce))]));
-    // Signed with another key than the one claimed.
-    pair.b.write(frame(FrameType.Proof, 0, encodeProof(impostor.sign(proofTranscript(randomBytes(32), nonce, claimed.publicKey)))));
+    const claimed = new RawHandshake(Identity.generate(), 'responder');
+    // Signed over the right transcript, but with another key than the one claimed.
+    const impostor = Object.assign(new RawHandshake(Identity.generate(), 'responder'), { hello: claimed.hello });
+    const theirHello = new Promise<Buffer>((resolve) => pair.b.once('data', (chunk: Buffer) => resolve(chunk.subarray(8 + 12, 8 + 12 + HELLO_SIZE))));
+    pair.b.write(claimed.opening());
+    pair.b.write(impostor.proof(await theirHello));
     await expect(connecting).rejects.toMatchObject({ code: 'ERR_AUTHENTICATION' });
   });
 
@@ -135,6 +133,15 @@ describe('VirtualCircuit', () => {
     }
   }
 
+  it('closes the VC with a protocol reason when the peer grants credit beyond its announced window', async () => {
+    await withCircuit(1000, async (circuit) => {
+      const failed = new Promise<RidproxyError>((resolve) => circuit.once('error', resolve));
+      circuit.write(Buffer.alloc(100));
+      circuit.handleCredit(101);
+      expect(await failed).toMatchObject({ code: 'ERR_PROTOCOL', message: expect.stringContaining('granted credit beyond its announced window of 1000 bytes') });
+    });
+  });
+
   it('closes the VC with a protocol reason when the peer sends beyond the credit it was given', async () => {
     await withCircuit(1024, async (circuit) => {
       const failed = new Promise<RidproxyError>((resolve) => circuit.once('error', resolve));
@@ -153,9 +160,11 @@ describe('VirtualCircuit', () => {
       await new Promise((resolve) => setTimeout(resolve, 20));
       expect(circuit.bytesSent).toBe(1000);
       expect(done).toBe(false);
-      circuit.handleCredit(1500);
-      expect(circuit.bytesSent).toBe(2500);
-      circuit.handleCredit(500);
+      circuit.handleCredit(600);
+      expect(circuit.bytesSent).toBe(1600);
+      circuit.handleCredit(1000);
+      expect(circuit.bytesSent).toBe(2600);
+      circuit.handleCredit(400);
       await waitFor(() => done, 'the parked write to complete');
       expect(circuit.bytesSent).toBe(3000);
     });

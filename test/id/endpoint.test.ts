@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { Endpoint, RoutingId, parseAddress } from '../../src/id/index.js';
 
 const RID = '0123456789abcdef0123456789abcdef';
-const FORM = 'expected ridp://host:port/<32-hex routing id>';
+const FORM = 'expected ridp://host:port/<routing id> or ridp://<proxy routing id>@host:port/<routing id> (routing ids are 32 hex characters)';
 
 function errorOf(fn: () => unknown): { code?: string; message: string } {
   try {
@@ -24,8 +24,8 @@ const portArb = fc.integer({ min: 1, max: 65535 });
 describe('Endpoint', () => {
   it('parse(toString()) round-trips for any host, port and routing id', () => {
     fc.assert(
-      fc.property(hostArb, portArb, ridArb, (host, port, rid) => {
-        const ep = new Endpoint(host, port, rid);
+      fc.property(hostArb, portArb, ridArb, fc.boolean(), (host, port, rid, viaProxy) => {
+        const ep = new Endpoint(host, port, rid, viaProxy && !rid.isNull() ? RoutingId.parse('ab'.repeat(16)) : RoutingId.NULL);
         const s = ep.toString();
         const back = Endpoint.parse(s);
         expect(back.equals(ep)).toBe(true);
@@ -55,6 +55,18 @@ describe('Endpoint', () => {
     expect(Endpoint.parse('10.0.0.1:80').address).toBe('10.0.0.1:80');
     expect(Endpoint.parse(`RIDP://[2001:db8::1]:443/${RID}`).address).toBe('[2001:db8::1]:443');
     expect(Endpoint.parse(`[::1]:9/${RID}`).routingId.toString()).toBe(RID);
+  });
+
+  it('names a pinned proxy before the address, and pins the hop to it (or to the destination when there is none)', () => {
+    const proxyRid = 'cd'.repeat(16);
+    const ep = Endpoint.parse(`ridp://${proxyRid}@h:1/${RID}`);
+    expect([ep.proxyRoutingId.toString(), ep.routingId.toString(), ep.address]).toEqual([proxyRid, RID, 'h:1']);
+    expect(ep.toString()).toBe(`ridp://${proxyRid}@h:1/${RID}`);
+    expect(ep.hopRoutingId.toString()).toBe(proxyRid);
+    expect(Endpoint.parse(`ridp://h:1/${RID}`).hopRoutingId.toString()).toBe(RID);
+    expect(Endpoint.parse('ridp://h:1').hopRoutingId.isNull()).toBe(true);
+    expect(ep.equals(Endpoint.parse(`ridp://h:1/${RID}`))).toBe(false);
+    expect(ep.withRoutingId(RoutingId.parse(proxyRid)).proxyRoutingId.toString()).toBe(proxyRid);
   });
 
   it('equals compares host, port and routing id', () => {
@@ -87,6 +99,9 @@ describe('Endpoint', () => {
     [`ridp://h:80/${RID.slice(0, 31)}x`, /bad routing id "[0-9a-f]{31}x": "x" at position 32 is not a hex digit/],
     [`ridp://h:80/${RID}/more`, /unexpected path "\/more" after the routing id/],
     [`http://h:80/${RID}`, /unknown scheme "http" \(only ridp:\/\/ is supported\)/],
+    [`ridp://abc@h:80/${RID}`, /bad proxy routing id "abc" before "@"/],
+    [`ridp://${'00'.repeat(16)}@h:80/${RID}`, /the proxy routing id before "@" is the null routing id/],
+    [`ridp://${RID}@h:80`, /must name the destination routing id too/],
   ];
   for (const [input, message] of bad) {
     it(`rejects ${JSON.stringify(input)}`, () => {
@@ -100,14 +115,14 @@ describe('Endpoint', () => {
 
   it('quotes very long input only in part', () => {
     const err = errorOf(() => Endpoint.parse(`ridp://h:1/${'z'.repeat(5000)}`));
-    expect(err.message.length).toBeLessThan(400);
+    expect(err.message.length).toBeLessThan(500);
   });
 
   it('rejects bad constructor arguments', () => {
     expect(errorOf(() => new Endpoint('h', 0, RoutingId.NULL)).code).toBe('ERR_INVALID_ENDPOINT');
     expect(errorOf(() => new Endpoint('h', 1.5, RoutingId.NULL)).message).toMatch(/port 1.5 is out of range/);
     expect(errorOf(() => new Endpoint('', 1, RoutingId.NULL)).message).toMatch(/missing host/);
-    expect(errorOf(() => new Endpoint('h', 1, 'x' as unknown as RoutingId)).message).toMatch(/routingId must be a RoutingId/);
+    expect(errorOf(() => new Endpoint('h', 1, 'x' as unknown as RoutingId)).message).toMatch(/routing ids must be RoutingIds/);
   });
 });
 

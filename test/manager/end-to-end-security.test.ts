@@ -15,7 +15,7 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
     const relay = await startRelay(proxy.port, { tap });
     net.defer(() => relay.close());
     await server.proxyListen('main', new Endpoint('127.0.0.1', relay.port, proxy.routingId));
-    return new Endpoint(proxy.host, proxy.port, server.routingId);
+    return new Endpoint(proxy.host, proxy.port, server.routingId, proxy.routingId);
   }
 
   it('shows a recording proxy none of a known 1 MiB plaintext', async () => {
@@ -36,7 +36,7 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
     const client = net.manager();
     const pattern = Buffer.alloc(MiB);
     for (let i = 0; i < pattern.length; i += 64) pattern.write(`ridproxy-known-plaintext-${String(i).padStart(8, '0')}-`.padEnd(64, '#'), i, 'latin1');
-    const flow = await client.dial(new Endpoint('127.0.0.1', clientRelay.port, server.routingId));
+    const flow = await client.dial(new Endpoint('127.0.0.1', clientRelay.port, server.routingId, proxy.routingId));
     flow.end(pattern);
     const echoed = await readAll(flow);
     expect(echoed.equals(pattern)).toBe(true);
@@ -175,6 +175,8 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
     expect((await flow.readMsg()).equals(client.identity.publicKey)).toBe(true);
     const wrong = endpoint.withRoutingId(net.manager().routingId);
     const other = net.manager();
-    await expect(other.dial(wrong)).rejects.toMatchObject({ code: 'ERR_UNKNOWN_DESTINATION' });
+    // The hop pins the process at the address to the routing id dialed: refused before any VC.
+    await expect(other.dial(wrong)).rejects.toMatchObject({ code: 'ERR_AUTHENTICATION', message: expect.stringContaining(`presents routing id ${server.routingId}`) });
+    await expect(other.dial(wrong, { allowUnpinnedProxy: true })).rejects.toMatchObject({ code: 'ERR_UNKNOWN_DESTINATION' });
   });
 });

@@ -20,7 +20,7 @@ describe('PersistentRegistration', () => {
   it('registers again by itself when the proxy comes back on the same address, and stops on close()', async () => {
     const first = await net.proxy();
     const server = net.manager();
-    const persistent = await PersistentRegistration.start(server, 'main', `127.0.0.1:${first.port}`);
+    const persistent = await PersistentRegistration.start(server, 'main', first.endpoint);
     const endpoint = persistent.endpoint;
     const lost = new Promise<Error>((resolve) => persistent.once('lost', resolve));
     const registered = new Promise<{ attempt: number }>((resolve) => persistent.once('registered', resolve));
@@ -28,7 +28,8 @@ describe('PersistentRegistration', () => {
     expect(await lost).toMatchObject({ code: 'ERR_GOING_AWAY' });
     expect(persistent.isRegistered).toBe(false);
 
-    const second = await net.proxy({ port: first.port });
+    // A restarted proxy keeps its identity (its key file), so the endpoint clients pin stays valid.
+    const second = await net.proxy({ port: first.port, identity: first.identity });
     expect((await registered).attempt).toBeGreaterThanOrEqual(1);
     expect(persistent.endpoint).toBe(endpoint);
     expect(second.stats().registrations).toBe(1);
@@ -40,6 +41,6 @@ describe('PersistentRegistration', () => {
 
   it('fails fast when the first registration cannot be made', async () => {
     const server = net.manager();
-    await expect(PersistentRegistration.start(server, 'main', '127.0.0.1:1')).rejects.toMatchObject({ code: 'ERR_UNREACHABLE' });
+    await expect(PersistentRegistration.start(server, 'main', '127.0.0.1:1', { allowUnpinnedProxy: true })).rejects.toMatchObject({ code: 'ERR_UNREACHABLE' });
   });
 });

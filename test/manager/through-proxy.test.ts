@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Endpoint, Manager, type Flow } from '../../src/index.js';
+import { Endpoint, Manager, RoutingId, type Flow } from '../../src/index.js';
 import { useNetwork } from '../fixtures.js';
 import { digestStream, readAll, startRelay, waitFor, writeRandom } from '../helpers.js';
 
@@ -91,7 +91,7 @@ describe('flows through a proxy', () => {
     const transfer = Promise.all([writeRandom(flow, 16 * MiB), digestStream(flow)]);
 
     const nobody = new Manager().routingId.toString();
-    const unknown = `${proxy.endpoint.slice(0, proxy.endpoint.lastIndexOf('/'))}/${nobody}`;
+    const unknown = new Endpoint(proxy.host, proxy.port, RoutingId.parse(nobody), proxy.routingId).toString();
     const error = await client.dial(unknown).catch((err: unknown) => err);
     expect(error).toMatchObject({ code: 'ERR_UNKNOWN_DESTINATION' });
     expect((error as Error).message).toContain(nobody);
@@ -116,7 +116,7 @@ describe('flows through a proxy', () => {
       }
     })();
     const client = net.manager();
-    const serverEndpoint = new Endpoint(proxy.host, proxy.port, server.routingId);
+    const serverEndpoint = new Endpoint(proxy.host, proxy.port, server.routingId, proxy.routingId);
     const flows = await Promise.all([1, 2, 3].map(() => client.dial(serverEndpoint)));
     for (const flow of flows) flow.write('hello');
     await waitFor(() => proxy.stats().bytesForwarded >= 15, 'the flows to reach the server');

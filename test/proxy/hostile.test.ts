@@ -15,15 +15,14 @@ import {
   decodeReason,
   encodeCredit,
   encodeHeader,
-  encodeHello,
   encodeOpenVc,
   encodePreface,
-  encodeProof,
+  OPEN_VC_FIXED_SIZE,
   payloadOf,
-  proofTranscript,
   type Frame,
 } from '../../src/wire/index.js';
 import { socketTo } from '../helpers.js';
+import { RawHandshake } from '../hop/raw-hop.js';
 
 const CASES = 10_000;
 const CONCURRENCY = 24;
@@ -101,13 +100,12 @@ class RawPeer {
   }
 
   async handshake(identity: Identity): Promise<void> {
-    const nonce = randomBytes(32);
-    this.socket.write(Buffer.concat([encodePreface(), frame(FrameType.Hello, 0, encodeHello(identity.publicKey, nonce))]));
+    const own = new RawHandshake(identity, 'initiator');
+    this.socket.write(own.opening());
     await until(() => this.frames.some((f) => f.type === FrameType.Hello) || this.socket.destroyed);
     const hello = this.frames.find((f) => f.type === FrameType.Hello);
     if (!hello) throw new Error('proxy sent no hello');
-    const peerNonce = payloadOf(hello).subarray(32, 64);
-    this.socket.write(frame(FrameType.Proof, 0, encodeProof(identity.sign(proofTranscript(peerNonce, nonce, identity.publicKey)))));
+    this.socket.write(own.proof(payloadOf(hello)));
     await until(() => this.frames.some((f) => f.type === FrameType.Proof) || this.socket.destroyed);
   }
 
@@ -159,7 +157,10 @@ async function runCase(proxy: Proxy, sink: RoutingId, testCase: HostileCase): Pr
       await peer.handshake(identity);
       switch (testCase.kind) {
         case 'truncatedFrame':
-          send(Buffer.concat([encodeHeader(testCase.type, testCase.type === FrameType.Register ? 0 : 1, testCase.announced), randomBytes(testCase.sent)]));
+          // Within the type's length limits, so that the cut (not the header) is what the proxy meets.
+          const announced = testCase.type === FrameType.OpenVc ? OPEN_VC_FIXED_SIZE + 32 : testCase.type === FrameType.Register ? 32 : testCase.announced;
+          const sent = Math.min(testCase.sent, announced - 1);
+          send(Buffer.concat([encodeHeader(testCase.type, testCase.type === FrameType.Register ? 0 : 1, announced), randomBytes(sent)]));
           peer.socket.end();
           break;
         case 'oversizeLength': {

@@ -1,12 +1,12 @@
-import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HopConnection } from '../../src/hop/connection.js';
 import { Identity } from '../../src/id/identity.js';
 import { Link } from '../../src/manager/link.js';
 import { Proxy } from '../../src/proxy/proxy.js';
 import type { VirtualCircuit } from '../../src/hop/circuit.js';
-import { FrameDecoder, FrameType, encodeHeader, encodeHello, encodePreface, payloadOf, decodeReason, type Frame } from '../../src/wire/index.js';
+import { FrameDecoder, FrameType, encodeHeader, payloadOf, decodeReason, type Frame } from '../../src/wire/index.js';
 import { activeResources, delay, digestStream, expectNoLeaks, socketTo, waitFor, writeRandom } from '../helpers.js';
+import { RawHandshake } from '../hop/raw-hop.js';
 
 const MiB = 1 << 20;
 
@@ -128,8 +128,7 @@ describe('proxy routing of VCs', () => {
     const frames: Frame[] = [];
     const decoder = new FrameDecoder({ onPreface: () => undefined, onFrame: (frame) => frames.push(frame) });
     socket.on('data', (chunk: Buffer) => decoder.push(chunk));
-    const hello = encodeHello(victim.publicKey, randomBytes(32));
-    socket.write(Buffer.concat([encodePreface(), encodeHeader(FrameType.Hello, 0, hello.length), hello]));
+    socket.write(new RawHandshake(victim, 'initiator').opening());
     await waitFor(() => frames.length >= 2, "the proxy's hello and proof");
     // Without the victim's private key the best an impostor can send is a signature by another key.
     const forged = Identity.generate().sign(Buffer.from('anything'));

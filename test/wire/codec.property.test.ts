@@ -19,7 +19,7 @@ const VC_TYPES = [FrameType.OpenVc, FrameType.VcAccepted, FrameType.VcRejected, 
 
 /** Payload lengths each type allows: [min, max] with max undefined where only maxPayload bounds it. */
 const LENGTHS: Partial<Record<FrameType, [number, number?]>> = {
-  [FrameType.Hello]: [64, 64],
+  [FrameType.Hello]: [96, 96],
   [FrameType.Proof]: [64, 64],
   [FrameType.RegisterOk]: [0, 0],
   [FrameType.Unregister]: [0, 0],
@@ -27,7 +27,9 @@ const LENGTHS: Partial<Record<FrameType, [number, number?]>> = {
   [FrameType.VcRejected]: [2],
   [FrameType.CloseVc]: [2],
   [FrameType.GoAway]: [2],
-  [FrameType.OpenVc]: [68],
+  [FrameType.OpenVc]: [68, 100],
+  [FrameType.Register]: [0, 32],
+  [FrameType.StatusRequest]: [0, 32],
   [FrameType.VcAccepted]: [36, 36],
   [FrameType.Credit]: [4, 4],
   [FrameType.Ping]: [8, 8],
@@ -135,7 +137,7 @@ describe('frame codec (property)', () => {
         for (const c of chunks) decoder.push(c);
 
         expect(decoder.bufferedBytes).toBe(0);
-        expect(prefaces).toEqual(withPreface ? [{ minVersion: 1, maxVersion: 1, version: 1 }] : []);
+        expect(prefaces).toEqual(withPreface ? [{ minVersion: 2, maxVersion: 2, version: 2 }] : []);
         expect(frames.length).toBe(specs.length);
         // Walk chunks and payloads together: each part must be a view into the one chunk holding
         // that stretch of the payload (checked without expect() per part, which is slow).

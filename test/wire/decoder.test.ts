@@ -57,7 +57,7 @@ describe('FrameDecoder', () => {
     const data = Buffer.alloc(300 * 1024, 0xab);
     const chunk = Buffer.concat([encodePreface(), ...encodeFrame(FrameType.Data, 7, data), ...encodeFrame(FrameType.RegisterOk, 0)]);
     decoder.push(chunk);
-    expect(prefaces).toEqual([{ minVersion: 1, maxVersion: 1, version: 1 }]);
+    expect(prefaces).toEqual([{ minVersion: 2, maxVersion: 2, version: 2 }]);
     expect(frames.map((f) => [f.type, f.vci, f.length])).toEqual([
       [FrameType.Data, 7, data.length],
       [FrameType.RegisterOk, 0, 0],
@@ -154,13 +154,14 @@ describe('FrameDecoder', () => {
     it('negotiates the highest common version', () => {
       const { decoder, prefaces } = make();
       decoder.push(rawPreface(1, 5));
-      expect(prefaces).toEqual([{ minVersion: 1, maxVersion: 5, version: 1 }]);
+      expect(prefaces).toEqual([{ minVersion: 1, maxVersion: 5, version: 2 }]);
     });
 
-    it('rejects a range without version 1', () => {
-      const err = failure(rawPreface(2, 3), {});
+    it('rejects a range without version 2, such as version 1 alone', () => {
+      const err = failure(rawPreface(1, 1), {});
       expect(err.code).toBe('ERR_UNSUPPORTED_VERSION');
-      expect(err.message).toBe('no common protocol version: the peer speaks versions 2-3, this side speaks version 1');
+      expect(err.message).toBe('no common protocol version: the peer speaks version 1, this side speaks version 2');
+      expect(failure(rawPreface(3, 4), {}).message).toBe('no common protocol version: the peer speaks versions 3-4, this side speaks version 2');
     });
 
     it('rejects an empty or zero-based range as a bad preface', () => {
@@ -177,15 +178,15 @@ describe('FrameDecoder', () => {
     const cases: Array<[string, Buffer, RegExp]> = [
       ['unknown type', rawHeader(0x7f, 0, 0), /^unknown frame type 0x7f$/],
       ['type 0', rawHeader(0x00, 0, 0), /^unknown frame type 0x00$/],
-      ['nonzero flags', rawHeader(FrameType.Data, 1, 0, 0x01), /^Data frame has flags 0x01; version 1 defines none$/],
+      ['nonzero flags', rawHeader(FrameType.Data, 1, 0, 0x01), /^Data frame has flags 0x01; this version defines none$/],
       ['nonzero reserved', rawHeader(FrameType.Ping, 0, 8, 0, 0x0100), /^Ping frame has reserved field 0x0100; it must be 0$/],
       ['connection frame with a vci', rawHeader(FrameType.GoAway, 3, 2), /^GoAway is a connection-level frame but has vci 3$/],
       ['VC frame without a vci', rawHeader(FrameType.Data, 0, 1), /^Data frame has vci 0; it needs a VC id$/],
       ['short Ping', rawHeader(FrameType.Ping, 0, 7), /^Ping payload must be 8 bytes, got 7$/],
-      ['long Hello', rawHeader(FrameType.Hello, 0, 65), /^Hello payload must be 64 bytes, got 65$/],
+      ['long Hello', rawHeader(FrameType.Hello, 0, 65), /^Hello payload must be 96 bytes, got 65$/],
       ['empty Credit', rawHeader(FrameType.Credit, 1, 0), /^Credit payload must be 4 bytes, got 0$/],
       ['RegisterOk with payload', rawHeader(FrameType.RegisterOk, 0, 1), /^RegisterOk payload must be 0 bytes, got 1$/],
-      ['truncated OpenVc', rawHeader(FrameType.OpenVc, 1, 67), /^OpenVc payload must be at least 68 bytes, got 67$/],
+      ['truncated OpenVc', rawHeader(FrameType.OpenVc, 1, 67), /^OpenVc payload must be 68-100 bytes, got 67$/],
       ['truncated CloseVc', rawHeader(FrameType.CloseVc, 1, 1), /^CloseVc payload must be at least 2 bytes, got 1$/],
     ];
     for (const [name, header, message] of cases) {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Reason } from '../../src/errors.js';
-import { Identity, RoutingId } from '../../src/id/index.js';
+import { RoutingId } from '../../src/id/index.js';
 import {
   FrameType,
   MAX_REASON_MESSAGE,
@@ -31,7 +31,6 @@ import {
   encodeWindow,
   frameTypeName,
   negotiateVersion,
-  proofTranscript,
 } from '../../src/wire/index.js';
 
 function code(fn: () => unknown): string | undefined {
@@ -45,7 +44,7 @@ function code(fn: () => unknown): string | undefined {
 
 describe('byte layout (the vectors in docs/protocol.md)', () => {
   it('preface', () => {
-    expect(encodePreface().toString('hex')).toBe('5249445000010001');
+    expect(encodePreface().toString('hex')).toBe('5249445000020002');
     expect(encodePreface(1, 3).toString('hex')).toBe('5249445000010003');
   });
 
@@ -58,42 +57,41 @@ describe('byte layout (the vectors in docs/protocol.md)', () => {
   it('payloads', () => {
     expect(encodeReason(Reason.UnknownDestination, 'no').toString('hex')).toBe('00016e6f');
     expect(encodeWindow(65536).toString('hex')).toBe('00010000');
-    const open = encodeOpenVc({ dst: RoutingId.parse('11'.repeat(16)), src: RoutingId.parse('22'.repeat(16)), srcPublicKey: Buffer.alloc(32, 0x33), window: 0x01020304, token: 't' });
-    expect(open.toString('hex')).toBe('11'.repeat(16) + '22'.repeat(16) + '33'.repeat(32) + '01020304' + '74');
-  });
-
-  it('proof transcript', () => {
-    const t = proofTranscript(Buffer.alloc(32, 1), Buffer.alloc(32, 2), Buffer.alloc(32, 3));
-    expect(t.length).toBe(116);
-    expect(t.subarray(0, 20).toString('latin1')).toBe('ridproxy/1 hop proof');
-    expect(t.subarray(20).equals(Buffer.concat([Buffer.alloc(32, 1), Buffer.alloc(32, 2), Buffer.alloc(32, 3)]))).toBe(true);
+    const open = encodeOpenVc({
+      dst: RoutingId.parse('11'.repeat(16)),
+      src: RoutingId.parse('22'.repeat(16)),
+      srcPublicKey: Buffer.alloc(32, 0x33),
+      window: 0x01020304,
+      tokenMac: Buffer.alloc(32, 0x74),
+    });
+    expect(open.toString('hex')).toBe('11'.repeat(16) + '22'.repeat(16) + '33'.repeat(32) + '01020304' + '74'.repeat(32));
+    expect(encodeHello(Buffer.alloc(32, 1), Buffer.alloc(32, 2), Buffer.alloc(32, 3)).toString('hex')).toBe('01'.repeat(32) + '02'.repeat(32) + '03'.repeat(32));
   });
 });
 
 describe('message round trips', () => {
   it('Hello, copied out of the frame', () => {
     const publicKey = randomBytes(32);
+    const ephemeralKey = randomBytes(32);
     const nonce = randomBytes(32);
-    const payload = encodeHello(publicKey, nonce);
+    const payload = encodeHello(publicKey, ephemeralKey, nonce);
     const hello = decodeHello(payload);
-    expect(hello.publicKey.equals(publicKey) && hello.nonce.equals(nonce)).toBe(true);
+    expect(hello.publicKey.equals(publicKey) && hello.ephemeralKey.equals(ephemeralKey) && hello.nonce.equals(nonce) && hello.bytes.equals(payload)).toBe(true);
     expect(hello.publicKey.buffer).not.toBe(payload.buffer);
   });
 
-  it('Proof signs and verifies over the transcript', () => {
-    const a = Identity.generate();
-    const peerNonce = randomBytes(32);
-    const ownNonce = randomBytes(32);
-    const sig = decodeProof(encodeProof(a.sign(proofTranscript(peerNonce, ownNonce, a.publicKey))));
-    expect(Identity.verify(a.publicKey, proofTranscript(peerNonce, ownNonce, a.publicKey), sig)).toBe(true);
-    // Swapped nonces (a proof replayed in the other direction) do not verify.
-    expect(Identity.verify(a.publicKey, proofTranscript(ownNonce, peerNonce, a.publicKey), sig)).toBe(false);
+  it('Proof is the signature', () => {
+    const sig = randomBytes(64);
+    expect(decodeProof(encodeProof(sig)).equals(sig)).toBe(true);
   });
 
-  it('Register and StatusRequest tokens', () => {
-    expect(decodeRegister(encodeRegister('secret')).toString()).toBe('secret');
+  it('Register and StatusRequest carry a 32-byte token MAC or nothing', () => {
+    const mac = randomBytes(32);
+    expect(decodeRegister(encodeRegister(mac)).equals(mac)).toBe(true);
     expect(decodeRegister(encodeRegister()).length).toBe(0);
-    expect(decodeStatusRequest(encodeStatusRequest(Buffer.from([1, 2]))).equals(Buffer.from([1, 2]))).toBe(true);
+    expect(decodeStatusRequest(encodeStatusRequest(mac)).equals(mac)).toBe(true);
+    expect(code(() => decodeRegister(Buffer.from('secret')))).toBe('ERR_PROTOCOL');
+    expect(code(() => encodeRegister(Buffer.alloc(6)))).toBe('RangeError');
   });
 
   it('StatusResponse', () => {
@@ -126,14 +124,14 @@ describe('message round trips', () => {
         fc.uint8Array({ minLength: 16, maxLength: 16 }),
         fc.uint8Array({ minLength: 32, maxLength: 32 }),
         fc.integer({ min: 0, max: 0xffffffff }),
-        fc.option(fc.uint8Array({ maxLength: 64 }), { nil: undefined }),
-        (dst, src, key, window, token) => {
+        fc.option(fc.uint8Array({ minLength: 32, maxLength: 32 }), { nil: undefined }),
+        (dst, src, key, window, mac) => {
           const open = decodeOpenVc(
-            encodeOpenVc({ dst: RoutingId.fromBytes(dst), src: RoutingId.fromBytes(src), srcPublicKey: Buffer.from(key), window, token: token && Buffer.from(token) }),
+            encodeOpenVc({ dst: RoutingId.fromBytes(dst), src: RoutingId.fromBytes(src), srcPublicKey: Buffer.from(key), window, tokenMac: mac && Buffer.from(mac) }),
           );
           expect(open.dst.bytes.equals(dst) && open.src.bytes.equals(src) && open.srcPublicKey.equals(key)).toBe(true);
           expect(open.window).toBe(window);
-          expect(open.token.equals(Buffer.from(token ?? []))).toBe(true);
+          expect(open.tokenMac.equals(Buffer.from(mac ?? []))).toBe(true);
         },
       ),
     );
@@ -164,7 +162,7 @@ describe('message round trips', () => {
 
 describe('malformed payloads', () => {
   const cases: Array<[string, () => unknown, RegExp]> = [
-    ['short Hello', () => decodeHello(Buffer.alloc(63)), /^malformed Hello frame: payload must be 64 bytes, got 63$/],
+    ['short Hello', () => decodeHello(Buffer.alloc(63)), /^malformed Hello frame: payload must be 96 bytes, got 63$/],
     ['long Proof', () => decodeProof(Buffer.alloc(65)), /^malformed Proof frame: payload must be 64 bytes, got 65$/],
     ['truncated OpenVc', () => decodeOpenVc(Buffer.alloc(67)), /^malformed OpenVc frame: payload must be at least 68 bytes, got 67$/],
     ['empty reason', () => decodeReason(Buffer.alloc(1), FrameType.GoAway), /^malformed GoAway frame: payload must be at least 2 bytes, got 1$/],
@@ -192,13 +190,13 @@ describe('encoder argument checks (bugs in the caller: RangeError)', () => {
     ['fractional length', () => encodeHeader(FrameType.Data, 1, 1.5)],
     ['empty version range', () => encodePreface(2, 1)],
     ['version 0', () => encodePreface(0, 1)],
-    ['short public key', () => encodeHello(Buffer.alloc(31), Buffer.alloc(32))],
+    ['short public key', () => encodeHello(Buffer.alloc(31), Buffer.alloc(32), Buffer.alloc(32))],
     ['short signature', () => encodeProof(Buffer.alloc(63))],
     ['zero credit', () => encodeCredit(0)],
     ['window over u32', () => encodeWindow(2 ** 32)],
     ['reason over u16', () => encodeReason(0x10000)],
     ['short ping', () => encodePing(Buffer.alloc(7))],
-    ['short nonce in transcript', () => proofTranscript(Buffer.alloc(31), Buffer.alloc(32), Buffer.alloc(32))],
+    ['short nonce in Hello', () => encodeHello(Buffer.alloc(32), Buffer.alloc(32), Buffer.alloc(31))],
   ];
   for (const [name, fn] of cases) {
     it(`rejects ${name}`, () => {

@@ -16,24 +16,26 @@ interface ConnectOptions extends CommonOptions {
   stdio?: boolean;
   identity?: string;
   dialToken?: string;
+  insecureAnyProxy?: boolean;
 }
 
 export function registerConnect(program: Command): void {
   const command = program
     .command('connect')
     .description('Reach a service exported with `proxy serve`: each local TCP connection (or stdin/stdout) becomes a flow to it, all on one VC.')
-    .argument('<endpoint>', 'the endpoint `proxy serve` printed (ridp://host:port/<rid>)')
+    .argument('<endpoint>', 'the endpoint `proxy serve` printed (ridp://<proxy rid>@host:port/<rid>): the proxy and the server must each prove their routing id')
     .option('--local <[host:]port>', 'accept local TCP connections here (host defaults to 127.0.0.1)')
     .option('--stdio', 'carry one flow on stdin/stdout, e.g. for ssh -o ProxyCommand')
     .option('--identity <file>', 'identity to dial with (default: a new one for this run)')
-    .option('--dial-token <secret>', "the proxy's dial token, if it requires one")
+    .option('--dial-token <secret>', "the proxy's dial token, if it requires one (sent only as a MAC bound to the connection)")
+    .option('--insecure-any-proxy', "accept whatever process answers at an endpoint that does not name the proxy's routing id (its key is not checked: the end-to-end check of the server still holds, but an impostor proxy could attack a dial token offline)")
     .addHelpText(
       'after',
       `
 Examples:
-  $ npx proxy connect ridp://203.0.113.7:8100/4f1c... --local 9000
+  $ npx proxy connect ridp://9a0c...@203.0.113.7:8100/4f1c... --local 9000
   127.0.0.1:9000        <- point your client here
-  $ ssh -o ProxyCommand='npx proxy connect ridp://203.0.113.7:8100/4f1c... --stdio' user@anything`,
+  $ ssh -o ProxyCommand='npx proxy connect ridp://9a0c...@203.0.113.7:8100/4f1c... --stdio' user@anything`,
     );
   addCommonOptions(command).action(async (endpointText: string, options: ConnectOptions) => {
     const endpoint = Endpoint.parse(endpointText);
@@ -47,7 +49,7 @@ Examples:
     const identity = options.identity ? await loadIdentity(options.identity) : undefined;
     const manager = new Manager({ identity });
     try {
-      const dial = (): Promise<Flow> => manager.dial(endpoint, { token: options.dialToken });
+      const dial = (): Promise<Flow> => manager.dial(endpoint, { token: options.dialToken, allowUnpinnedProxy: options.insecureAnyProxy });
       if (options.stdio) await connectStdio(dial, endpoint, log);
       else await connectLocal(dial, endpoint, options.local!, log);
     } finally {

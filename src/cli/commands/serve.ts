@@ -14,17 +14,19 @@ interface ServeOptions extends CommonOptions {
   forward: string;
   identity?: string;
   token?: string;
+  insecureAnyProxy?: boolean;
 }
 
 export function registerServe(program: Command): void {
   const command = program
     .command('serve')
     .description('Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself whenever the proxy comes back.')
-    .requiredOption('--proxy <endpoint>', 'the endpoint `proxy start` printed (ridp://host:port/<rid>, or host:port)')
+    .requiredOption('--proxy <endpoint>', 'the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent')
     .requiredOption('--forward <host:port>', 'the local service each incoming flow is connected to')
     .option('--identity <file>', `this server's identity; its routing ID is the address clients dial (default: ${defaultIdentityPath()}, created on first use)`)
-    .option('--token <secret>', "the proxy's registration token, if it requires one")
-    .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
+    .option('--token <secret>', "the proxy's registration token, if it requires one (sent only as a MAC bound to the connection)")
+    .option('--insecure-any-proxy', 'accept whatever process answers at a --proxy host:port that names no routing id (its key is not checked: an impostor could take over, and attack a token offline)')
+    .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
   addCommonOptions(command).action(async (options: ServeOptions) => {
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const proxy = Endpoint.parse(options.proxy);
@@ -33,10 +35,12 @@ export function registerServe(program: Command): void {
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new identity');
     const manager = new Manager({ identity });
-    manager.on('vcError', (err, { remoteRoutingId }) => log.warn({ peer: remoteRoutingId, reason: describe(err), code: err.code }, 'refused a VC'));
+    manager.on('vcError', (err, { claimedRoutingId, remoteRoutingId }) =>
+      log.warn({ peer: remoteRoutingId, claimedPeer: claimedRoutingId, reason: describe(err), code: err.code }, 'refused a VC'),
+    );
     let registration: PersistentRegistration;
     try {
-      registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: options.token });
+      registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: options.token, allowUnpinnedProxy: options.insecureAnyProxy });
     } catch (err) {
       await manager.close();
       throw err;

@@ -24,6 +24,7 @@ interface StartOptions extends CommonOptions {
   identity?: string;
   token?: string;
   dialToken?: string;
+  statusToken?: string;
   allowFile?: string;
   drainTimeout: number;
   maxConnections: number;
@@ -43,8 +44,9 @@ export function registerStart(program: Command): void {
     .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM.')
     .option('--listen <host:port>', 'address to accept connections on (use 0.0.0.0:8100 to accept from other machines)', '127.0.0.1:8100')
     .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (default: ${defaultProxyIdentityPath()}, created on first use)`)
-    .option('--token <secret>', 'require this token from servers that register, and from `proxy status`')
+    .option('--token <secret>', 'require this token from servers that register (`proxy serve --token`)')
     .option('--dial-token <secret>', 'require this token from clients that open VCs (`proxy connect --dial-token`)')
+    .option('--status-token <secret>', 'answer `proxy status --token` with this token; with another token set and no status token, status is off')
     .option('--allow-file <file>', 'only routing IDs listed in this file (one per line, # comments) may register')
     .addOption(new Option('--drain-timeout <ms>', 'on SIGINT/SIGTERM, how long open VCs may finish before they are cut').argParser(positiveInteger).default(5000))
     .addOption(limit('--max-connections <n>', 'hop connections held at once, handshaking ones included', DEFAULT_MAX_CONNECTIONS))
@@ -72,6 +74,7 @@ export function registerStart(program: Command): void {
         identity,
         registrationToken: options.token,
         dialToken: options.dialToken,
+        statusToken: options.statusToken,
         registrationAllowList: allowList,
         maxConnections: options.maxConnections,
         maxConnectionsPerAddress: options.maxConnectionsPerAddress,
@@ -91,7 +94,7 @@ export function registerStart(program: Command): void {
     }
     process.stdout.write(`${proxy.endpoint}\n`);
     log.info(
-      { endpoint: proxy.endpoint, routingId: proxy.routingId.toString(), token: options.token !== undefined, dialToken: options.dialToken !== undefined, allowList: allowList?.size },
+      { endpoint: proxy.endpoint, routingId: proxy.routingId.toString(), token: options.token !== undefined, dialToken: options.dialToken !== undefined, statusToken: options.statusToken !== undefined, allowList: allowList?.size },
       'proxy listening',
     );
 

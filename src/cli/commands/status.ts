@@ -6,12 +6,13 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description("Show a proxy's registered servers (routing IDs), VC counts, bytes each way and uptime.")
-    .argument('<proxy-endpoint>', 'the endpoint `proxy start` printed, or host:port')
-    .option('--token <secret>', "the proxy's token, if it has one (required then)")
+    .argument('<proxy-endpoint>', 'the endpoint `proxy start` printed (ridp://host:port/<rid>): the proxy must prove that routing id')
+    .option('--token <secret>', "the proxy's status token (`proxy start --status-token`), if it has one (sent only as a MAC bound to the connection)")
+    .option('--insecure-any-proxy', 'accept whatever process answers at a host:port that names no routing id (its key is not checked)')
     .option('--json', 'print the report as JSON')
     .addHelpText('after', '\nExample:\n  $ npx proxy status ridp://127.0.0.1:8100/9a0c...')
-    .action(async (endpoint: string, options: { token?: string; json?: boolean }) => {
-      const report = await queryProxyStatus(endpoint, { token: options.token });
+    .action(async (endpoint: string, options: { token?: string; json?: boolean; insecureAnyProxy?: boolean }) => {
+      const report = await queryProxyStatus(endpoint, { token: options.token, allowUnpinnedProxy: options.insecureAnyProxy });
       process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
     });
 }
