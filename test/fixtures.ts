@@ -36,3 +36,14 @@ export function useNetwork(options: { checkLeaks?: boolean } = {}): {
     },
   };
 }
+
+/** Echoes every accepted flow back to its sender until the manager stops. */
+export function serveEcho(manager: Manager): void {
+  void (async () => {
+    for await (const flow of manager) {
+      // Flows still open when the test closes its managers end with ERR_MANAGER_CLOSED.
+      flow.on('error', () => undefined);
+      flow.pipe(flow);
+    }
+  })();
+}

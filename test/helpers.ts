@@ -112,7 +112,19 @@ export interface RelayOptions {
   tap?: Tap;
   /** Forward only this many bytes in one direction, then a bare FIN: a stream cut short, not reset. */
   endAfter?: { direction: Direction; bytes: number };
+  /**
+   * Forward this many bytes in one direction, then, once the sender goes past them (or ends),
+   * inflict `fault` on the connection: a network or peer failing at that exact moment.
+   */
+  faultAfter?: { direction: Direction; bytes: number; fault: Fault; onFault?: (sockets: { inbound: Socket; outbound: Socket }) => void };
 }
+
+/**
+ * What a relay does to a connection at its fault point, toward the side that stops hearing:
+ * reset both ends; half-close (FIN) and keep passing the other direction; stall (pass nothing
+ * more, keep the connection open); or send one random byte and then reset.
+ */
+export type Fault = 'reset' | 'halfClose' | 'stall' | 'garbage';
 
 export interface Relay {
   port: number;
@@ -127,33 +139,61 @@ export interface Relay {
  * other direction keeps flowing, and it slows a writer down to its reader's pace rather than
  * buffering without bound.
  */
-export async function startRelay(port: number, { tap = (_, chunk) => chunk, endAfter }: RelayOptions = {}): Promise<Relay> {
+export async function startRelay(port: number, { tap = (_, chunk) => chunk, endAfter, faultAfter }: RelayOptions = {}): Promise<Relay> {
   const sockets = new Set<Socket>();
-  const forward = (from: Socket, to: Socket, direction: Direction): void => {
+  /** `held` is a stalled connection's receiving side: nothing its peer does may close it. */
+  const forward = (from: Socket, to: Socket, direction: Direction, held: Set<Socket>): void => {
     let allowance = endAfter?.direction === direction ? endAfter.bytes : Infinity;
+    const fault = faultAfter?.direction === direction ? faultAfter : undefined;
+    let beforeFault = fault?.bytes ?? Infinity;
+    let faulted = false;
+    const inflict = (): void => {
+      faulted = true;
+      from.resume();
+      fault!.onFault?.({ inbound: direction === 'toTarget' ? from : to, outbound: direction === 'toTarget' ? to : from });
+      if (fault!.fault === 'reset') {
+        to.resetAndDestroy();
+        from.resetAndDestroy();
+      } else if (fault!.fault === 'garbage') {
+        to.write(randomBytes(1), () => {
+          to.resetAndDestroy();
+          from.resetAndDestroy();
+        });
+      } else if (fault!.fault === 'halfClose') {
+        to.end();
+      } else {
+        held.add(to);
+      }
+    };
     from.on('data', (chunk: Buffer) => {
-      // What the sender writes after the FIN is lost, as on a connection cut short.
-      if (allowance === 0) return;
-      const passing = chunk.subarray(0, allowance);
+      // What the sender writes after the FIN (or the fault) is lost, as on a connection cut short.
+      if (allowance === 0 || faulted) return;
+      const passing = chunk.subarray(0, Math.min(allowance, beforeFault));
       allowance -= passing.length;
+      beforeFault -= passing.length;
       if (allowance === 0) to.end(tap(direction, passing));
-      else if (!to.write(tap(direction, passing))) from.pause();
+      else if (passing.length > 0 && !to.write(tap(direction, passing))) from.pause();
+      // The fault waits for the byte after its point, so the target has handled what came before.
+      if (passing.length < chunk.length && beforeFault === 0) inflict();
     });
     to.on('drain', () => from.resume());
-    from.on('end', () => to.end());
+    from.on('end', () => {
+      if (beforeFault === 0 && !faulted) inflict();
+      if (!faulted) to.end();
+    });
   };
   const server = createServer({ allowHalfOpen: true }, (inbound) => {
     const outbound = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const held = new Set<Socket>();
     for (const socket of [inbound, outbound]) {
       sockets.add(socket);
       socket.on('close', () => sockets.delete(socket));
       socket.on('error', () => {
-        inbound.destroy();
-        outbound.destroy();
+        for (const end of [inbound, outbound]) if (end === socket || !held.has(end)) end.destroy();
       });
     }
-    forward(inbound, outbound, 'toTarget');
-    forward(outbound, inbound, 'fromTarget');
+    forward(inbound, outbound, 'toTarget', held);
+    forward(outbound, inbound, 'fromTarget', held);
   });
   const relayPort = await listenOnLoopback(server);
   const cut = (): void => {

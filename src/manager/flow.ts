@@ -90,10 +90,17 @@ export class Flow extends YamuxStream {
         cleanup();
         reject(err);
       };
+      // A flow destroyed without an error (its manager closed) emits neither 'end' nor 'error',
+      // only 'close': without this a pending readMsg would wait forever.
+      const onClose = (): void => {
+        cleanup();
+        reject(this.errored ?? new ManagerError('ERR_END_OF_FLOW', 'flow was closed before a complete message arrived'));
+      };
       const cleanup = (): void => {
         this.off('readable', attempt);
         this.off('end', finishEnded);
         this.off('error', onError);
+        this.off('close', onClose);
       };
       if (this.errored) {
         reject(this.errored);
@@ -103,9 +110,14 @@ export class Flow extends YamuxStream {
         reject(new ManagerError('ERR_END_OF_FLOW', 'flow ended before another message arrived'));
         return;
       }
+      if (this.destroyed) {
+        reject(new ManagerError('ERR_END_OF_FLOW', 'flow was closed before another message arrived'));
+        return;
+      }
       this.on('readable', attempt);
       this.on('end', finishEnded);
       this.on('error', onError);
+      this.on('close', onClose);
       attempt();
     });
   }

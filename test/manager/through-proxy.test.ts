@@ -1,20 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { Endpoint, Manager, RoutingId, type Flow } from '../../src/index.js';
-import { useNetwork } from '../fixtures.js';
+import { serveEcho, useNetwork } from '../fixtures.js';
 import { digestStream, readAll, startRelay, waitFor, writeRandom } from '../helpers.js';
 
 const MiB = 1 << 20;
-
-/** Echoes every accepted flow back to its sender until the manager stops. */
-function serveEcho(manager: Manager): void {
-  void (async () => {
-    for await (const flow of manager) {
-      // Flows still open when the test closes its managers end with ERR_MANAGER_CLOSED.
-      flow.on('error', () => undefined);
-      flow.pipe(flow);
-    }
-  })();
-}
 
 describe('flows through a proxy', () => {
   const net = useNetwork({ checkLeaks: true });
