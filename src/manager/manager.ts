@@ -38,8 +38,17 @@ export interface ManagerOptions {
   vcIdleTimeout?: number;
   /** Milliseconds a hop connection with no VCs and no registration stays open. */
   linkIdleTimeout?: number;
-  /** Incoming flows waiting for `accept`; past it new flows are reset. */
+  /** Incoming flows waiting for `accept`, across all VCs; past it new flows are reset. Default 1024. */
   acceptBacklog?: number;
+  /**
+   * Bytes that the flows waiting for `accept` on one VC may hold together, default 4 MiB. yamux
+   * lets the peer send 256 KiB on each flow it opens before anyone reads it; a flow whose data
+   * would pass this budget is reset (the opener sees ERR_STREAM_RESET), so a peer opening flows
+   * that are never accepted cannot make this process hold more. Accepted flows do not count.
+   */
+  pendingAcceptBudget?: number;
+  /** Flows waiting for `accept` on one VC; past it the VC's new flows are reset. Default 1024. */
+  maxPendingAccept?: number;
   /**
    * Decides, after the peer proved its key end to end, whether to accept a VC it opened to
    * this process (allow-lists by routing ID or key). Refused peers get ERR_UNAUTHORIZED.
@@ -127,7 +136,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   /** Resolves once close() has finished. */
   readonly closed: Promise<void>;
 
-  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow' | 'authorize'>> & Pick<ManagerOptions, 'streamWindow' | 'authorize'>;
+  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>> &
+    Pick<ManagerOptions, 'streamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>;
   private readonly links = new Map<string, Promise<Link>>();
   private readonly allLinks = new Set<Link>();
   private readonly inboundSockets = new Set<Socket>();
@@ -157,6 +167,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       vcIdleTimeout: options.vcIdleTimeout ?? DEFAULT_VC_IDLE_TIMEOUT,
       linkIdleTimeout: options.linkIdleTimeout ?? DEFAULT_LINK_IDLE_TIMEOUT,
       acceptBacklog: options.acceptBacklog ?? DEFAULT_ACCEPT_BACKLOG,
+      pendingAcceptBudget: options.pendingAcceptBudget,
+      maxPendingAccept: options.maxPendingAccept,
       authorize: options.authorize,
       encryption: options.encryption ?? true,
     };
@@ -298,6 +310,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         flow.off('error', discard);
         flow.off('close', discard);
       }
+      flow.markAccepted();
       return flow;
     });
   }
@@ -423,6 +436,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       remoteEndpoint,
       streamWindow: this.options.streamWindow,
       keepAliveInterval: this.options.keepAliveInterval,
+      pendingAcceptBudget: this.options.pendingAcceptBudget,
+      maxPendingAccept: this.options.maxPendingAccept,
       idleTimeout: this.options.vcIdleTimeout,
     });
     const key = circuit.remoteRoutingId.toString();
