@@ -58,9 +58,10 @@ const DEFAULT_PENDING_ACCEPT_BUDGET = 4 << 20;
  */
 const DEFAULT_MAX_PENDING_ACCEPT = 1024;
 /**
- * What a Data frame on a pending stream is charged besides its bytes: its copy is a Buffer of its
- * own in the stream's read queue. Without it a peer sending one-byte frames would hold a few
- * hundred bytes of objects per byte of budget.
+ * What a Data frame on a pending stream is charged besides its bytes: each piece of it is a Buffer
+ * of its own in the stream's read queue, about 120 bytes of objects, and a frame that straddles two
+ * reads of the transport is two pieces. Without it a peer sending one-byte frames would hold over
+ * a hundred bytes per byte of budget.
  */
 const PENDING_FRAME_COST = 256;
 
