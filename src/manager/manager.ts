@@ -3,6 +3,7 @@ import { EventEmitter, once, setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
   AuthenticationError,
+  InvalidArgumentError,
   ManagerError,
   Reason,
   RidproxyError,
@@ -167,8 +168,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       vcIdleTimeout: options.vcIdleTimeout ?? DEFAULT_VC_IDLE_TIMEOUT,
       linkIdleTimeout: options.linkIdleTimeout ?? DEFAULT_LINK_IDLE_TIMEOUT,
       acceptBacklog: options.acceptBacklog ?? DEFAULT_ACCEPT_BACKLOG,
-      pendingAcceptBudget: options.pendingAcceptBudget,
-      maxPendingAccept: options.maxPendingAccept,
+      pendingAcceptBudget: checkCount('pendingAcceptBudget', options.pendingAcceptBudget),
+      maxPendingAccept: checkCount('maxPendingAccept', options.maxPendingAccept),
       authorize: options.authorize,
       encryption: options.encryption ?? true,
     };
@@ -628,6 +629,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
     });
     this.dirty = { promise, resolve };
   }
+}
+
+/** Checked here so that a bad value fails the constructor, not every VC later. */
+function checkCount(name: string, value: number | undefined): number | undefined {
+  if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', `Manager option ${name} must be an integer of 0 or more, got ${value}`);
+  }
+  return value;
 }
 
 function hostOf(address: string | undefined): string {

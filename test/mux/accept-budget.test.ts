@@ -34,7 +34,7 @@ async function sendFrame(peer: RawPeer, type: FrameType, flags: number, streamId
 /** A Ping round trip from the raw peer: once it is answered, our session has handled every frame sent before it. */
 async function settled(peer: RawPeer, opaque: number): Promise<void> {
   await sendFrame(peer, FrameType.Ping, Flag.SYN, 0, opaque);
-  await peer.expectFrame((f) => f.header.type === FrameType.Ping && f.header.flags & Flag.ACK && f.header.length === opaque, 30_000);
+  await peer.expectFrame((f) => f.header.type === FrameType.Ping && (f.header.flags & Flag.ACK) !== 0 && f.header.length === opaque, 30_000);
 }
 
 /** The body of frame `index` of stream `id`: a fixed pattern with both stamped in, so a misrouted frame changes the digest. */
