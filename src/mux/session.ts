@@ -149,7 +149,7 @@ export class YamuxSession extends EventEmitter {
     this.#createStream = options.createStream ?? ((init) => new YamuxStream(init));
     this.#deferAccept = options.deferAccept ?? false;
     this.#pendingAcceptBudget = checkInteger('pendingAcceptBudget', options.pendingAcceptBudget ?? DEFAULT_PENDING_ACCEPT_BUDGET, 0, Number.MAX_SAFE_INTEGER);
-    this.#maxPendingAccept = checkInteger('maxPendingAccept', options.maxPendingAccept ?? DEFAULT_MAX_PENDING_ACCEPT, 0, MAX_U32);
+    this.#maxPendingAccept = checkInteger('maxPendingAccept', options.maxPendingAccept ?? DEFAULT_MAX_PENDING_ACCEPT, 0, Number.MAX_SAFE_INTEGER);
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
