@@ -3,6 +3,7 @@ import { EventEmitter, once, setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
   AuthenticationError,
+  InvalidArgumentError,
   ManagerError,
   Reason,
   RidproxyError,
@@ -40,8 +41,17 @@ export interface ManagerOptions {
   vcIdleTimeout?: number;
   /** Milliseconds a hop connection with no VCs and no registration stays open. */
   linkIdleTimeout?: number;
-  /** Incoming flows waiting for `accept`; past it new flows are reset. */
+  /** Incoming flows waiting for `accept`, across all VCs; past it new flows are reset. Default 1024. */
   acceptBacklog?: number;
+  /**
+   * Bytes that the flows waiting for `accept` on one VC may hold together, default 4 MiB. yamux
+   * lets the peer send 256 KiB on each flow it opens before anyone reads it; a flow whose data
+   * would pass this budget is reset (the opener sees ERR_STREAM_RESET), so a peer opening flows
+   * that are never accepted cannot make this process hold more. Accepted flows do not count.
+   */
+  pendingAcceptBudget?: number;
+  /** Flows waiting for `accept` on one VC; past it the VC's new flows are reset. Default 1024. */
+  maxPendingAccept?: number;
   /**
    * Decides, after the peer proved its key end to end, whether it may reach `accept()`: it gates
    * every VC a peer opens to this process, and every flow a peer opens back on a VC this process
@@ -152,7 +162,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   /** Resolves once close() has finished. */
   readonly closed: Promise<void>;
 
-  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow' | 'authorize'>> & Pick<ManagerOptions, 'streamWindow' | 'authorize'>;
+  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>> &
+    Pick<ManagerOptions, 'streamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>;
   private readonly links = new Map<string, Promise<Link>>();
   private readonly allLinks = new Set<Link>();
   private readonly inboundSockets = new Set<Socket>();
@@ -182,6 +193,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       vcIdleTimeout: options.vcIdleTimeout ?? DEFAULT_VC_IDLE_TIMEOUT,
       linkIdleTimeout: options.linkIdleTimeout ?? DEFAULT_LINK_IDLE_TIMEOUT,
       acceptBacklog: options.acceptBacklog ?? DEFAULT_ACCEPT_BACKLOG,
+      pendingAcceptBudget: checkCount('pendingAcceptBudget', options.pendingAcceptBudget),
+      maxPendingAccept: checkCount('maxPendingAccept', options.maxPendingAccept),
       authorize: options.authorize,
       encryption: options.encryption ?? true,
     };
@@ -322,6 +335,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         flow.off('error', discard);
         flow.off('close', discard);
       }
+      flow.markAccepted();
       return flow;
     });
   }
@@ -459,6 +473,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       remoteEndpoint,
       streamWindow: this.options.streamWindow,
       keepAliveInterval: this.options.keepAliveInterval,
+      pendingAcceptBudget: this.options.pendingAcceptBudget,
+      maxPendingAccept: this.options.maxPendingAccept,
       idleTimeout: this.options.vcIdleTimeout,
     });
     // Filed under the identity the peer proved, so a dial reuses only a VC to the process it names.
@@ -655,6 +671,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
 function pinMismatch(target: Endpoint, proven: RoutingId, expected: RoutingId): AuthenticationError {
   return new AuthenticationError(`the process at ${target.address} proved routing id ${proven}, not the expected ${expected}`);
+}
+
+/** Checked here so that a bad value fails the constructor, not every VC later. */
+function checkCount(name: string, value: number | undefined): number | undefined {
+  if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', `Manager option ${name} must be an integer of 0 or more, got ${value}`);
+  }
+  return value;
 }
 
 function hostOf(address: string | undefined): string {

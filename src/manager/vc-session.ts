@@ -18,6 +18,10 @@ export interface VcSessionInit {
   remoteEndpoint: string;
   streamWindow?: number;
   keepAliveInterval?: number;
+  /** Bytes the flows waiting for accept() on this VC may buffer together; see YamuxSessionOptions. */
+  pendingAcceptBudget?: number;
+  /** Flows waiting for accept() on this VC at once. */
+  maxPendingAccept?: number;
   /** Milliseconds a VC with no flows (side-channel flows aside) stays open. */
   idleTimeout: number;
 }
@@ -56,6 +60,10 @@ export class VcSession extends EventEmitter {
       client: init.dialer,
       streamWindow: init.streamWindow,
       keepAliveInterval: init.keepAliveInterval,
+      // Incoming flows wait in the manager's accept queue; accept() marks them taken.
+      deferAccept: true,
+      pendingAcceptBudget: init.pendingAcceptBudget,
+      maxPendingAccept: init.maxPendingAccept,
       createStream: (streamInit: YamuxStreamInit) => new Flow(streamInit, this),
     });
     this.mux.on('stream', (flow: Flow) => {

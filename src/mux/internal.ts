@@ -23,6 +23,8 @@ export interface SessionLink {
   schedule(stream: YamuxStream): void;
   /** The stream is fully closed or reset: free its slot. */
   release(stream: YamuxStream): void;
+  /** The application took the stream: its buffered bytes stop counting against the pending-accept budget. */
+  accepted(stream: YamuxStream): void;
 }
 
 export const kLink = Symbol('yamux.sessionLink');

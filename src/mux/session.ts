@@ -22,11 +22,48 @@ export interface YamuxSessionOptions {
   maxFrameSize?: number;
   /** Builds the stream object for both opened and accepted streams, e.g. a subclass. */
   createStream?: (init: YamuxStreamInit) => YamuxStream;
+  /**
+   * Streams the peer opens stay pending until `stream.markAccepted()`, for a caller that queues
+   * them before its application takes them (the manager's accept queue). A pending stream is held
+   * to the spec's initial window, what it buffers counts against `pendingAcceptBudget`, and it
+   * counts against `maxPendingAccept`. Default false: the 'stream' event is the hand-off, and the
+   * listener owns the stream from then on.
+   */
+  deferAccept?: boolean;
+  /**
+   * Bytes that all pending streams together may buffer, default 4 MiB; each Data frame is also
+   * charged a fixed 256 bytes for its bookkeeping. A Data frame that would pass the budget resets
+   * its stream (RST) instead of being buffered.
+   */
+  pendingAcceptBudget?: number;
+  /** Streams pending at once, default 1024; a SYN beyond it is answered with RST. */
+  maxPendingAccept?: number;
 }
 
 const DEFAULT_MAX_STREAMS = 4096;
 const DEFAULT_KEEPALIVE_INTERVAL = 30_000;
 const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
+/**
+ * The protocol lets a peer send 256 KiB on every stream it opens before anyone reads it, so
+ * without a budget 400 unaccepted streams would hold 100 MiB. 4 MiB is what sixteen full initial
+ * windows take, far more than a well-behaved peer has in flight before an accept loop takes its
+ * streams (that loop runs between two reads of the transport), and small enough that a VC's
+ * unaccepted streams cost no more than a few of its accepted ones.
+ */
+const DEFAULT_PENDING_ACCEPT_BUDGET = 4 << 20;
+/**
+ * As large as the manager's default accept backlog, so that a burst of SYNs that arrives in one
+ * read (1,000 flows dialled at once) is not cut short per VC. A pending stream with no data costs
+ * its object, a few KiB; the bytes are bounded by the budget.
+ */
+const DEFAULT_MAX_PENDING_ACCEPT = 1024;
+/**
+ * What a Data frame on a pending stream is charged besides its bytes: each piece of it is a Buffer
+ * of its own in the stream's read queue, about 120 bytes of objects, and a frame that straddles two
+ * reads of the transport is two pieces. Without it a peer sending one-byte frames would hold over
+ * a hundred bytes per byte of budget.
+ */
+const PENDING_FRAME_COST = 256;
 
 /**
  * open: streams flow both ways. closing: close() sent GoAway; existing streams may finish, no new
@@ -92,6 +129,12 @@ export class YamuxSession extends EventEmitter {
   #keepAliveTimer: NodeJS.Timeout | undefined;
   #keepAliveDeadline: NodeJS.Timeout | undefined;
   readonly #keepAliveTimeout: number;
+  readonly #deferAccept: boolean;
+  readonly #pendingAcceptBudget: number;
+  readonly #maxPendingAccept: number;
+  /** Streams the peer opened that the application has not taken yet, with what each is charged. */
+  readonly #pendingAccept = new Map<YamuxStream, number>();
+  #pendingAcceptBytes = 0;
 
   constructor(transport: Duplex, options: YamuxSessionOptions) {
     super();
@@ -104,6 +147,9 @@ export class YamuxSession extends EventEmitter {
     const keepAliveInterval = checkInteger('keepAliveInterval', options.keepAliveInterval ?? DEFAULT_KEEPALIVE_INTERVAL, 0, 2 ** 31 - 1);
     this.#keepAliveTimeout = checkInteger('keepAliveTimeout', options.keepAliveTimeout ?? 2 * keepAliveInterval, 0, 2 ** 31 - 1);
     this.#createStream = options.createStream ?? ((init) => new YamuxStream(init));
+    this.#deferAccept = options.deferAccept ?? false;
+    this.#pendingAcceptBudget = checkInteger('pendingAcceptBudget', options.pendingAcceptBudget ?? DEFAULT_PENDING_ACCEPT_BUDGET, 0, Number.MAX_SAFE_INTEGER);
+    this.#maxPendingAccept = checkInteger('maxPendingAccept', options.maxPendingAccept ?? DEFAULT_MAX_PENDING_ACCEPT, 0, Number.MAX_SAFE_INTEGER);
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -116,6 +162,7 @@ export class YamuxSession extends EventEmitter {
       sendData: (streamId, length, pieces) => this.#sendData(streamId, length, pieces),
       schedule: (stream) => this.#schedule(stream),
       release: (stream) => this.#release(stream),
+      accepted: (stream) => this.#forgetPending(stream),
     };
 
     this.#parser = new FrameParser({
@@ -150,6 +197,16 @@ export class YamuxSession extends EventEmitter {
   /** Streams holding a slot: not yet closed by both sides, nor reset. */
   get streamCount(): number {
     return this.#streams.size;
+  }
+
+  /** What streams waiting for markAccepted() are charged against pendingAcceptBudget: their bytes plus 256 per Data frame. */
+  get pendingAcceptBytes(): number {
+    return this.#pendingAcceptBytes;
+  }
+
+  /** Streams the peer opened that wait for markAccepted() (only with deferAccept). */
+  get pendingAcceptStreams(): number {
+    return this.#pendingAccept.size;
   }
 
   /** True once close() or destroy() was called or the session failed: no new streams either way. */
@@ -240,6 +297,19 @@ export class YamuxSession extends EventEmitter {
       this.#protocolError(violation);
       return;
     }
+    const held = this.#pendingAccept.get(stream);
+    if (held !== undefined && header.length > 0) {
+      const cost = header.length + PENDING_FRAME_COST;
+      if (this.#pendingAcceptBytes + cost > this.#pendingAcceptBudget) {
+        // Destroying sends RST and frees the stream's slot; the body is then skipped unbuffered.
+        stream.destroy(
+          new MuxError('ERR_STREAM_RESET', `stream ${stream.id} was reset before it was accepted: the streams waiting for accept would hold more than ${this.#pendingAcceptBudget} bytes`),
+        );
+        return;
+      }
+      this.#pendingAccept.set(stream, held + cost);
+      this.#pendingAcceptBytes += cost;
+    }
     this.#dataTarget = stream;
   }
 
@@ -316,12 +386,14 @@ export class YamuxSession extends EventEmitter {
       return undefined;
     }
     this.#peerHighId = id;
-    if (this.#state !== 'open' || this.#streams.size >= this.#maxStreams || this.listenerCount('stream') === 0) {
+    const tooManyPending = this.#deferAccept && this.#pendingAccept.size >= this.#maxPendingAccept;
+    if (this.#state !== 'open' || this.#streams.size >= this.#maxStreams || tooManyPending || this.listenerCount('stream') === 0) {
       this.#sendControl(FrameType.WindowUpdate, Flag.RST, id, 0);
       return undefined;
     }
     const stream = this.#newStream(id);
-    stream[kOpen](Flag.ACK);
+    if (this.#deferAccept) this.#pendingAccept.set(stream, 0);
+    stream[kOpen](Flag.ACK, this.#deferAccept);
     this.emit('stream', stream);
     // The listener may have destroyed the stream or the whole session.
     return this.#streams.get(id);
@@ -399,7 +471,15 @@ export class YamuxSession extends EventEmitter {
     if (this.#streams.get(stream.id) !== stream) return;
     this.#streams.delete(stream.id);
     this.#ready.delete(stream);
+    this.#forgetPending(stream);
     this.#endIfIdle();
+  }
+
+  #forgetPending(stream: YamuxStream): void {
+    const held = this.#pendingAccept.get(stream);
+    if (held === undefined) return;
+    this.#pendingAccept.delete(stream);
+    this.#pendingAcceptBytes -= held;
   }
 
   #endIfIdle(): void {
@@ -465,6 +545,8 @@ export class YamuxSession extends EventEmitter {
     const streams = [...this.#streams.values()];
     this.#streams.clear();
     this.#ready.clear();
+    this.#pendingAccept.clear();
+    this.#pendingAcceptBytes = 0;
     for (const stream of streams) stream[kAbort](streamErr);
     this.#failPings(streamErr ?? new MuxError('ERR_SESSION_CLOSED', 'the session was destroyed'));
     this.#transport.destroy();

@@ -29,6 +29,10 @@ interface PendingWrite {
  * Flow control: the peer may send at most one receive window ahead of what this side has read.
  * Credit is returned from `_read`, i.e. as the consumer actually reads, so a reader that stops
  * reading stops the sender once one window is buffered here.
+ *
+ * On a session with `deferAccept`, a stream the peer opened is pending until `markAccepted()`:
+ * it returns no credit, so it never holds more than the spec's initial window, and the bytes it
+ * buffers count against the session's pending-accept budget.
  */
 export class YamuxStream extends Duplex {
   readonly id: number;
@@ -45,6 +49,7 @@ export class YamuxStream extends Duplex {
   #released = false;
   /** The peer reset the stream or the session is gone, so sending RST would be pointless. */
   #resetNotNeeded = false;
+  #awaitingAccept = false;
 
   constructor(init: YamuxStreamInit) {
     super({ allowHalfOpen: true });
@@ -55,7 +60,29 @@ export class YamuxStream extends Duplex {
     this.#recvWindow = this.#link.streamWindow;
   }
 
+  /**
+   * Says the application has taken this stream, so it gets the window of an ordinary stream. For
+   * a caller that set the session's `deferAccept`; on any other stream it does nothing.
+   */
+  markAccepted(): void {
+    if (!this.#awaitingAccept) return;
+    this.#awaitingAccept = false;
+    this.#link.accepted(this);
+    // The window beyond the spec's initial one was held back from the ACK; it goes out now as it would have then.
+    const extra = this.#link.streamWindow - INITIAL_STREAM_WINDOW;
+    if (extra > 0 && !this.#remoteFin && !this.destroyed && this.#link.canSend()) {
+      this.#recvWindow += extra;
+      this.#link.sendControl(FrameType.WindowUpdate, 0, this.id, extra);
+    }
+    // A _read that came while pending returned nothing, and Node will not call it again until more data is pushed.
+    this.#returnCredit();
+  }
+
   override _read(): void {
+    if (!this.#awaitingAccept) this.#returnCredit();
+  }
+
+  #returnCredit(): void {
     if (this.#remoteFin || this.destroyed || !this.#link.canSend()) return;
     const window = this.#link.streamWindow;
     // A consumer calling read(n) with n above the window raises readableHighWaterMark to n and
@@ -107,9 +134,14 @@ export class YamuxStream extends Duplex {
     callback(err);
   }
 
-  /** Announces the stream (SYN) or accepts it (ACK), carrying any window beyond the spec's initial one. */
-  [kOpen](flag: number): void {
-    this.#link.sendControl(FrameType.WindowUpdate, flag, this.id, this.#link.streamWindow - INITIAL_STREAM_WINDOW);
+  /**
+   * Announces the stream (SYN) or accepts it (ACK), carrying any window beyond the spec's initial
+   * one, except for a stream left awaiting markAccepted(), which gets only the initial window.
+   */
+  [kOpen](flag: number, awaitingAccept = false): void {
+    this.#awaitingAccept = awaitingAccept;
+    if (awaitingAccept) this.#recvWindow = INITIAL_STREAM_WINDOW;
+    this.#link.sendControl(FrameType.WindowUpdate, flag, this.id, awaitingAccept ? 0 : this.#link.streamWindow - INITIAL_STREAM_WINDOW);
   }
 
   /** A Data frame of `length` bytes starts; returns why it is a protocol violation, if it is one. */
@@ -123,7 +155,9 @@ export class YamuxStream extends Duplex {
   }
 
   [kData](piece: Buffer): void {
-    if (!this.destroyed) this.push(piece);
+    if (this.destroyed) return;
+    // A view would keep the transport's whole chunk alive, however small the piece charged to the budget.
+    this.push(this.#awaitingAccept ? Buffer.from(piece) : piece);
   }
 
   /** Applies FIN/RST from a frame, after that frame's body (if any) has been delivered. */
