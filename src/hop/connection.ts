@@ -17,7 +17,6 @@ import {
   FrameType,
   MAX_HANDSHAKE_PAYLOAD,
   NONCE_SIZE,
-  PROTOCOL_VERSION,
   decodeHello,
   decodeReason,
   encodeHeader,
@@ -191,14 +190,8 @@ export class HopConnection extends EventEmitter {
       const decoder = new FrameDecoder({
         // Until the peer is authenticated, nothing larger than a handshake frame is buffered.
         maxPayload: Math.min(MAX_HANDSHAKE_PAYLOAD, options.maxPayload ?? DEFAULT_MAX_PAYLOAD),
-        onPreface: ({ minVersion, maxVersion }) => {
-          if (PROTOCOL_VERSION < minVersion || PROTOCOL_VERSION > maxVersion) {
-            throw new ProtocolError(
-              'ERR_UNSUPPORTED_VERSION',
-              `unsupported protocol version: ${label} speaks protocol ${minVersion === maxVersion ? `version ${minVersion}` : `versions ${minVersion}-${maxVersion}`}; this build speaks version ${PROTOCOL_VERSION}`,
-            );
-          }
-        },
+        // The decoder negotiates the version itself and fails with ERR_UNSUPPORTED_VERSION.
+        onPreface: () => undefined,
         onFrame: (frame) => {
           if (connection) {
             connection.dispatch(frame);

@@ -61,7 +61,7 @@ export function negotiateVersion(local: VersionRange, remote: VersionRange): num
   if (version < Math.max(local.minVersion, remote.minVersion)) {
     throw new ProtocolError(
       'ERR_UNSUPPORTED_VERSION',
-      `no common protocol version: the peer speaks ${rangeText(remote)}, this side speaks ${rangeText(local)}`,
+      `unsupported protocol version: the peer speaks ${rangeText(remote)}, this side speaks ${rangeText(local)}`,
     );
   }
   return version;

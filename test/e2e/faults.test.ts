@@ -89,7 +89,7 @@ const dialThroughProxy: Role = {
   stallCleanup: true,
   async session(port, list) {
     const client = made(list, CLIENT_OPTIONS);
-    await exchange(await client.dial(new Endpoint('127.0.0.1', port, echoServer.routingId)));
+    await exchange(await client.dial(new Endpoint('127.0.0.1', port, echoServer.routingId, proxyEndpoint.routingId)));
   },
 };
 const registerOnProxy: Role = {
@@ -102,7 +102,7 @@ const registerOnProxy: Role = {
     await server.proxyListen('main', new Endpoint('127.0.0.1', port, proxyEndpoint.routingId));
     serveEcho(server);
     const client = made(list, CLIENT_OPTIONS);
-    await exchange(await client.dial(proxyEndpoint.withRoutingId(server.routingId)));
+    await exchange(await client.dial(new Endpoint(proxyEndpoint.host, proxyEndpoint.port, server.routingId, proxyEndpoint.routingId)));
   },
 };
 const dialListener: Role = {
@@ -292,7 +292,7 @@ describe('faults at every step of a real session', () => {
         ...cutPoints(chunks.fromTarget, false).map((bytes) => ({ direction: 'fromTarget' as const, bytes })),
       ].flatMap((cut) => FAULTS.map((fault) => ({ ...cut, fault })));
       const results: Array<CaseResult & (typeof cases)[number]> = [];
-      const endpoints = [proxyEndpoint.withRoutingId(echoServer.routingId), targetEndpoint];
+      const endpoints = [new Endpoint(proxyEndpoint.host, proxyEndpoint.port, echoServer.routingId, proxyEndpoint.routingId), targetEndpoint];
       const { transfers } = await transfersDuring(endpoints, () =>
         runPool(cases.length, CASE_CONCURRENCY, async (index) => {
           results.push({ ...cases[index], ...(await faultCase(role, cases[index].direction, cases[index].bytes, cases[index].fault)) });
@@ -404,7 +404,7 @@ describe('probe storms', () => {
       [jobs[i], jobs[j]] = [jobs[j], jobs[i]];
     }
     let peakConnections = 0;
-    const endpoints = [proxyEndpoint.withRoutingId(echoServer.routingId), targetEndpoint];
+    const endpoints = [new Endpoint(proxyEndpoint.host, proxyEndpoint.port, echoServer.routingId, proxyEndpoint.routingId), targetEndpoint];
     const { result, transfers } = await transfersDuring(endpoints, async () => {
       const storm = runPool(jobs.length, PROBE_CONCURRENCY, (index) => jobs[index].probe.run(jobs[index].port));
       const watch = (async () => {

@@ -160,8 +160,8 @@ describe('FrameDecoder', () => {
     it('rejects a range without version 2, such as version 1 alone', () => {
       const err = failure(rawPreface(1, 1), {});
       expect(err.code).toBe('ERR_UNSUPPORTED_VERSION');
-      expect(err.message).toBe('no common protocol version: the peer speaks version 1, this side speaks version 2');
-      expect(failure(rawPreface(3, 4), {}).message).toBe('no common protocol version: the peer speaks versions 3-4, this side speaks version 2');
+      expect(err.message).toBe('unsupported protocol version: the peer speaks version 1, this side speaks version 2');
+      expect(failure(rawPreface(3, 4), {}).message).toBe('unsupported protocol version: the peer speaks versions 3-4, this side speaks version 2');
     });
 
     it('rejects an empty or zero-based range as a bad preface', () => {
