@@ -49,3 +49,66 @@ export class KeyedCounter {
     else this.counts.set(key, next);
   }
 }
+
+/** How long token failures from one address group are remembered. */
+export const TOKEN_FAILURE_WINDOW = 60_000;
+/** Past this many remembered failure records, expired ones are swept so the table stays bounded by live attackers. */
+const FAILURE_SWEEP_SIZE = 10_000;
+
+export interface AdmissionLimits {
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  ipv6PrefixLength: number;
+  /** Failed token checks from one address group within TOKEN_FAILURE_WINDOW after which its connections are refused. */
+  maxTokenFailures: number;
+}
+
+/**
+ * Who may open a hop connection, decided before any byte is parsed so that a flood costs as
+ * little as possible: the total and per-address-group connection limits, and a lockout for an
+ * address group that keeps presenting wrong tokens (each guess already costs a handshake).
+ */
+export class Admission {
+  private readonly connectionsByGroup = new KeyedCounter();
+  private readonly failures = new Map<string, { count: number; since: number }>();
+
+  constructor(private readonly limits: AdmissionLimits) {}
+
+  /** The group `address` counts under if a new connection from it is admitted (with `open` connections held now), else undefined. */
+  admit(address: string, open: number): string | undefined {
+    const group = addressGroup(address, this.limits.ipv6PrefixLength);
+    if (open >= this.limits.maxConnections || this.connectionsByGroup.get(group) >= this.limits.maxConnectionsPerAddress) return undefined;
+    if (this.lockedOut(group)) return undefined;
+    this.connectionsByGroup.add(group, 1);
+    return group;
+  }
+
+  release(group: string): void {
+    this.connectionsByGroup.add(group, -1);
+  }
+
+  tokenFailed(group: string): void {
+    const now = Date.now();
+    const record = this.failures.get(group);
+    if (record === undefined || now - record.since >= TOKEN_FAILURE_WINDOW) {
+      if (this.failures.size >= FAILURE_SWEEP_SIZE) this.sweep(now);
+      this.failures.set(group, { count: 1, since: now });
+    } else {
+      record.count++;
+    }
+  }
+
+  private lockedOut(group: string): boolean {
+    const record = this.failures.get(group);
+    if (record === undefined) return false;
+    if (Date.now() - record.since >= TOKEN_FAILURE_WINDOW) {
+      this.failures.delete(group);
+      return false;
+    }
+    return record.count >= this.limits.maxTokenFailures;
+  }
+
+  private sweep(now: number): void {
+    for (const [group, record] of this.failures) if (now - record.since >= TOKEN_FAILURE_WINDOW) this.failures.delete(group);
+  }
+}

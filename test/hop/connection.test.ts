@@ -75,6 +75,15 @@ describe('HopConnection', () => {
     await expect(connecting).rejects.toMatchObject({ code: 'ERR_AUTHENTICATION' });
   });
 
+  it('accepts nothing larger than a handshake frame before the peer is authenticated', async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const connecting = HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 });
+    // A GoAway announcing 64 KiB of reason: refused from its header, before any of it is buffered.
+    pair.b.write(Buffer.concat([encodePreface(), encodeHeader(FrameType.GoAway, 0, 64 * 1024)]));
+    await expect(connecting).rejects.toMatchObject({ code: 'ERR_FRAME_TOO_LARGE', message: expect.stringContaining('the limit is 1026 bytes') });
+  });
+
   it('refuses a peer speaking no common protocol version', async () => {
     const pair = await socketPair();
     pairs.push(pair);

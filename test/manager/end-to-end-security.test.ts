@@ -117,8 +117,12 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
     const client = net.manager();
     await client.dial(impostor.status().endpoints[0]).then((f) => f.destroy());
     // The proxy lies twice: it routes the victim's RID to the impostor, and vouches for the victim's key.
-    const internals = proxy as unknown as { routes: Map<string, unknown>; connections: Set<{ hop: { peerRoutingId: { equals(x: unknown): boolean }; send: (...args: unknown[]) => void } }> };
-    internals.routes.set(victim.routingId.toString(), internals.routes.get(impostor.routingId.toString()));
+    const internals = proxy as unknown as {
+      registry: { routes: Map<string, unknown> };
+      connections: Set<{ hop: { peerRoutingId: { equals(x: unknown): boolean }; send: (...args: unknown[]) => void } }>;
+    };
+    const routes = internals.registry.routes;
+    routes.set(victim.routingId.toString(), routes.get(impostor.routingId.toString()));
     const clientConn = [...internals.connections].find((c) => c.hop.peerRoutingId.equals(client.routingId))!;
     const send = clientConn.hop.send.bind(clientConn.hop);
     clientConn.hop.send = (type: unknown, vci: unknown, payload: unknown) => {

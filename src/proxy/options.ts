@@ -1,0 +1,98 @@
+import { DEFAULT_HANDSHAKE_TIMEOUT } from '../hop/connection.js';
+import type { Identity } from '../id/identity.js';
+import { DEFAULT_MAX_PAYLOAD } from '../wire/index.js';
+import { DEFAULT_IPV6_PREFIX_LENGTH } from './admission.js';
+
+export interface ProxyOptions {
+  /** Interface to listen on. Default 127.0.0.1: exposing a proxy publicly is a deliberate choice. */
+  host?: string;
+  /** TCP port; 0 picks a free one. Default 0. */
+  port?: number;
+  /** The proxy's own identity; generated in memory when absent. */
+  identity?: Identity;
+  /** Largest frame payload accepted from a peer. */
+  maxPayload?: number;
+  /** Milliseconds a new connection has to complete the handshake. */
+  handshakeTimeout?: number;
+  /** Milliseconds between keepalive pings on hop connections; 0 disables. */
+  keepAliveInterval?: number;
+  /** Largest receive window a VC end may announce; bounds what one VC can make the proxy hold. */
+  maxVcWindow?: number;
+  /** Bytes the proxy may commit to VC windows in total; beyond it new VCs are refused (Reason.Limit). */
+  bufferBudget?: number;
+  /** Bytes the proxy may commit to the VCs one hop connection opens. */
+  connectionBufferBudget?: number;
+  /** Bytes the proxy may commit to the VCs opened by one identity (routing ID), over all its connections. */
+  identityBufferBudget?: number;
+  /** Bytes the proxy may commit to the VCs opened from one source address group (an IPv4 address, an IPv6 /64). */
+  addressBufferBudget?: number;
+  /** Prefix length by which IPv6 sources are grouped for per-address limits. Default 64. */
+  ipv6PrefixLength?: number;
+  /** Milliseconds a VC may wait for the destination to accept it before it is refused and its reservation released. */
+  vcOpenTimeout?: number;
+  /** When set, Register frames must carry this token's MAC. */
+  registrationToken?: string;
+  /** When set, OpenVc frames must carry this token's MAC. */
+  dialToken?: string;
+  /**
+   * When set, status requests must carry this token's MAC. When any other token is set and this
+   * one is not, the proxy answers no status request; with no token at all it answers anyone.
+   */
+  statusToken?: string;
+  /** When set, only these routing IDs (32-hex strings) may register. */
+  registrationAllowList?: ReadonlySet<string>;
+  /** Hop connections (including ones still in their handshake) the proxy holds at once. */
+  maxConnections?: number;
+  /** Hop connections from one source address group (an IPv4 address, an IPv6 /64). */
+  maxConnectionsPerAddress?: number;
+  /** Failed token checks from one address group within a minute after which it is refused for the rest of that minute. */
+  maxTokenFailures?: number;
+  /** Registered routing IDs. */
+  maxRegistrations?: number;
+  /** Open VCs one hop connection may have opened. */
+  maxVcsPerConnection?: number;
+  /** Milliseconds a connection with no VCs and no registration may stay open. 0 disables. */
+  idleTimeout?: number;
+}
+
+export const DEFAULT_MAX_VC_WINDOW = 1 << 20;
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
+export const DEFAULT_MAX_REGISTRATIONS = 10_000;
+export const DEFAULT_MAX_VCS_PER_CONNECTION = 1_000;
+export const DEFAULT_IDLE_TIMEOUT = 60_000;
+export const DEFAULT_MAX_TOKEN_FAILURES = 10;
+export const DEFAULT_VC_OPEN_TIMEOUT = 10_000;
+export const DEFAULT_BUFFER_BUDGET = 1 << 30;
+export const DEFAULT_CONNECTION_BUFFER_BUDGET = 256 << 20;
+export const DEFAULT_IDENTITY_BUFFER_BUDGET = 256 << 20;
+export const DEFAULT_ADDRESS_BUFFER_BUDGET = 512 << 20;
+
+/** The options with every default filled in; tokens and the allow-list stay optional (absent means off). */
+export type ResolvedProxyOptions = Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'host' | 'port'>> &
+  Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList'>;
+
+export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions {
+  return {
+    maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+    handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
+    keepAliveInterval: options.keepAliveInterval ?? 15_000,
+    maxVcWindow: options.maxVcWindow ?? DEFAULT_MAX_VC_WINDOW,
+    bufferBudget: options.bufferBudget ?? DEFAULT_BUFFER_BUDGET,
+    connectionBufferBudget: options.connectionBufferBudget ?? DEFAULT_CONNECTION_BUFFER_BUDGET,
+    identityBufferBudget: options.identityBufferBudget ?? DEFAULT_IDENTITY_BUFFER_BUDGET,
+    addressBufferBudget: options.addressBufferBudget ?? DEFAULT_ADDRESS_BUFFER_BUDGET,
+    ipv6PrefixLength: options.ipv6PrefixLength ?? DEFAULT_IPV6_PREFIX_LENGTH,
+    vcOpenTimeout: options.vcOpenTimeout ?? DEFAULT_VC_OPEN_TIMEOUT,
+    registrationToken: options.registrationToken,
+    dialToken: options.dialToken,
+    statusToken: options.statusToken,
+    registrationAllowList: options.registrationAllowList,
+    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    maxTokenFailures: options.maxTokenFailures ?? DEFAULT_MAX_TOKEN_FAILURES,
+    maxRegistrations: options.maxRegistrations ?? DEFAULT_MAX_REGISTRATIONS,
+    maxVcsPerConnection: options.maxVcsPerConnection ?? DEFAULT_MAX_VCS_PER_CONNECTION,
+    idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT,
+  };
+}

@@ -1,0 +1,76 @@
+import { Reason } from '../errors.js';
+import type { RoutingId } from '../id/routing-id.js';
+import { TokenPurpose } from '../hop/handshake.js';
+import { FrameType, decodeRegister, encodeReason, payloadOf, type Frame } from '../wire/index.js';
+import type { ResolvedProxyOptions } from './options.js';
+import type { ProxyConnection } from './proxy-connection.js';
+
+/** The outcome of a Register frame; `tokenFailed` means the connection must be closed. */
+export type RegisterOutcome = 'registered' | 'refused' | 'tokenFailed';
+
+/**
+ * Which connection serves each routing ID, and who may register: the registration token, the
+ * allow-list and the registration limit. A routing ID is always the key its connection proved.
+ */
+export class Registry {
+  private readonly routes = new Map<string, ProxyConnection>();
+
+  constructor(
+    private readonly options: Pick<ResolvedProxyOptions, 'registrationToken' | 'registrationAllowList' | 'maxRegistrations'>,
+    private readonly endpoint: string,
+  ) {}
+
+  get size(): number {
+    return this.routes.size;
+  }
+
+  lookup(rid: RoutingId): ProxyConnection | undefined {
+    return this.routes.get(rid.toString());
+  }
+
+  isRegistered(conn: ProxyConnection): boolean {
+    return this.routes.get(conn.identity) === conn;
+  }
+
+  entries(): IterableIterator<[string, ProxyConnection]> {
+    return this.routes.entries();
+  }
+
+  /** Answers a Register frame on `conn` with RegisterOk or RegisterError. `draining` refuses every registration. */
+  register(conn: ProxyConnection, frame: Frame, draining: boolean): RegisterOutcome {
+    const { hop } = conn;
+    const refuse = (reason: Reason, message: string): RegisterOutcome => {
+      hop.send(FrameType.RegisterError, 0, encodeReason(reason, message));
+      return 'refused';
+    };
+    const token = this.options.registrationToken;
+    const mac = decodeRegister(payloadOf(frame));
+    if (token !== undefined && !hop.tokenMatches(TokenPurpose.Register, 0, token, mac)) {
+      refuse(Reason.Unauthorized, this.tokenRefusal());
+      return 'tokenFailed';
+    }
+    if (draining || hop.localGoAway) return refuse(Reason.GoingAway, 'the proxy is shutting down');
+    const key = conn.identity;
+    const allowed = this.options.registrationAllowList;
+    if (allowed !== undefined && !allowed.has(key)) return refuse(Reason.Unauthorized, `routing id ${key} is not on the allow-list of proxy ${this.endpoint}`);
+    const previous = this.routes.get(key);
+    if (previous === undefined && this.routes.size >= this.options.maxRegistrations) {
+      return refuse(Reason.Limit, `proxy ${this.endpoint} has reached its limit of ${this.options.maxRegistrations} registered servers`);
+    }
+    if (previous !== undefined && previous !== conn) {
+      previous.hop.close(Reason.Superseded, `routing id ${key} was registered again from another connection (${hop.peerLabel})`);
+    }
+    this.routes.set(key, conn);
+    hop.send(FrameType.RegisterOk, 0);
+    return 'registered';
+  }
+
+  tokenRefusal(): string {
+    return `proxy ${this.endpoint} requires a valid registration token`;
+  }
+
+  /** Withdraws `conn`'s registration, if it still holds it (a newer connection may have superseded it). */
+  unregister(conn: ProxyConnection): void {
+    if (this.routes.get(conn.identity) === conn) this.routes.delete(conn.identity);
+  }
+}
