@@ -9,13 +9,15 @@ import { Manager } from '../../manager/manager.js';
 import { addCommonOptions, type CommonOptions } from '../common.js';
 import { describe } from '../describe.js';
 import { createLogger, type Logger } from '../logger.js';
+import { secretOption } from '../secrets.js';
 import { awaitServiceReady, splice } from '../tunnel.js';
+
+const dialToken = secretOption('dial-token', 'dial', "the proxy's dial token, if it requires one (sent only as a MAC bound to the connection)");
 
 interface ConnectOptions extends CommonOptions {
   local?: string;
   stdio?: boolean;
   identity?: string;
-  dialToken?: string;
   insecureAnyProxy?: boolean;
 }
 
@@ -27,7 +29,6 @@ export function registerConnect(program: Command): void {
     .option('--local <[host:]port>', 'accept local TCP connections here (host defaults to 127.0.0.1)')
     .option('--stdio', 'carry one flow on stdin/stdout, e.g. for ssh -o ProxyCommand')
     .option('--identity <file>', 'identity to dial with (default: a new one for this run)')
-    .option('--dial-token <secret>', "the proxy's dial token, if it requires one (sent only as a MAC bound to the connection)")
     .option('--insecure-any-proxy', "accept whatever process answers at an endpoint that does not name the proxy's routing id (its key is not checked: the end-to-end check of the server still holds, but an impostor proxy could attack a dial token offline)")
     .addHelpText(
       'after',
@@ -37,7 +38,8 @@ Examples:
   127.0.0.1:9000        <- point your client here
   $ ssh -o ProxyCommand='npx proxy connect ridp://9a0c...@203.0.113.7:8100/4f1c... --stdio' user@anything`,
     );
-  addCommonOptions(command).action(async (endpointText: string, options: ConnectOptions) => {
+  addCommonOptions(dialToken.addTo(command)).action(async (endpointText: string, options: ConnectOptions) => {
+    const token = await dialToken.resolve(options);
     const endpoint = Endpoint.parse(endpointText);
     if ((options.local === undefined) === (options.stdio === undefined)) {
       throw new InvalidArgumentError('ERR_INVALID_OPTION', 'give exactly one of --local [host:]port or --stdio');
@@ -49,7 +51,7 @@ Examples:
     const identity = options.identity ? await loadIdentity(options.identity) : undefined;
     const manager = new Manager({ identity });
     try {
-      const dial = (): Promise<Flow> => manager.dial(endpoint, { token: options.dialToken, allowUnpinnedProxy: options.insecureAnyProxy });
+      const dial = (): Promise<Flow> => manager.dial(endpoint, { token: token?.value, allowUnpinnedProxy: options.insecureAnyProxy });
       if (options.stdio) await connectStdio(dial, endpoint, log);
       else await connectLocal(dial, endpoint, options.local!, log);
     } finally {

@@ -7,13 +7,15 @@ import { addCommonOptions, type CommonOptions } from '../common.js';
 import { defaultIdentityPath, identityFrom } from '../identity-file.js';
 import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
+import { secretOption } from '../secrets.js';
 import { openServiceConnection, splice } from '../tunnel.js';
+
+const token = secretOption('token', 'registration', "the proxy's registration token, if it requires one (sent only as a MAC bound to the connection)");
 
 interface ServeOptions extends CommonOptions {
   proxy: string;
   forward: string;
   identity?: string;
-  token?: string;
   insecureAnyProxy?: boolean;
 }
 
@@ -24,10 +26,10 @@ export function registerServe(program: Command): void {
     .requiredOption('--proxy <endpoint>', 'the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent')
     .requiredOption('--forward <host:port>', 'the local service each incoming flow is connected to')
     .option('--identity <file>', `this server's identity; its routing ID is the address clients dial (default: ${defaultIdentityPath()}, created on first use)`)
-    .option('--token <secret>', "the proxy's registration token, if it requires one (sent only as a MAC bound to the connection)")
     .option('--insecure-any-proxy', 'accept whatever process answers at a --proxy host:port that names no routing id (its key is not checked: an impostor could take over, and attack a token offline)')
     .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
-  addCommonOptions(command).action(async (options: ServeOptions) => {
+  addCommonOptions(token.addTo(command)).action(async (options: ServeOptions) => {
+    const registrationToken = await token.resolve(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const proxy = Endpoint.parse(options.proxy);
     const forward = parseAddress(options.forward);
@@ -40,7 +42,7 @@ export function registerServe(program: Command): void {
     );
     let registration: PersistentRegistration;
     try {
-      registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: options.token, allowUnpinnedProxy: options.insecureAnyProxy });
+      registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: registrationToken?.value, allowUnpinnedProxy: options.insecureAnyProxy });
     } catch (err) {
       await manager.close();
       throw err;

@@ -18,13 +18,15 @@ import { loadAllowList } from '../allow-list.js';
 import { createLogger } from '../logger.js';
 import { addCommonOptions, type CommonOptions } from '../common.js';
 import { positiveInteger } from '../parse.js';
+import { secretOption } from '../secrets.js';
+
+const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
+const dialToken = secretOption('dial-token', 'dial', 'require this token from clients that open VCs (`proxy connect --dial-token`)');
+const statusToken = secretOption('status-token', 'status', 'answer `proxy status --token` with this token; with another token set and no status token, status is off');
 
 interface StartOptions extends CommonOptions {
   listen: string;
   identity?: string;
-  token?: string;
-  dialToken?: string;
-  statusToken?: string;
   allowFile?: string;
   drainTimeout: number;
   maxConnections: number;
@@ -43,10 +45,9 @@ export function registerStart(program: Command): void {
     .command('start')
     .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM.')
     .option('--listen <host:port>', 'address to accept connections on (use 0.0.0.0:8100 to accept from other machines)', '127.0.0.1:8100')
-    .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (default: ${defaultProxyIdentityPath()}, created on first use)`)
-    .option('--token <secret>', 'require this token from servers that register (`proxy serve --token`)')
-    .option('--dial-token <secret>', 'require this token from clients that open VCs (`proxy connect --dial-token`)')
-    .option('--status-token <secret>', 'answer `proxy status --token` with this token; with another token set and no status token, status is off')
+    .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (default: ${defaultProxyIdentityPath()}, created on first use)`);
+  for (const secret of [registrationToken, dialToken, statusToken]) secret.addTo(command);
+  command
     .option('--allow-file <file>', 'only routing IDs listed in this file (one per line, # comments) may register')
     .addOption(new Option('--drain-timeout <ms>', 'on SIGINT/SIGTERM, how long open VCs may finish before they are cut').argParser(positiveInteger).default(5000))
     .addOption(limit('--max-connections <n>', 'hop connections held at once, handshaking ones included', DEFAULT_MAX_CONNECTIONS))
@@ -60,6 +61,9 @@ export function registerStart(program: Command): void {
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .addHelpText('after', '\nExample:\n  $ npx proxy start --listen 127.0.0.1:8100\n  ridp://127.0.0.1:8100/9a0c...   <- give this to `proxy serve --proxy`');
   addCommonOptions(command).action(async (options: StartOptions) => {
+    const token = await registrationToken.resolve(options);
+    const dial = await dialToken.resolve(options);
+    const status = await statusToken.resolve(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
     const identityPath = options.identity ?? defaultProxyIdentityPath();
@@ -72,9 +76,9 @@ export function registerStart(program: Command): void {
         host,
         port,
         identity,
-        registrationToken: options.token,
-        dialToken: options.dialToken,
-        statusToken: options.statusToken,
+        registrationToken: token?.value,
+        dialToken: dial?.value,
+        statusToken: status?.value,
         registrationAllowList: allowList,
         maxConnections: options.maxConnections,
         maxConnectionsPerAddress: options.maxConnectionsPerAddress,
@@ -94,7 +98,17 @@ export function registerStart(program: Command): void {
     }
     process.stdout.write(`${proxy.endpoint}\n`);
     log.info(
-      { endpoint: proxy.endpoint, routingId: proxy.routingId.toString(), token: options.token !== undefined, dialToken: options.dialToken !== undefined, statusToken: options.statusToken !== undefined, allowList: allowList?.size },
+      {
+        endpoint: proxy.endpoint,
+        routingId: proxy.routingId.toString(),
+        token: token !== undefined,
+        tokenSource: token?.source,
+        dialToken: dial !== undefined,
+        dialTokenSource: dial?.source,
+        statusToken: status !== undefined,
+        statusTokenSource: status?.source,
+        allowList: allowList?.size,
+      },
       'proxy listening',
     );
 

@@ -1,20 +1,23 @@
 import type { Command } from 'commander';
 import { queryProxyStatus } from '../../proxy/status-client.js';
 import type { ProxyStatusReport } from '../../proxy/proxy.js';
+import { secretOption } from '../secrets.js';
+
+const statusToken = secretOption('token', 'status', "the proxy's status token (`proxy start --status-token`), if it has one (sent only as a MAC bound to the connection)");
 
 export function registerStatus(program: Command): void {
-  program
+  const command = program
     .command('status')
     .description("Show a proxy's registered servers (routing IDs), VC counts, bytes each way and uptime.")
     .argument('<proxy-endpoint>', 'the endpoint `proxy start` printed (ridp://host:port/<rid>): the proxy must prove that routing id')
-    .option('--token <secret>', "the proxy's status token (`proxy start --status-token`), if it has one (sent only as a MAC bound to the connection)")
     .option('--insecure-any-proxy', 'accept whatever process answers at a host:port that names no routing id (its key is not checked)')
     .option('--json', 'print the report as JSON')
-    .addHelpText('after', '\nExample:\n  $ npx proxy status ridp://127.0.0.1:8100/9a0c...')
-    .action(async (endpoint: string, options: { token?: string; json?: boolean; insecureAnyProxy?: boolean }) => {
-      const report = await queryProxyStatus(endpoint, { token: options.token, allowUnpinnedProxy: options.insecureAnyProxy });
-      process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
-    });
+    .addHelpText('after', '\nExample:\n  $ npx proxy status ridp://127.0.0.1:8100/9a0c...');
+  statusToken.addTo(command).action(async (endpoint: string, options: { json?: boolean; insecureAnyProxy?: boolean }) => {
+    const token = await statusToken.resolve(options);
+    const report = await queryProxyStatus(endpoint, { token: token?.value, allowUnpinnedProxy: options.insecureAnyProxy });
+    process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+  });
 }
 
 export function formatReport(report: ProxyStatusReport): string {
