@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { get, createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -229,6 +231,168 @@ describe('CLI end to end', () => {
       const result = await runToExit(['serve', '--proxy', `127.0.0.1:${port}`, '--insecure-any-proxy', '--forward', '127.0.0.1:2'], isolatedConfig());
       expect(result.code).not.toBe(0);
       expect(errorLine(result.stderr)).toBe(`proxy: cannot reach 127.0.0.1:${port}: connection refused`);
+    });
+  });
+
+  describe('tokens from a flag, a file or the environment', () => {
+    type Source = 'flag' | 'file' | 'env';
+    type Kind = 'registration' | 'dial' | 'status';
+    const ENV: Record<Kind, string> = { registration: 'RIDPROXY_TOKEN', dial: 'RIDPROXY_DIAL_TOKEN', status: 'RIDPROXY_STATUS_TOKEN' };
+    const SOURCES: Source[] = ['flag', 'file', 'env'];
+
+    /** The arguments and environment that give `token` to a command through `source`; files alternate \n and \r\n endings. */
+    function give(config: string, kind: Kind, flag: string, token: string, source: Source): { args: string[]; env: Record<string, string> } {
+      if (source === 'flag') return { args: [flag, token], env: {} };
+      if (source === 'env') return { args: [], env: { [ENV[kind]]: token } };
+      const file = join(config, `${kind}-${randomBytes(4).toString('hex')}.token`);
+      writeFileSync(file, `${token}${kind === 'dial' ? '\r\n' : '\n'}`, { mode: 0o600 });
+      return { args: [`${flag}-file`, file], env: {} };
+    }
+
+    function merge(...parts: Array<{ args: string[]; env: Record<string, string> }>): { args: string[]; env: Record<string, string> } {
+      return { args: parts.flatMap((p) => p.args), env: Object.assign({}, ...parts.map((p) => p.env)) };
+    }
+
+    // Three rounds rotate the sources, so each token comes from each source on the proxy and on its client.
+    it.each([0, 1, 2])('round %i: start, serve, connect and status work with their tokens, and no process prints a token', async (round) => {
+      const config = isolatedConfig();
+      const proxySource = (kind: number): Source => SOURCES[(round + kind) % 3];
+      const clientSource = (kind: number): Source => SOURCES[(round + kind + 1) % 3];
+      const tokens: Record<Kind, string> = {
+        registration: `reg-${randomBytes(12).toString('hex')}`,
+        dial: `dial-${randomBytes(12).toString('hex')}`,
+        status: `status-${randomBytes(12).toString('hex')}`,
+      };
+      const echoPort = await listening(createServer({ allowHalfOpen: true }, (socket) => socket.pipe(socket)));
+      const processes: Array<{ stdout(): string; stderr(): string }> = [];
+      const run = (args: string[], env: Record<string, string>) => {
+        const cli = runCli([...args, '--log-level', 'debug'], { config, env });
+        processes.push(cli);
+        return cli;
+      };
+      const toExit = async (args: string[], env: Record<string, string>) => {
+        const result = await runToExit(args, config, env);
+        processes.push({ stdout: () => result.stdout, stderr: () => result.stderr });
+        return result;
+      };
+
+      const proxyTokens = merge(
+        give(config, 'registration', '--token', tokens.registration, proxySource(0)),
+        give(config, 'dial', '--dial-token', tokens.dial, proxySource(1)),
+        give(config, 'status', '--status-token', tokens.status, proxySource(2)),
+      );
+      const proxy = run(['start', '--listen', '127.0.0.1:0', ...proxyTokens.args], proxyTokens.env);
+      const proxyEndpoint = await proxy.firstLine;
+      await waitFor(() => proxy.stderr().includes('proxy listening'), 'the proxy to log that it listens');
+      const listeningLine = JSON.parse(proxy.stderr().split('\n').find((line) => line.includes('proxy listening'))!) as Record<string, unknown>;
+      expect(listeningLine).toMatchObject({
+        token: true,
+        tokenSource: proxySource(0),
+        dialToken: true,
+        dialTokenSource: proxySource(1),
+        statusToken: true,
+        statusTokenSource: proxySource(2),
+      });
+
+      const serveToken = give(config, 'registration', '--token', tokens.registration, clientSource(0));
+      const serve = run(['serve', '--proxy', proxyEndpoint, '--forward', `127.0.0.1:${echoPort}`, ...serveToken.args], serveToken.env);
+      const serverEndpoint = await serve.firstLine;
+
+      const dialToken = give(config, 'dial', '--dial-token', tokens.dial, clientSource(1));
+      const stdio = run(['connect', serverEndpoint, '--stdio', ...dialToken.args], dialToken.env);
+      const reply = digestStream(stdio.child.stdout!);
+      stdio.child.stdin!.end('through the proxy');
+      expect((await reply).bytes).toBe('through the proxy'.length);
+      expect((await stdio.exited).code).toBe(0);
+
+      const statusToken = give(config, 'status', '--token', tokens.status, clientSource(2));
+      const status = await toExit(['status', proxyEndpoint, '--json', ...statusToken.args], statusToken.env);
+      expect(status.code).toBe(0);
+      expect((JSON.parse(status.stdout) as { servers: Array<{ routingId: string }> }).servers.map((s) => s.routingId)).toEqual([serverEndpoint.split('/').pop()]);
+
+      // The tokens are really required, so the runs above passed because each source delivered its token.
+      const undialled = await toExit(['connect', serverEndpoint, '--stdio'], {});
+      expect(undialled.code).toBe(1);
+      expect(undialled.stderr).toContain('requires a valid dial token');
+      const withoutStatusToken = await toExit(['status', proxyEndpoint], {});
+      expect(withoutStatusToken.code).toBe(1);
+      expect(withoutStatusToken.stderr).toContain('only to callers presenting its status token');
+
+      proxy.child.kill('SIGTERM');
+      serve.child.kill('SIGTERM');
+      await Promise.all([proxy.exited, serve.exited]);
+      expect(proxy.stderr()).toContain('proxy stopped');
+      for (const cli of processes) {
+        for (const output of [cli.stdout(), cli.stderr()]) {
+          for (const token of Object.values(tokens)) expect(output).not.toContain(token);
+        }
+      }
+    });
+
+    it('refuses a flag value together with its file', async () => {
+      const config = isolatedConfig();
+      const file = join(config, 'dial.token');
+      writeFileSync(file, 'secret\n', { mode: 0o600 });
+      const result = await runToExit(['start', '--listen', '127.0.0.1:0', '--dial-token', 'secret', '--dial-token-file', file], config);
+      expect(result.code).toBe(1);
+      expect(errorLine(result.stderr)).toBe('proxy: give --dial-token or --dial-token-file, not both');
+    });
+
+    it('refuses a token file readable by others', async () => {
+      const config = isolatedConfig();
+      const file = join(config, 'status.token');
+      writeFileSync(file, 'secret\n');
+      chmodSync(file, 0o644);
+      const result = await runToExit(['status', 'ridp://127.0.0.1:1/' + '0'.repeat(31) + '1', '--token-file', file], config);
+      expect(result.code).toBe(1);
+      expect(errorLine(result.stderr)).toBe(`proxy: token file ${file} is readable by others (mode 0644); chmod 600 it`);
+    });
+
+    it('refuses an empty token file, whatever its newline', async () => {
+      const config = isolatedConfig();
+      const file = join(config, 'dial.token');
+      writeFileSync(file, '\n', { mode: 0o600 });
+      const result = await runToExit(['connect', `ridp://127.0.0.1:1/${'0'.repeat(31)}1`, '--stdio', '--dial-token-file', file], config);
+      expect(result.code).toBe(1);
+      expect(errorLine(result.stderr)).toBe(`proxy: token file ${file} is empty`);
+    });
+
+    it('refuses a missing token file before it creates an identity or dials', async () => {
+      const config = isolatedConfig();
+      const file = join(config, 'nonexistent.token');
+      const result = await runToExit(['serve', '--proxy', '127.0.0.1:1', '--insecure-any-proxy', '--forward', '127.0.0.1:2', '--token-file', file], config);
+      expect(result.code).toBe(1);
+      expect(errorLine(result.stderr)).toBe(`proxy: token file ${file}: no such file`);
+      expect(result.stderr).not.toContain('created a new identity');
+    });
+
+    it('refuses an empty token from a flag or the environment', async () => {
+      const config = isolatedConfig();
+      const flag = await runToExit(['start', '--listen', '127.0.0.1:0', '--token', ''], config);
+      expect(flag.code).toBe(1);
+      expect(errorLine(flag.stderr)).toBe('proxy: --token is empty');
+      const env = await runToExit(['start', '--listen', '127.0.0.1:0'], config, { RIDPROXY_STATUS_TOKEN: '' });
+      expect(env.code).toBe(1);
+      expect(errorLine(env.stderr)).toBe('proxy: RIDPROXY_STATUS_TOKEN is set but empty');
+    });
+
+    it('--help names each token flag, its file and the variable it falls back to', async () => {
+      const config = isolatedConfig();
+      const cases: Array<[string, string, string]> = [
+        ['start', '--token', 'RIDPROXY_TOKEN'],
+        ['start', '--dial-token', 'RIDPROXY_DIAL_TOKEN'],
+        ['start', '--status-token', 'RIDPROXY_STATUS_TOKEN'],
+        ['serve', '--token', 'RIDPROXY_TOKEN'],
+        ['connect', '--dial-token', 'RIDPROXY_DIAL_TOKEN'],
+        ['status', '--token', 'RIDPROXY_STATUS_TOKEN'],
+      ];
+      const help = new Map<string, string>();
+      for (const [command] of cases) if (!help.has(command)) help.set(command, (await runToExit([command, '--help'], config)).stdout.replace(/\s+/g, ' '));
+      for (const [command, flag, env] of cases) {
+        expect(help.get(command)).toContain(`${flag} <secret>`);
+        expect(help.get(command)).toMatch(new RegExp(`${flag} <secret> .*?else read from ${flag}-file, else \\$${env} `));
+        expect(help.get(command)).toContain(`${flag}-file <path>`);
+      }
     });
   });
 

@@ -10,6 +10,7 @@ export interface CliProcess {
   child: ChildProcess;
   /** The first line the command printed on stdout (its endpoint or address). */
   firstLine: Promise<string>;
+  stdout(): string;
   stderr(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -21,13 +22,19 @@ export function isolatedConfig(): string {
 
 const running = new Set<ChildProcess>();
 
+/** The test runner's environment without RIDPROXY_* tokens, so a developer's exported token cannot change what a test sees. */
+function inheritedEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('RIDPROXY_')));
+}
+
 /** Runs `proxy <args>` as a user would: a real process running the built launcher. */
-export function runCli(args: string[], options: { config: string; stdio?: 'pipe' } ): CliProcess {
+export function runCli(args: string[], options: { config: string; env?: Record<string, string> }): CliProcess {
   const child = spawn(process.execPath, [LAUNCHER, ...args], {
-    env: { ...process.env, XDG_CONFIG_HOME: options.config, NO_COLOR: '1' },
+    env: { ...inheritedEnv(), ...options.env, XDG_CONFIG_HOME: options.config, NO_COLOR: '1' },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   running.add(child);
+  let stdout = '';
   let stderr = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (text: string) => {
@@ -40,31 +47,22 @@ export function runCli(args: string[], options: { config: string; stdio?: 'pipe'
     });
   });
   const firstLine = new Promise<string>((resolve, reject) => {
-    let stdout = '';
-    const onData = (chunk: Buffer): void => {
+    child.stdout!.on('data', (chunk: Buffer) => {
       stdout += chunk.toString('utf8');
       const newline = stdout.indexOf('\n');
-      if (newline >= 0) {
-        child.stdout!.off('data', onData);
-        resolve(stdout.slice(0, newline));
-      }
-    };
-    child.stdout!.on('data', onData);
+      if (newline >= 0) resolve(stdout.slice(0, newline));
+    });
     void exited.then(({ code }) => reject(new Error(`proxy ${args.join(' ')} exited with ${code} before printing a line; stderr: ${stderr}`)));
   });
   firstLine.catch(() => undefined);
-  return { child, firstLine, stderr: () => stderr, exited };
+  return { child, firstLine, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
 /** Runs a command to completion and returns its exit code and output. */
-export async function runToExit(args: string[], config: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const cli = runCli(args, { config });
-  let stdout = '';
-  cli.child.stdout!.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
+export async function runToExit(args: string[], config: string, env?: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cli = runCli(args, { config, env });
   const { code } = await cli.exited;
-  return { code, stdout, stderr: cli.stderr() };
+  return { code, stdout: cli.stdout(), stderr: cli.stderr() };
 }
 
 export async function killAll(): Promise<void> {
