@@ -94,8 +94,10 @@ describe('state about a peer comes only from what it proved', () => {
       }
     })();
 
-    // X dials the server: refused in the handshake.
+    // X dials the server: refused in the handshake, and reported under the identity X proved.
+    const refusal = new Promise<VcErrorInfo>((resolve) => server.once('vcError', (_err, info) => resolve(info)));
     await expect(x.dial(serverEndpoint)).rejects.toMatchObject({ code: 'ERR_UNAUTHORIZED' });
+    expect(await refusal).toEqual({ claimedRoutingId: x.routingId.toString(), remoteRoutingId: x.routingId.toString() });
 
     // The server dials X, and X opens a flow back on that VC: reset, never accepted.
     const toX = await server.dial(xEndpoint, { sideChannel: true });
@@ -115,5 +117,6 @@ describe('state about a peer comes only from what it proved', () => {
     yBack.end();
     expect((await readAll(yBack)).toString()).toBe('accepted');
     expect(accepted).toEqual([y.routingId.toString()]);
+    expect(Endpoint.parse(toY.remoteEndpoint).routingId.equals(y.routingId)).toBe(true);
   });
 });
