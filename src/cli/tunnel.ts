@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { finished, type Duplex } from 'node:stream';
-import { RidproxyError } from '../errors.js';
+import { ServiceUnreachableError } from '../errors.js';
 import type { Flow } from '../manager/flow.js';
 
 /**
@@ -20,7 +20,7 @@ export async function openServiceConnection(flow: Flow, host: string, port: numb
     const why = code === 'ECONNREFUSED' ? 'connection refused' : (err as Error).message;
     const reason = `the server could not reach its local service at ${host}:${port}: ${why}`;
     await flow.writeMsgAndClose(Buffer.from(reason, 'utf8')).catch(() => undefined);
-    throw new RidproxyError('ERR_SERVICE_UNREACHABLE', reason, { cause: err });
+    throw new ServiceUnreachableError(reason, { cause: err });
   }
   await flow.writeMsg();
   return socket;
@@ -29,7 +29,7 @@ export async function openServiceConnection(flow: Flow, host: string, port: numb
 /** Reads the serving side's opening message; rejects with its reason if the service was unreachable. */
 export async function awaitServiceReady(flow: Flow): Promise<void> {
   const reply = await flow.readMsg(64 * 1024);
-  if (reply.length > 0) throw new RidproxyError('ERR_SERVICE_UNREACHABLE', reply.toString('utf8'));
+  if (reply.length > 0) throw new ServiceUnreachableError(reply.toString('utf8'));
 }
 
 /**

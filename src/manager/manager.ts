@@ -8,6 +8,7 @@ import {
   Reason,
   RidproxyError,
   TimeoutError,
+  UnauthorizedError,
   UnreachableError,
   VcClosedError,
   abortReason,
@@ -360,7 +361,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       const found = await this.sessionTo(target, signal, options);
       // A reused VC was authorized by whoever opened it; this caller's check must pass too.
       if (options.authorize && !(await options.authorize({ publicKey: Buffer.from(found.remotePublicKey), routingId: found.remoteRoutingId }))) {
-        throw new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${found.remoteRoutingId}: authorize returned false`);
+        throw new UnauthorizedError(`refused peer ${found.remoteRoutingId}: authorize returned false`);
       }
       return found;
     });

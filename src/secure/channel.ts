@@ -1,6 +1,17 @@
 import { Duplex } from 'node:stream';
 import { connect as tlsConnect, TLSSocket, type SecureContext } from 'node:tls';
-import { AbortError, AuthenticationError, InvalidArgumentError, ProtocolError, RidproxyError, TimeoutError } from '../errors.js';
+import {
+  AbortError,
+  AuthenticationError,
+  IntegrityError,
+  InvalidArgumentError,
+  ProtocolError,
+  Reason,
+  RidproxyError,
+  TimeoutError,
+  UnauthorizedError,
+  VcClosedError,
+} from '../errors.js';
 import { Identity } from '../id/identity.js';
 import { RoutingId } from '../id/routing-id.js';
 import { certificateKey, secureContextFor } from './certificate.js';
@@ -45,7 +56,7 @@ export interface SecureChannelOptions {
 }
 
 export interface SecureChannel {
-  /** Carries the application's bytes; errors are RidproxyErrors (ERR_INTEGRITY when data was altered). */
+  /** Carries the application's bytes; errors are RidproxyErrors (IntegrityError when data was altered). */
   stream: Duplex;
   peerPublicKey: Buffer;
   peerRoutingId: RoutingId;
@@ -58,8 +69,9 @@ export interface SecureChannel {
  *
  * Takes ownership of `transport`: it is ended and destroyed with the returned stream, and destroyed
  * (after a short linger, when the peer is being told why) whenever this function rejects. Rejects with AuthenticationError when the peer cannot be authenticated
- * (or is not the expected routing ID), RidproxyError 'ERR_UNAUTHORIZED' when either side's
- * authorize check refuses the other, TimeoutError, AbortError, or 'ERR_CONNECTION_LOST'.
+ * (or is not the expected routing ID), UnauthorizedError when either side's authorize check
+ * refuses the other, TimeoutError, AbortError, or VcClosedError (ERR_CONNECTION_LOST) when the
+ * transport goes away.
  */
 export async function secureChannel(transport: Duplex, options: SecureChannelOptions): Promise<SecureChannel> {
   const { signal } = options ?? {};
@@ -68,7 +80,7 @@ export async function secureChannel(transport: Duplex, options: SecureChannelOpt
   try {
     timeout = checkOptions(options);
     if (signal?.aborted) throw aborted(signal);
-    if (transport.destroyed) throw new RidproxyError('ERR_CONNECTION_LOST', 'secure channel: the transport is already closed');
+    if (transport.destroyed) throw new VcClosedError(Reason.ConnectionLost, 'secure channel: the transport is already closed');
     secureContext = secureContextFor(options.identity);
   } catch (err) {
     transport.destroy();
@@ -199,7 +211,7 @@ class SecureStream extends Duplex {
     tls.once(role === 'dialer' ? 'secureConnect' : 'secure', () => this.#onSecure(tls));
     tls.on('error', (err: Error) => this.#onTlsError(err));
     tls.on('close', () => {
-      if (this.#tls === tls) this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `secure channel: ${this.#peerName()} closed the connection during the handshake`));
+      if (this.#tls === tls) this.#fail(new VcClosedError(Reason.ConnectionLost, `secure channel: ${this.#peerName()} closed the connection during the handshake`));
     });
     this.#reader = new SegmentReader({
       handshake: (bytes) => this.#onHandshakeBytes(bytes),
@@ -223,10 +235,10 @@ class SecureStream extends Duplex {
       try {
         allowed = await options.authorize({ publicKey: Buffer.from(peer.publicKey), routingId: peer.routingId });
       } catch (err) {
-        this.#refuse(SegmentType.Unauthorized, peer, new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${peer.routingId}: authorize threw: ${(err as Error)?.message ?? String(err)}`, { cause: err }));
+        this.#refuse(SegmentType.Unauthorized, peer, new UnauthorizedError(`refused peer ${peer.routingId}: authorize threw: ${(err as Error)?.message ?? String(err)}`, { cause: err }));
       }
       this.#throwIfFailed();
-      if (allowed !== true) this.#refuse(SegmentType.Unauthorized, peer, new RidproxyError('ERR_UNAUTHORIZED', `refused peer ${peer.routingId}: authorize returned false`));
+      if (allowed !== true) this.#refuse(SegmentType.Unauthorized, peer, new UnauthorizedError(`refused peer ${peer.routingId}: authorize returned false`));
     }
     this.#writeRecord(SegmentType.Accept, []);
     await this.#peerAccepted.promise;
@@ -381,7 +393,7 @@ class SecureStream extends Duplex {
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#dropTls();
     if (this.#linger === undefined) this.#transport.destroy();
-    for (const waiting of this.#waitingForDrain.splice(0)) waiting(error ?? new RidproxyError('ERR_CONNECTION_LOST', `secure channel to ${this.#peerName()} was closed`));
+    for (const waiting of this.#waitingForDrain.splice(0)) waiting(error ?? new VcClosedError(Reason.ConnectionLost, `secure channel to ${this.#peerName()} was closed`));
     callback(error);
   }
 
@@ -439,7 +451,7 @@ class SecureStream extends Duplex {
     try {
       plaintext = opener.open(header, body);
     } catch (err) {
-      throw new RidproxyError('ERR_INTEGRITY', `secure channel: data from ${this.#peerName()} failed authentication: it was altered in transit, and the channel is closed`, { cause: err });
+      throw new IntegrityError(`secure channel: data from ${this.#peerName()} failed authentication: it was altered in transit, and the channel is closed`, { cause: err });
     }
     if (this.#endReceived) throw new ProtocolError('ERR_PROTOCOL', `secure channel: ${this.#peerName()} sent a ${SegmentType[type]} record after ending its stream`);
     if (type === SegmentType.Data) this.#onData(plaintext);
@@ -464,7 +476,7 @@ class SecureStream extends Duplex {
         return;
       case SegmentType.Unauthorized:
         if (!beforeVerdict) break;
-        this.#closePolitely(new RidproxyError('ERR_UNAUTHORIZED', `${this.#peerName()} refused this connection: ${printable(payload)}`));
+        this.#closePolitely(new UnauthorizedError(`${this.#peerName()} refused this connection: ${printable(payload)}`));
         return;
       case SegmentType.Unauthenticated:
         if (!beforeVerdict) break;
@@ -486,8 +498,8 @@ class SecureStream extends Duplex {
     if (this.#endReceived) return;
     this.#fail(
       this.#phase === 'open'
-        ? new RidproxyError('ERR_CONNECTION_LOST', `secure channel: the stream from ${this.#peerName()} was cut off without its end-of-stream marker (the peer failed, or the relay or network dropped the connection)`)
-        : new RidproxyError('ERR_CONNECTION_LOST', `secure channel: ${this.#peerName()} closed the connection during the handshake`),
+        ? new VcClosedError(Reason.ConnectionLost, `secure channel: the stream from ${this.#peerName()} was cut off without its end-of-stream marker (the peer failed, or the relay or network dropped the connection)`)
+        : new VcClosedError(Reason.ConnectionLost, `secure channel: ${this.#peerName()} closed the connection during the handshake`),
     );
   }
 
@@ -498,13 +510,13 @@ class SecureStream extends Duplex {
     this.#fail(
       tlsFailure
         ? new AuthenticationError(`secure channel: the TLS handshake failed: ${err.message}`)
-        : new RidproxyError('ERR_CONNECTION_LOST', `secure channel: the handshake with ${this.#peerName()} failed: ${err.message}`, { cause: err }),
+        : new VcClosedError(Reason.ConnectionLost, `secure channel: the handshake with ${this.#peerName()} failed: ${err.message}`, { cause: err }),
     );
   }
 
   #onTransportError(err: Error): void {
     const during = this.#phase === 'open' ? `secure channel to ${this.#peerName()}: the transport failed` : 'secure channel: the transport failed during the handshake';
-    this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `${during}: ${err.message}`, { cause: err }));
+    this.#fail(new VcClosedError(Reason.ConnectionLost, `${during}: ${err.message}`, { cause: err }));
   }
 
   #onTransportClose(): void {
@@ -513,11 +525,11 @@ class SecureStream extends Duplex {
       return;
     }
     if (this.#phase !== 'open') {
-      this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `secure channel: the transport closed during the handshake with ${this.#peerName()}`));
+      this.#fail(new VcClosedError(Reason.ConnectionLost, `secure channel: the transport closed during the handshake with ${this.#peerName()}`));
     } else if (!this.#endReceived) {
       this.#onTransportEnd();
     } else if (!this.writableEnded) {
-      this.#fail(new RidproxyError('ERR_CONNECTION_LOST', `secure channel: the connection to ${this.#peerName()} closed before this side ended its stream`));
+      this.#fail(new VcClosedError(Reason.ConnectionLost, `secure channel: the connection to ${this.#peerName()} closed before this side ended its stream`));
     }
   }
 }

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, hkdfSync, type CipherChaCha20Poly1305Types, type CipherGCMTypes } from 'node:crypto';
-import { ProtocolError, RidproxyError } from '../errors.js';
+import { IntegrityError, ProtocolError } from '../errors.js';
 import { TAG_SIZE, totalLength } from './framing.js';
 
 type RecordCipher = CipherGCMTypes | CipherChaCha20Poly1305Types;
@@ -126,7 +126,7 @@ export class RecordOpener {
 
   /**
    * The plaintext, in parts, of the record with `header` and `body` (ciphertext then tag, in any
-   * split). Throws RidproxyError 'ERR_INTEGRITY' unless it is the peer's next record, unaltered;
+   * split). Throws IntegrityError unless it is the peer's next record, unaltered;
    * nothing of a record is returned before its tag has been checked.
    */
   open(header: Buffer, body: readonly Buffer[]): Buffer[] {
@@ -141,7 +141,7 @@ export class RecordOpener {
     try {
       decipher.final();
     } catch (err) {
-      throw new RidproxyError('ERR_INTEGRITY', 'record failed authentication', { cause: err });
+      throw new IntegrityError('record failed authentication', { cause: err });
     }
     return plaintext;
   }

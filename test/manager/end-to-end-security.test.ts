@@ -100,7 +100,7 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
     flow.write(sent);
     const err = await serverError;
     expect(flipped).toBe(true);
-    expect(err.code).toBe('ERR_INTEGRITY');
+    expect(err).toMatchObject({ name: 'IntegrityError', code: 'ERR_INTEGRITY' });
     const got = Buffer.concat(delivered);
     expect(got.length).toBeLessThan(sent.length);
     expect(got.equals(sent.subarray(0, got.length))).toBe(true);
@@ -146,7 +146,7 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
     const serverSide = new Promise<RidproxyError>((resolve) => server.once('vcError', resolve));
     const stranger = net.manager();
     const err = await stranger.dial(server.status().endpoints[0]).catch((e: unknown) => e as RidproxyError);
-    expect(err).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
+    expect(err).toMatchObject({ name: 'UnauthorizedError', code: 'ERR_UNAUTHORIZED' });
     expect(await serverSide).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
     expect((await serverSide).message).toContain(stranger.routingId.toString());
 
@@ -162,9 +162,21 @@ describe('end-to-end security of VCs through an untrusted proxy', () => {
     const client = net.manager();
     const expected = net.manager().routingId;
     const err = await client.dial(server.status().endpoints[0], { authorize: (peer) => peer.routingId.equals(expected) }).catch((e: unknown) => e as RidproxyError);
-    expect(err).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
+    expect(err).toMatchObject({ name: 'UnauthorizedError', code: 'ERR_UNAUTHORIZED' });
     expect(await serverSide).toMatchObject({ code: 'ERR_UNAUTHORIZED' });
     await waitFor(() => proxy.stats().vcs === 0, 'the refused VC to close');
+  });
+
+  it("checks a dial's authorize against a reused VC too, refusing with UnauthorizedError", async () => {
+    const proxy = await net.proxy();
+    const server = net.manager();
+    await server.proxyListen('main', proxy.endpoint);
+    const client = net.manager();
+    const endpoint = server.status().endpoints[0];
+    await client.dial(endpoint);
+    const err = await client.dial(endpoint, { authorize: () => false }).catch((e: unknown) => e as RidproxyError);
+    expect(err).toMatchObject({ name: 'UnauthorizedError', code: 'ERR_UNAUTHORIZED', message: `refused peer ${server.routingId}: authorize returned false` });
+    expect(proxy.stats().vcs).toBe(1);
   });
 
   it('authenticates direct connections the same way', async () => {

@@ -87,7 +87,7 @@ describe.each(['socket', 'js-duplex'] as const)('secure channel over a %s', (tra
     sender.write(plain);
     const { data, error } = await received;
     expect(tamperer.flipped).toBe(1);
-    expect(error).toMatchObject({ name: 'RidproxyError', code: 'ERR_INTEGRITY' });
+    expect(error).toMatchObject({ name: 'IntegrityError', code: 'ERR_INTEGRITY' });
     expect(error?.message).toMatch(/^secure channel: data from peer [0-9a-f]{32} failed authentication: it was altered in transit/);
     expect(data.length).toBeLessThan(plain.length);
     expect(data.equals(plain.subarray(0, data.length))).toBe(true);

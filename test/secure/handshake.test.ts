@@ -1,5 +1,6 @@
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Reason } from '../../src/errors.js';
 import { Identity } from '../../src/id/identity.js';
 import { RoutingId } from '../../src/id/routing-id.js';
 import { SegmentType, TAG_SIZE, segmentHeader } from '../../src/secure/framing.js';
@@ -93,9 +94,9 @@ describe('authorize', () => {
     expect(seen).toHaveLength(1);
     expect(seen[0].publicKey.equals(dialerIdentity.publicKey)).toBe(true);
     expect(seen[0].routingId.equals(dialerIdentity.routingId)).toBe(true);
-    expect(atAcceptor).toMatchObject({ name: 'RidproxyError', code: 'ERR_UNAUTHORIZED', message: `refused peer ${dialerIdentity.routingId}: authorize returned false` });
+    expect(atAcceptor).toMatchObject({ name: 'UnauthorizedError', code: 'ERR_UNAUTHORIZED', message: `refused peer ${dialerIdentity.routingId}: authorize returned false` });
     expect(atDialer).toMatchObject({
-      name: 'RidproxyError',
+      name: 'UnauthorizedError',
       code: 'ERR_UNAUTHORIZED',
       message: `peer ${acceptorIdentity.routingId} refused this connection: routing id ${dialerIdentity.routingId} is not authorized`,
     });
@@ -172,7 +173,7 @@ describe('timeout and abort', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
     const err = await rejection(secureChannel(socket, { identity: Identity.generate(), role: 'dialer' }));
-    expect(err).toMatchObject({ code: 'ERR_CONNECTION_LOST' });
+    expect(err).toMatchObject({ name: 'VcClosedError', code: 'ERR_CONNECTION_LOST', reason: Reason.ConnectionLost });
     await new Promise((resolve) => server.close(resolve));
   });
 });
