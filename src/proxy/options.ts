@@ -1,7 +1,10 @@
 import { DEFAULT_HANDSHAKE_TIMEOUT } from '../hop/connection.js';
 import type { Identity } from '../id/identity.js';
 import { DEFAULT_MAX_PAYLOAD } from '../wire/index.js';
+import { InvalidArgumentError } from '../errors.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH } from './admission.js';
+
+export { DEFAULT_IPV6_PREFIX_LENGTH };
 
 export interface ProxyOptions {
   /** Interface to listen on. Default 127.0.0.1: exposing a proxy publicly is a deliberate choice. */
@@ -73,6 +76,10 @@ export type ResolvedProxyOptions = Required<Omit<ProxyOptions, 'identity' | 'reg
   Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList'>;
 
 export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions {
+  const prefix = options.ipv6PrefixLength;
+  if (prefix !== undefined && !(Number.isInteger(prefix) && prefix >= 1 && prefix <= 128)) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', `ipv6PrefixLength must be an integer from 1 to 128, got ${prefix}`);
+  }
   return {
     maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
     handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,

@@ -58,13 +58,13 @@ export class Proxy {
   private closing: Promise<void> | undefined;
   private readonly startedAt = Date.now();
 
-  private constructor(server: Server, identity: Identity, host: string, port: number, options: ProxyOptions) {
+  private constructor(server: Server, identity: Identity, host: string, port: number, options: ResolvedProxyOptions) {
     this.server = server;
     this.identity = identity;
     this.host = host;
     this.port = port;
     this.endpoint = new Endpoint(host, port, identity.routingId).toString();
-    this.options = resolveProxyOptions(options);
+    this.options = options;
     this.admission = new Admission(this.options);
     this.registry = new Registry(this.options, this.endpoint);
     this.circuits = new CircuitTable(this.options, this.registry, this.counters, this.endpoint, {
@@ -82,6 +82,8 @@ export class Proxy {
 
   /** Starts a proxy listening on host:port (default 127.0.0.1 and a free port). */
   static async listen(options: ProxyOptions = {}): Promise<Proxy> {
+    // Checked before the socket exists: a bad option must not leave a listener behind.
+    const resolved = resolveProxyOptions(options);
     const host = options.host ?? '127.0.0.1';
     const server = createServer({ noDelay: true });
     // A deep accept queue so a burst of connections (servers reconnecting after a restart) is not dropped by the kernel.
@@ -94,7 +96,7 @@ export class Proxy {
     ]);
     const address = server.address();
     if (address === null || typeof address === 'string') throw new Error('proxy server has no TCP address');
-    return new Proxy(server, options.identity ?? Identity.generate(), host, address.port, options);
+    return new Proxy(server, options.identity ?? Identity.generate(), host, address.port, resolved);
   }
 
   get routingId(): RoutingId {

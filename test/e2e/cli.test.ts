@@ -213,6 +213,12 @@ describe('CLI end to end', () => {
       expect(errorLine(result.stderr)).toBe('proxy: identity file /nonexistent/id.pem: no such file');
     });
 
+    it('rejects a bad limit before it listens', async () => {
+      const result = await runToExit(['start', '--listen', '127.0.0.1:0', '--ipv6-prefix', '200'], isolatedConfig());
+      expect(result.code).not.toBe(0);
+      expect(errorLine(result.stderr)).toBe('proxy: ipv6PrefixLength must be an integer from 1 to 128, got 200');
+    });
+
     it('rejects an occupied port', async () => {
       const port = await listening(createServer());
       const result = await runToExit(['start', '--listen', `127.0.0.1:${port}`], isolatedConfig());

@@ -1,11 +1,16 @@
 import { Option, type Command } from 'commander';
-import { UnreachableError } from '../../errors.js';
+import { RidproxyError, UnreachableError } from '../../errors.js';
 import { parseAddress } from '../../id/endpoint.js';
 import { defaultProxyIdentityPath, identityFrom } from '../identity-file.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT } from '../../hop/connection.js';
 import {
+  DEFAULT_ADDRESS_BUFFER_BUDGET,
   DEFAULT_BUFFER_BUDGET,
   DEFAULT_CONNECTION_BUFFER_BUDGET,
+  DEFAULT_IDENTITY_BUFFER_BUDGET,
+  DEFAULT_IPV6_PREFIX_LENGTH,
+  DEFAULT_MAX_TOKEN_FAILURES,
+  DEFAULT_VC_OPEN_TIMEOUT,
   DEFAULT_IDLE_TIMEOUT,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
@@ -31,10 +36,15 @@ interface StartOptions extends CommonOptions {
   drainTimeout: number;
   maxConnections: number;
   maxConnectionsPerAddress: number;
+  ipv6Prefix: number;
+  maxTokenFailures: number;
   maxRegistrations: number;
   maxVcsPerConnection: number;
   bufferBudget: number;
   connectionBufferBudget: number;
+  identityBufferBudget: number;
+  addressBufferBudget: number;
+  vcOpenTimeout: number;
   handshakeTimeout: number;
   idleTimeout: number;
   maxFrameSize: number;
@@ -51,11 +61,16 @@ export function registerStart(program: Command): void {
     .option('--allow-file <file>', 'only routing IDs listed in this file (one per line, # comments) may register')
     .addOption(new Option('--drain-timeout <ms>', 'on SIGINT/SIGTERM, how long open VCs may finish before they are cut').argParser(positiveInteger).default(5000))
     .addOption(limit('--max-connections <n>', 'hop connections held at once, handshaking ones included', DEFAULT_MAX_CONNECTIONS))
-    .addOption(limit('--max-connections-per-address <n>', 'hop connections from one IP address', DEFAULT_MAX_CONNECTIONS_PER_ADDRESS))
+    .addOption(limit('--max-connections-per-address <n>', 'hop connections from one source address (IPv6: one --ipv6-prefix)', DEFAULT_MAX_CONNECTIONS_PER_ADDRESS))
+    .addOption(limit('--ipv6-prefix <bits>', 'IPv6 sources count as one address per prefix of this length, for the per-address limits', DEFAULT_IPV6_PREFIX_LENGTH))
+    .addOption(limit('--max-token-failures <n>', 'wrong tokens from one address within a minute before it is refused for the rest of that minute', DEFAULT_MAX_TOKEN_FAILURES))
     .addOption(limit('--max-registrations <n>', 'registered servers', DEFAULT_MAX_REGISTRATIONS))
-    .addOption(limit('--max-vcs-per-connection <n>', 'open VCs on one hop connection', DEFAULT_MAX_VCS_PER_CONNECTION))
+    .addOption(limit('--max-vcs-per-connection <n>', 'open VCs one hop connection may have opened', DEFAULT_MAX_VCS_PER_CONNECTION))
     .addOption(limit('--buffer-budget <bytes>', 'VC window bytes the proxy may commit in total; new VCs are refused beyond it', DEFAULT_BUFFER_BUDGET))
-    .addOption(limit('--connection-buffer-budget <bytes>', 'VC window bytes the proxy may commit to one connection', DEFAULT_CONNECTION_BUFFER_BUDGET))
+    .addOption(limit('--connection-buffer-budget <bytes>', 'VC window bytes the proxy may commit to the VCs one connection opens', DEFAULT_CONNECTION_BUFFER_BUDGET))
+    .addOption(limit('--identity-buffer-budget <bytes>', 'VC window bytes the proxy may commit to the VCs one routing id opens, over all its connections', DEFAULT_IDENTITY_BUFFER_BUDGET))
+    .addOption(limit('--address-buffer-budget <bytes>', 'VC window bytes the proxy may commit to the VCs opened from one source address', DEFAULT_ADDRESS_BUFFER_BUDGET))
+    .addOption(limit('--vc-open-timeout <ms>', 'time a server has to answer a new VC before it is refused and its reservation released', DEFAULT_VC_OPEN_TIMEOUT))
     .addOption(limit('--handshake-timeout <ms>', 'time a new connection has to prove its identity', DEFAULT_HANDSHAKE_TIMEOUT))
     .addOption(limit('--idle-timeout <ms>', 'time a connection with no VCs and no registration may stay open (0: forever)', DEFAULT_IDLE_TIMEOUT))
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
@@ -82,15 +97,21 @@ export function registerStart(program: Command): void {
         registrationAllowList: allowList,
         maxConnections: options.maxConnections,
         maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+        ipv6PrefixLength: options.ipv6Prefix,
+        maxTokenFailures: options.maxTokenFailures,
         maxRegistrations: options.maxRegistrations,
         maxVcsPerConnection: options.maxVcsPerConnection,
         bufferBudget: options.bufferBudget,
         connectionBufferBudget: options.connectionBufferBudget,
+        identityBufferBudget: options.identityBufferBudget,
+        addressBufferBudget: options.addressBufferBudget,
+        vcOpenTimeout: options.vcOpenTimeout,
         handshakeTimeout: options.handshakeTimeout,
         idleTimeout: options.idleTimeout,
         maxPayload: options.maxFrameSize,
       });
     } catch (err) {
+      if (err instanceof RidproxyError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       throw new UnreachableError(
         code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the address is already in use` : `cannot listen on ${host}:${port}: ${(err as Error).message}`,
