@@ -78,7 +78,7 @@ export class CircuitTable {
     }
     const limit = this.options.maxVcsPerConnection;
     // Only the opener's count: a server carries VCs from many clients, and one of them must not use up its share.
-    if (this.openedBy(conn) >= limit) {
+    if (conn.opened >= limit) {
       // A peer that keeps opening after being told is flooding, not racing: cut it off.
       if (++conn.limitRefusals > limit) {
         throw new ProtocolError('ERR_PROTOCOL', `${hop.peerLabel} kept opening VCs after ${limit} refusals for the limit of ${limit} VCs per connection`);
@@ -109,6 +109,7 @@ export class CircuitTable {
     };
     this.adjustReservation(route, reserve);
     conn.vcs.set(vci, { route, opener: true });
+    conn.opened++;
     target.vcs.set(route.acceptorVci, { route, opener: false });
     this.host.vcsChanged(conn);
     route.openTimer = setTimeout(() => {
@@ -118,13 +119,6 @@ export class CircuitTable {
     route.openTimer.unref();
     // Rebuilt without the token MAC: a server has no business with the dial token.
     target.hop.send(FrameType.OpenVc, route.acceptorVci, encodeOpenVc({ dst: open.dst, src: open.src, srcPublicKey: open.srcPublicKey, window: open.window }));
-  }
-
-  /** VCs this connection opened (it may also carry VCs others opened to it). */
-  openedBy(conn: ProxyConnection): number {
-    let opened = 0;
-    for (const side of conn.vcs.values()) if (side.opener) opened++;
-    return opened;
   }
 
   accepted(conn: ProxyConnection, frame: Frame): void {
@@ -237,7 +231,7 @@ export class CircuitTable {
 
   private forget(route: VcRoute): void {
     clearTimeout(route.openTimer);
-    route.opener.vcs.delete(route.openerVci);
+    if (route.opener.vcs.delete(route.openerVci)) route.opener.opened--;
     route.acceptor.vcs.delete(route.acceptorVci);
     this.adjustReservation(route, 0);
     this.host.vcsChanged(route.opener);

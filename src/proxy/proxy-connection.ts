@@ -34,6 +34,8 @@ export interface ProxyConnection {
   /** The source address group: the key of per-address limits. */
   group: string;
   vcs: Map<number, VcSide>;
+  /** VCs in `vcs` that this connection opened (the rest were opened to it). */
+  opened: number;
   /** Window bytes reserved for every VC on this connection, whoever opened it: what may queue toward it. */
   reserved: number;
   /** The part of `reserved` for VCs this connection opened: what its budget limits. */
@@ -54,6 +56,7 @@ export function newProxyConnection(hop: HopConnection, group: string): ProxyConn
     identity: hop.peerRoutingId.toString(),
     group,
     vcs: new Map(),
+    opened: 0,
     reserved: 0,
     openedReserved: 0,
     connectedAt: Date.now(),

@@ -108,7 +108,7 @@ export class Proxy {
     let bufferedBytes = 0;
     for (const conn of this.connections) {
       bufferedBytes += conn.hop.bufferedBytes;
-      vcs += this.circuits.openedBy(conn);
+      vcs += conn.opened;
     }
     return {
       connections: this.connections.size,
