@@ -59,6 +59,8 @@ export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
 export const DEFAULT_KEEPALIVE_INTERVAL = 15_000;
 
 const PING_SIZE = 8;
+/** Milliseconds a destroyed or failed connection has to deliver what was queued before its socket is dropped. */
+export const DESTROY_LINGER = 1000;
 /** Bytes of control replies (pongs, refusals, status) a peer may leave unread on top of the data its VCs may queue. */
 export const CONTROL_SLACK = 1 << 20;
 
@@ -383,7 +385,11 @@ export class HopConnection extends EventEmitter {
     }
   }
 
-  /** Tells the peer why, then closes. Frames already queued are still delivered. */
+  /**
+   * Tells the peer why, then closes. Frames already queued are still delivered: the socket is
+   * ended (which flushes the cork) and dropped once the peer closes too, or once it has read
+   * nothing for DEFAULT_HANDSHAKE_TIMEOUT ms.
+   */
   close(reason: Reason = Reason.Normal, message = 'closed'): void {
     if (this.isClosed) return;
     if (!this.localGoAway) this.send(FrameType.GoAway, 0, encodeReason(reason, message));
@@ -392,10 +398,29 @@ export class HopConnection extends EventEmitter {
     this.socket.setTimeout(DEFAULT_HANDSHAKE_TIMEOUT, () => this.socket.destroy());
   }
 
-  /** Drops the connection at once, e.g. for a peer that broke the protocol. */
+  /**
+   * Ends the connection at once: nothing more is read or sent. What was already queued (a GoAway,
+   * a CloseVc) still goes out, for at most DESTROY_LINGER ms, unless the peer is the reason: one
+   * that stopped reading gets nothing more.
+   */
   destroy(err?: RidproxyError): void {
     this.finish(err);
-    this.socket.destroy();
+    if (this.overflowing) this.socket.destroy();
+    else this.linger(DESTROY_LINGER);
+  }
+
+  /**
+   * Ends the socket, flushing what is queued (end() uncorks), and drops it once the peer closes
+   * its side too, or after `ms` if it does not. Destroying at once would discard corked frames,
+   * and the peer would see a bare FIN instead of the reason.
+   */
+  private linger(ms: number): void {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    if (!socket.writableEnded) socket.end();
+    const timer = setTimeout(() => socket.destroy(), ms);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
   }
 
   private receive(chunk: Buffer): void {

@@ -5,7 +5,7 @@ import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
 import { HopConnection } from '../hop/connection.js';
-import { FrameType, type Frame } from '../wire/index.js';
+import { FrameType, encodeReason, type Frame } from '../wire/index.js';
 import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
 import { resolveProxyOptions, type ProxyOptions, type ResolvedProxyOptions } from './options.js';
@@ -15,6 +15,11 @@ import { MAX_STATUS_SERVERS, sendStatus, sendStatusRefusal, statusRefusal, type 
 
 export * from './options.js';
 export { MAX_STATUS_SERVERS, type ProxyServerReport, type ProxyStatusReport } from './status.js';
+
+/** What a shutting-down proxy tells its processes, in its GoAway and in the CloseVc of every VC it ends. */
+const SHUTTING_DOWN = 'the proxy is shutting down';
+/** Milliseconds, once the proxy closed its connections, before it drops the sockets of peers that never close theirs. */
+const SHUTDOWN_LINGER = 1000;
 
 export interface ProxyStats {
   connections: number;
@@ -51,6 +56,8 @@ export class Proxy {
   private readonly options: ResolvedProxyOptions;
   private readonly connections = new Set<ProxyConnection>();
   private readonly handshaking = new Set<Socket>();
+  /** Every accepted socket until it closes, so shutdown can bound the wait for lingering ones. */
+  private readonly sockets = new Set<Socket>();
   private readonly counters: ProxyCounters = { bytesForwarded: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0, connectionsRefused: 0 };
   private readonly admission: Admission;
   private readonly registry: Registry;
@@ -167,7 +174,7 @@ export class Proxy {
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const socket of this.handshaking) socket.destroy();
     for (const conn of this.connections) {
-      conn.hop.goAway(Reason.GoingAway, 'the proxy is shutting down');
+      conn.hop.goAway(Reason.GoingAway, SHUTTING_DOWN);
       this.closeIfIdle(conn);
     }
     if (drainTimeout > 0 && this.connections.size > 0) {
@@ -180,9 +187,29 @@ export class Proxy {
       ]);
       clearTimeout(timer);
     }
-    for (const conn of this.connections) conn.hop.destroy();
+    // The VCs still open end as going away, on both ends: their processes are fine, and must not
+    // be told a connection was lost. Each connection is closed once its last VC is (closeIfIdle).
+    for (const conn of [...this.connections]) this.closeVcs(conn);
+    for (const conn of [...this.connections]) conn.hop.close(Reason.GoingAway, SHUTTING_DOWN);
+    // Closing sockets deliver what was queued and wait for the peer's FIN; one that stopped
+    // reading never sends it, so after SHUTDOWN_LINGER whatever socket is left is dropped.
+    const linger = setTimeout(() => {
+      for (const socket of this.sockets) socket.destroy();
+    }, SHUTDOWN_LINGER);
     await Promise.all([...this.connections].map((conn) => conn.hop.closed));
     await serverClosed;
+    clearTimeout(linger);
+  }
+
+  /** Closes every VC of `conn` with GoingAway, telling both of its ends. */
+  private closeVcs(conn: ProxyConnection): void {
+    const payload = encodeReason(Reason.GoingAway, SHUTTING_DOWN);
+    for (const [vci, { route, opener }] of [...conn.vcs]) {
+      // An opener still waiting for acceptance is refused; every other end is closed.
+      conn.hop.send(opener && !route.accepted ? FrameType.VcRejected : FrameType.CloseVc, vci, payload);
+      // The table forwards it to the other end as if this end had closed, and forgets the VC.
+      this.circuits.close(conn, { type: FrameType.CloseVc, flags: 0, vci, length: payload.length, parts: [payload] });
+    }
   }
 
   private accept(socket: Socket): void {
@@ -197,7 +224,11 @@ export class Proxy {
       socket.destroy();
       return;
     }
-    socket.once('close', () => this.admission.release(group));
+    this.sockets.add(socket);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.admission.release(group);
+    });
     this.handshaking.add(socket);
     HopConnection.establish({
       socket,
@@ -210,7 +241,7 @@ export class Proxy {
       (hop) => {
         this.handshaking.delete(socket);
         if (this.closing) {
-          hop.close(Reason.GoingAway, 'the proxy is shutting down');
+          hop.close(Reason.GoingAway, SHUTTING_DOWN);
           return;
         }
         this.adopt(hop, group);
