@@ -268,6 +268,11 @@ export class CircuitTable {
     }
   }
 
+  /** Closes every VC of `conn` on both of its ends with `reason` (a proxy shutting down). */
+  closeAll(conn: ProxyConnection, reason: Reason, message: string): void {
+    for (const { route } of [...conn.vcs.values()]) this.closeRoute(route, reason, message);
+  }
+
   /** Closes every VC of a connection that is gone, telling the other end of each why. */
   dropConnection(conn: ProxyConnection, err: RidproxyError | undefined): void {
     const why = err?.code === 'ERR_SUPERSEDED' ? 'was superseded by a newer connection' : 'was lost';

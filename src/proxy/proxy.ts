@@ -5,7 +5,7 @@ import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
 import { HopConnection } from '../hop/connection.js';
-import { FrameType, encodeReason, type Frame } from '../wire/index.js';
+import { FrameType, type Frame } from '../wire/index.js';
 import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
 import { resolveProxyOptions, type ProxyOptions, type ResolvedProxyOptions } from './options.js';
@@ -189,7 +189,7 @@ export class Proxy {
     }
     // The VCs still open end as going away, on both ends: their processes are fine, and must not
     // be told a connection was lost. Each connection is closed once its last VC is (closeIfIdle).
-    for (const conn of [...this.connections]) this.closeVcs(conn);
+    for (const conn of [...this.connections]) this.circuits.closeAll(conn, Reason.GoingAway, SHUTTING_DOWN);
     for (const conn of [...this.connections]) conn.hop.close(Reason.GoingAway, SHUTTING_DOWN);
     // Closing sockets deliver what was queued and wait for the peer's FIN; one that stopped
     // reading never sends it, so after SHUTDOWN_LINGER whatever socket is left is dropped.
@@ -199,17 +199,6 @@ export class Proxy {
     await Promise.all([...this.connections].map((conn) => conn.hop.closed));
     await serverClosed;
     clearTimeout(linger);
-  }
-
-  /** Closes every VC of `conn` with GoingAway, telling both of its ends. */
-  private closeVcs(conn: ProxyConnection): void {
-    const payload = encodeReason(Reason.GoingAway, SHUTTING_DOWN);
-    for (const [vci, { route, opener }] of [...conn.vcs]) {
-      // An opener still waiting for acceptance is refused; every other end is closed.
-      conn.hop.send(opener && !route.accepted ? FrameType.VcRejected : FrameType.CloseVc, vci, payload);
-      // The table forwards it to the other end as if this end had closed, and forgets the VC.
-      this.circuits.close(conn, { type: FrameType.CloseVc, flags: 0, vci, length: payload.length, parts: [payload] });
-    }
   }
 
   private accept(socket: Socket): void {
