@@ -27,8 +27,9 @@ interface PendingWrite {
  * closed, and an RST from the peer destroys the stream with ERR_STREAM_RESET.
  *
  * Flow control: the peer may send at most one receive window ahead of what this side has read.
- * Credit is returned from `_read`, i.e. as the consumer actually reads, so a reader that stops
- * reading stops the sender once one window is buffered here.
+ * Credit is returned as the consumer actually reads (from `_read` and after every `read()` has
+ * taken its bytes out), so a reader that stops reading stops the sender once one window is
+ * buffered here.
  *
  * On a session with `deferAccept`, a stream the peer opened is pending until `markAccepted()`:
  * it returns no credit, so it never holds more than the spec's initial window, and the bytes it
@@ -43,6 +44,11 @@ export class YamuxStream extends Duplex {
   #sendWindow = INITIAL_STREAM_WINDOW;
   /** Bytes we have allowed the peer to send and it has not sent yet. */
   #recvWindow: number;
+  /**
+   * Bytes of the Data frame being received that are already charged to the window (at its header)
+   * but not yet pushed: they are on their way into the buffer, so they are not room to grant.
+   */
+  #arriving = 0;
   #pending: PendingWrite | undefined;
   #localFin = false;
   #remoteFin = false;
@@ -75,24 +81,44 @@ export class YamuxStream extends Duplex {
       this.#link.sendControl(FrameType.WindowUpdate, 0, this.id, extra);
     }
     // A _read that came while pending returned nothing, and Node will not call it again until more data is pushed.
-    this.#returnCredit();
+    this.#returnCredit(true);
   }
 
   override _read(): void {
-    if (!this.#awaitingAccept) this.#returnCredit();
+    // Node asks for more: the consumer is waiting, so the peer must not be left without credit.
+    this.#returnCredit(true);
   }
 
-  #returnCredit(): void {
-    if (this.#remoteFin || this.destroyed || !this.#link.canSend()) return;
+  /**
+   * Node calls `_read` *before* it takes the requested bytes out of the buffer, and does not call
+   * it again until something is pushed. So a `_read` that sees a full buffer (as `read(n)` does
+   * when it takes exactly one window, n being a power of two at least the window: the mark is then
+   * raised to exactly n) can grant nothing, and nothing would ever be granted again: a stall with
+   * the reader waiting, nothing buffered and the peer at zero. The credit is therefore reckoned
+   * again here, once the bytes are gone.
+   */
+  override read(size?: number): ReturnType<Duplex['read']> {
+    const chunk: unknown = super.read(size);
+    // null: the consumer wants more than is buffered (or read(0), Node's own request for more).
+    this.#returnCredit(chunk === null);
+    return chunk;
+  }
+
+  /**
+   * Grants the peer whatever room the buffer has: up to the window, or up to the high-water mark
+   * that `read(n)` raised, less what is buffered, what the peer may still send and what is
+   * arriving. Updates are batched to half a window, except for a consumer that is `starving`
+   * while the peer has no credit left, since then nothing else would ever send one.
+   */
+  #returnCredit(starving: boolean): void {
+    if (this.#awaitingAccept || this.#remoteFin || this.destroyed || !this.#link.canSend()) return;
     const window = this.#link.streamWindow;
     // A consumer calling read(n) with n above the window raises readableHighWaterMark to n and
     // must be able to buffer that much, or it would wait forever for a message larger than the window.
-    const wanted = Math.max(window, this.readableHighWaterMark);
-    const credit = Math.min(wanted - this.readableLength - this.#recvWindow, MAX_U32);
+    const capacity = Math.max(window, this.readableHighWaterMark);
+    const credit = Math.min(capacity - this.readableLength - this.#arriving - this.#recvWindow, MAX_U32);
     if (credit <= 0) return;
-    // Batch updates to one per half window; but never leave the peer at zero, because Node will
-    // not call _read again until more data is pushed.
-    if (credit < window / 2 && this.#recvWindow > 0) return;
+    if (credit < window / 2 && (this.#recvWindow > 0 || !starving)) return;
     this.#recvWindow += credit;
     this.#link.sendControl(FrameType.WindowUpdate, 0, this.id, credit);
   }
@@ -151,10 +177,12 @@ export class YamuxStream extends Duplex {
       return `Data frame of ${length} bytes on stream ${this.id} overruns its receive window of ${this.#recvWindow} bytes`;
     }
     this.#recvWindow -= length;
+    this.#arriving = length;
     return undefined;
   }
 
   [kData](piece: Buffer): void {
+    this.#arriving -= piece.length;
     if (this.destroyed) return;
     // A view would keep the transport's whole chunk alive, however small the piece charged to the budget.
     this.push(this.#awaitingAccept ? Buffer.from(piece) : piece);
