@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { EventEmitter, once, setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
+  AbortError,
   AuthenticationError,
   InvalidArgumentError,
   ManagerError,
@@ -36,7 +37,7 @@ export interface ManagerOptions {
   handshakeTimeout?: number;
   /** Milliseconds between keepalive pings on hop connections and VCs; 0 disables them. */
   keepAliveInterval?: number;
-  /** Default time limit of `dial`, in milliseconds. */
+  /** Default time limit of `dial`, in milliseconds; also bounds each hop connection or VC setup that dials share. */
   dialTimeout?: number;
   /** Milliseconds a VC with no flows stays open for reuse. */
   vcIdleTimeout?: number;
@@ -71,7 +72,10 @@ export type Authorize = (peer: PeerIdentity) => boolean | Promise<boolean>;
 
 export interface DialOptions {
   signal?: AbortSignal;
-  /** Milliseconds for the whole dial (connect, handshake, VC open). */
+  /**
+   * Milliseconds this dial waits (connect, handshake, VC open). A new hop connection or VC is
+   * shared by every dial that wants it and is bounded by the manager's `dialTimeout` instead.
+   */
   timeout?: number;
   /** The flow does not keep an otherwise idle VC open. */
   sideChannel?: boolean;
@@ -107,8 +111,14 @@ export interface ProxyListenOptions {
 }
 
 export interface ListenStatus {
-  /** Endpoints clients can dial to reach this process; the first is the one to hand out. */
+  /** Endpoints clients can dial to reach this process; the first is the one to hand out. Empty while it does not listen. */
   endpoints: string[];
+  /**
+   * This process's routing ID, listening or not. A process that only dials is still reachable
+   * by it on the VCs it opened (Vanadium's Status() gives an address-less endpoint for that,
+   * which no ridp:// endpoint can express): peers call it back with `dialCached` or `flow.conn`.
+   */
+  routingId: string;
   /** Per proxyListen name: null while registered, the error that ended it otherwise. */
   proxyErrors: Map<string, Error | null>;
   /** Settles on the next change of this status. */
@@ -165,20 +175,20 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
   private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>> &
     Pick<ManagerOptions, 'streamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>;
-  private readonly links = new Map<string, Promise<Link>>();
+  private readonly links = new Map<string, SharedAttempt<Link>>();
   private readonly allLinks = new Set<Link>();
   private readonly inboundSockets = new Set<Socket>();
   private readonly directListeners: DirectListener[] = [];
   private readonly registrations = new Map<string, Registration>();
   private readonly proxyErrors = new Map<string, Error | null>();
   private readonly sessions = new Map<string, VcSession>();
-  private readonly pendingSessions = new Map<string, Promise<VcSession>>();
+  private readonly pendingSessions = new Map<string, SharedAttempt<VcSession>>();
   private readonly allSessions = new Set<VcSession>();
   private readonly acceptQueue: AcceptQueue<Flow>;
   private readonly queuedDiscards = new WeakMap<Flow, () => void>();
   private dirty!: { promise: Promise<void>; resolve(): void };
   private isClosing = false;
-  /** Aborts handshakes of incoming VCs still in progress when close() is called. */
+  /** Aborts handshakes of incoming VCs and shared setups still in progress when close() is called. */
   private readonly closing = new AbortController();
   private resolveClosed!: () => void;
 
@@ -215,7 +225,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return this.identity.routingId;
   }
 
-  /** True while a direct listener or a proxy registration is active: incoming VCs and flows are accepted. */
+  /**
+   * True while a direct listener or a proxy registration is active: peers may open VCs to this
+   * process. Flows peers open on VCs this process dialed are accepted either way.
+   */
   get isListening(): boolean {
     return this.directListeners.length > 0 || this.registrations.size > 0;
   }
@@ -311,23 +324,35 @@ export class Manager extends EventEmitter<ManagerEvents> {
   status(): ListenStatus {
     return {
       endpoints: [...this.directListeners.map((l) => l.endpoint), ...[...this.registrations.values()].map((r) => r.endpoint)],
+      routingId: this.routingId.toString(),
       proxyErrors: new Map(this.proxyErrors),
       dirty: this.dirty.promise,
     };
   }
 
-  /** Stops direct listeners and proxy registrations; pending accept() calls reject with ERR_NOT_LISTENING. Listening again is allowed. */
+  /**
+   * Stops direct listeners and proxy registrations, and resets the flows queued on VCs peers
+   * opened. The accept() calls pending at that moment reject with ERR_NOT_LISTENING, which ends
+   * `for await` loops over the manager. Later accept() calls wait again: for flows peers open
+   * on VCs this process dialed, or for anything once it listens again.
+   */
   async stopListening(): Promise<void> {
     // Closing a net.Server stops accepting at once; its callback would also wait for every
     // connection it accepted, which stay open for their VCs.
     for (const { server } of this.directListeners.splice(0, this.directListeners.length)) server.close();
     for (const registration of [...this.registrations.values()]) registration.close();
-    for (const flow of this.acceptQueue.drain()) flow.destroy();
+    const queued = this.acceptQueue.drain();
     this.acceptQueue.failWaiters(() => new ManagerError('ERR_NOT_LISTENING', 'stopListening() was called'));
+    // Flows on VCs this process dialed never depended on listening: they wait for the next accept().
+    for (const flow of queued) if (!flow.conn.dialer || !this.acceptQueue.offer(flow)) flow.destroy();
     this.markDirty();
   }
 
-  /** The next flow a remote process opened to this one. */
+  /**
+   * The next flow a remote process opened to this one: on a VC it opened while this process
+   * listened, or on a VC this process dialed (a call back, whether or not it listens). A manager
+   * that only dials may therefore wait here too; the wait ends with close(), or stopListening().
+   */
   accept(options: AcceptOptions = {}): Promise<Flow> {
     if (this.isClosing) return Promise.reject(new ManagerError('ERR_MANAGER_CLOSED', 'the manager is closed'));
     return this.acceptQueue.take(options.signal).then((flow) => {
@@ -381,13 +406,13 @@ export class Manager extends EventEmitter<ManagerEvents> {
   async close(): Promise<void> {
     if (this.isClosing) return this.closed;
     this.isClosing = true;
-    this.closing.abort();
+    this.closing.abort(new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed'));
     const stopped = this.stopListening();
     this.acceptQueue.failWaiters(() => new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed'));
     for (const session of this.allSessions) session.destroy();
     for (const socket of this.inboundSockets) socket.destroy();
     // Links still connecting join allLinks when they settle; wait so none is left open.
-    await Promise.allSettled([...this.links.values()]);
+    await Promise.allSettled([...this.links.values()].map((attempt) => attempt.result));
     for (const link of this.allLinks) link.close();
     await Promise.all([stopped, ...[...this.allLinks].map((link) => link.hop.closed), ...[...this.allSessions].map((s) => s.closed)]);
     this.dirty.resolve();
@@ -401,20 +426,25 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
   private sessionTo(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
     const key = target.routingId.toString();
+    // "Whatever process answers" names no one VC: each such dial sets up its own.
+    const shareable = !target.routingId.isNull();
     const cached = this.sessions.get(key);
-    if (!target.routingId.isNull() && cached?.isOpen) return Promise.resolve(cached);
-    let pending = target.routingId.isNull() ? undefined : this.pendingSessions.get(key);
-    if (pending === undefined) {
-      pending = this.openSession(target, signal, options);
-      if (!target.routingId.isNull()) {
-        this.pendingSessions.set(key, pending);
+    if (shareable && cached?.isOpen) return Promise.resolve(cached);
+    let attempt = shareable ? this.pendingSessions.get(key) : undefined;
+    if (attempt === undefined) {
+      const created = this.attempt(`opening a VC to ${target}`, (setup) => this.openSession(target, setup, options));
+      if (shareable) {
+        this.pendingSessions.set(key, created);
         const forget = (): void => {
-          if (this.pendingSessions.get(key) === pending) this.pendingSessions.delete(key);
+          if (this.pendingSessions.get(key) === created) this.pendingSessions.delete(key);
         };
-        pending.then(forget, forget);
+        // Synchronously on abandonment, so a dial right after it starts afresh instead of joining a dead setup.
+        created.signal.addEventListener('abort', forget, { once: true });
+        created.result.then(forget, forget);
       }
+      attempt = created;
     }
-    return pending;
+    return attempt.join(signal);
   }
 
   private async openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
@@ -503,8 +533,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
       });
       return;
     }
-    // A flow nobody will accept is reset at once rather than left to hang the peer.
-    if (!this.isListening || this.isClosing || flow.destroyed) {
+    // A flow nobody will accept is reset at once rather than left to hang the peer. Flows on a VC
+    // this process dialed are its own to accept, listening or not: Vanadium's flow.Manager takes
+    // them for the connection's lifetime, which is what lets a dial-only process be called back.
+    if ((!flow.conn.dialer && !this.isListening) || this.isClosing || flow.destroyed) {
       flow.destroy();
       return;
     }
@@ -527,39 +559,30 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return link;
   }
 
-  private sharedLink(target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
+  private async sharedLink(target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
     const key = target.address;
-    const existing = this.links.get(key);
-    if (existing) {
-      return existing.then((link) => (link.usable ? link : this.replaceLink(key, existing, target, expected, signal)));
-    }
-    return this.replaceLink(key, undefined, target, expected, signal);
+    const attempt = this.links.get(key) ?? this.startLink(key, target, expected);
+    const link = await attempt.join(signal);
+    if (link.usable) return link;
+    // A link going away takes no new VCs: the first dial to notice replaces it, the others share the replacement.
+    if (this.links.get(key) === attempt) this.links.delete(key);
+    return (this.links.get(key) ?? this.startLink(key, target, expected)).join(signal);
   }
 
-  private replaceLink(key: string, previous: Promise<Link> | undefined, target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
-    const current = this.links.get(key);
-    if (current !== undefined && current !== previous) return this.sharedLink(target, expected, signal);
-    const created = this.connectLink(target, expected, signal);
-    this.links.set(key, created);
-    // The attempt dies with the signal of the dial that started it; later dials must not wait on it.
-    signal.addEventListener(
-      'abort',
-      () => {
-        if (this.links.get(key) === created) this.links.delete(key);
-      },
-      { once: true },
-    );
-    created.then(
-      (link) => {
-        link.on('close', () => {
-          if (this.links.get(key) === created) this.links.delete(key);
-        });
-      },
-      () => {
-        if (this.links.get(key) === created) this.links.delete(key);
-      },
-    );
-    return created;
+  private startLink(key: string, target: Endpoint, expected: RoutingId): SharedAttempt<Link> {
+    const attempt = this.attempt(`connecting to ${target.address}`, (setup) => this.connectLink(target, expected, setup));
+    this.links.set(key, attempt);
+    const forget = (): void => {
+      if (this.links.get(key) === attempt) this.links.delete(key);
+    };
+    attempt.signal.addEventListener('abort', forget, { once: true });
+    attempt.result.then((link) => link.on('close', forget), forget);
+    return attempt;
+  }
+
+  /** A setup dials share, bounded by dialTimeout and ended by close(). */
+  private attempt<T>(what: string, run: (signal: AbortSignal) => Promise<T>): SharedAttempt<T> {
+    return new SharedAttempt(what, this.options.dialTimeout, this.closing.signal, run);
   }
 
   private async connectLink(target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
@@ -667,6 +690,74 @@ export class Manager extends EventEmitter<ManagerEvents> {
       resolve = r;
     });
     this.dirty = { promise, resolve };
+  }
+}
+
+/**
+ * A setup that every caller asking for the same thing waits on: a hop connection to one address,
+ * a VC to one routing ID. It runs under a signal of its own, never the signal of the caller that
+ * happened to start it: that signal aborts once every waiting caller has given up, when the
+ * manager closes, or after `timeout`. A caller that gives up fails alone, with its own reason.
+ */
+class SharedAttempt<T> {
+  /** Aborts when the setup is abandoned, timed out or cut by close(); never once it has settled. */
+  readonly signal: AbortSignal;
+  /** The setup's own outcome, whoever still waits for it. */
+  readonly result: Promise<T>;
+  private readonly controller = new AbortController();
+  private waiting = 0;
+  private settled = false;
+
+  constructor(what: string, timeout: number, closing: AbortSignal, run: (signal: AbortSignal) => Promise<T>) {
+    this.signal = this.controller.signal;
+    const onClose = (): void => this.controller.abort(abortReason(closing));
+    const timer = setTimeout(() => this.controller.abort(new TimeoutError(`${what} timed out after ${timeout} ms`)), timeout);
+    this.result = new Promise<T>((resolve, reject) => {
+      // Settled at once, not a microtask later: a waiter leaving in between must not abort a setup that succeeded.
+      const settle = (): void => {
+        this.settled = true;
+        clearTimeout(timer);
+        closing.removeEventListener('abort', onClose);
+      };
+      this.signal.addEventListener(
+        'abort',
+        () => {
+          settle();
+          reject(this.signal.reason);
+        },
+        { once: true },
+      );
+      closing.addEventListener('abort', onClose, { once: true });
+      if (closing.aborted) onClose();
+      else
+        run(this.signal).then(
+          (value) => {
+            settle();
+            resolve(value);
+          },
+          (err: unknown) => {
+            settle();
+            reject(err);
+          },
+        );
+    });
+    // The setup may fail after every caller left.
+    this.result.catch(() => undefined);
+  }
+
+  /** The setup's outcome for one caller, who stops waiting, with its own reason, when `signal` aborts. */
+  join(signal: AbortSignal): Promise<T> {
+    if (this.settled) return this.result;
+    if (signal.aborted) return Promise.reject(abortReason(signal));
+    this.waiting++;
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => {
+        reject(abortReason(signal));
+        if (--this.waiting === 0 && !this.settled) this.controller.abort(new AbortError('every caller waiting for the setup gave up'));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      void this.result.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
   }
 }
 

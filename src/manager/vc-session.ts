@@ -37,6 +37,8 @@ export class VcSession extends EventEmitter {
   readonly remotePublicKey: Buffer;
   /** The routing ID of `remotePublicKey`: the identity the peer proved, not the one its open frame claimed. */
   readonly remoteRoutingId: RoutingId;
+  /** True when this process opened the VC: flows the peer opens on it are accepted whether or not this process listens. */
+  readonly dialer: boolean;
   readonly localEndpoint: string;
   readonly remoteEndpoint: string;
   /** Resolves when the VC ends: undefined for a clean close, the reason otherwise. Never rejects. */
@@ -53,6 +55,7 @@ export class VcSession extends EventEmitter {
     this.circuit = init.circuit;
     this.remotePublicKey = init.remotePublicKey;
     this.remoteRoutingId = RoutingId.fromPublicKey(init.remotePublicKey);
+    this.dialer = init.dialer;
     this.localEndpoint = init.localEndpoint;
     this.remoteEndpoint = init.remoteEndpoint;
     this.idleTimeout = init.idleTimeout;
