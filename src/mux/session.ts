@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, MuxError } from '../errors.js';
 import { Flag, FrameType, GoAwayCode, INITIAL_STREAM_WINDOW, MAX_U32, encodeHeader, type FrameHeader } from './frame.js';
 import { kAbort, kData, kDataStart, kFlags, kLink, kOpen, kSendSome, kWindowUpdate, type SessionLink } from './internal.js';
+import { PeerStreamIds } from './ids.js';
 import { FrameParser } from './parser.js';
 import { YamuxStream, type YamuxStreamInit } from './stream.js';
 
@@ -38,6 +39,13 @@ export interface YamuxSessionOptions {
   pendingAcceptBudget?: number;
   /** Streams pending at once, default 1024; a SYN beyond it is answered with RST. */
   maxPendingAccept?: number;
+  /**
+   * SYNs this side may have sent that still await their ACK, default 256 (hashicorp/yamux's
+   * accept backlog, beyond which it resets new streams). A stream opened beyond it waits here:
+   * `openStream()` returns it at once, but its SYN, writes and FIN go out only when an earlier
+   * SYN is acknowledged or its stream closes.
+   */
+  openBacklog?: number;
 }
 
 const DEFAULT_MAX_STREAMS = 4096;
@@ -57,6 +65,18 @@ const DEFAULT_PENDING_ACCEPT_BUDGET = 4 << 20;
  * its object, a few KiB; the bytes are bounded by the budget.
  */
 const DEFAULT_MAX_PENDING_ACCEPT = 1024;
+/**
+ * hashicorp/yamux's default AcceptBacklog: it queues at most that many streams that its
+ * application has not accepted (it sends the ACK at accept) and resets any SYN beyond. With no
+ * more than this many SYNs unacknowledged, we can never overflow it.
+ */
+const DEFAULT_OPEN_BACKLOG = 256;
+/**
+ * How many of the peer's ids below its highest one, still without their SYN, are remembered
+ * (see PeerStreamIds). A hashicorp peer has at most its accept backlog (256 by default) of them;
+ * four times that leaves room for a larger backlog and costs at most a few tens of KiB.
+ */
+const MAX_PEER_ID_GAPS = 1024;
 /**
  * What a Data frame on a pending stream is charged besides its bytes: each piece of it is a Buffer
  * of its own in the stream's read queue, about 120 bytes of objects, and a frame that straddles two
@@ -117,8 +137,13 @@ export class YamuxSession extends EventEmitter {
   #resolveClosed!: (err: Error | undefined) => void;
   #state: State = 'open';
   #nextStreamId: number;
-  /** Highest stream id the peer has opened: ids only grow, so lower ones are closed streams. */
-  #peerHighId = 0;
+  /** Which of the peer's ids its SYNs have used, in whatever order they came. */
+  readonly #peerIds: PeerStreamIds;
+  readonly #openBacklog: number;
+  /** Our streams whose SYN is sent and not yet acknowledged (by ACK, or by the stream closing). */
+  readonly #awaitingAck = new Set<number>();
+  /** Our streams opened beyond the backlog, oldest first: their SYN is not sent yet. */
+  readonly #awaitingSyn = new Set<YamuxStream>();
   #remoteGoAway = false;
   #blocked = false;
   #flushing = false;
@@ -141,6 +166,7 @@ export class YamuxSession extends EventEmitter {
     this.#transport = transport;
     this.#client = options.client;
     this.#nextStreamId = options.client ? 1 : 2;
+    this.#peerIds = new PeerStreamIds(options.client ? 2 : 1, MAX_PEER_ID_GAPS);
     this.#streamWindow = checkInteger('streamWindow', options.streamWindow ?? INITIAL_STREAM_WINDOW, INITIAL_STREAM_WINDOW, MAX_U32);
     this.#maxStreams = checkInteger('maxStreams', options.maxStreams ?? DEFAULT_MAX_STREAMS, 1, MAX_U32);
     this.#maxFrameSize = checkInteger('maxFrameSize', options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE, 1, MAX_U32);
@@ -150,6 +176,7 @@ export class YamuxSession extends EventEmitter {
     this.#deferAccept = options.deferAccept ?? false;
     this.#pendingAcceptBudget = checkInteger('pendingAcceptBudget', options.pendingAcceptBudget ?? DEFAULT_PENDING_ACCEPT_BUDGET, 0, Number.MAX_SAFE_INTEGER);
     this.#maxPendingAccept = checkInteger('maxPendingAccept', options.maxPendingAccept ?? DEFAULT_MAX_PENDING_ACCEPT, 0, Number.MAX_SAFE_INTEGER);
+    this.#openBacklog = checkInteger('openBacklog', options.openBacklog ?? DEFAULT_OPEN_BACKLOG, 1, Number.MAX_SAFE_INTEGER);
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -209,12 +236,26 @@ export class YamuxSession extends EventEmitter {
     return this.#pendingAccept.size;
   }
 
+  /** Our streams whose SYN is out and whose ACK has not come (at most `openBacklog`). */
+  get streamsAwaitingAck(): number {
+    return this.#awaitingAck.size;
+  }
+
+  /** Our streams opened beyond `openBacklog`, waiting here to send their SYN. */
+  get streamsAwaitingSyn(): number {
+    return this.#awaitingSyn.size;
+  }
+
   /** True once close() or destroy() was called or the session failed: no new streams either way. */
   get isClosed(): boolean {
     return this.#state !== 'open';
   }
 
-  /** Opens a stream; its SYN is sent at once. Throws ERR_SESSION_CLOSED or ERR_STREAM_LIMIT. */
+  /**
+   * Opens a stream. Its SYN is sent at once, unless `openBacklog` SYNs already await their ACK:
+   * then it waits here, in order, and what is written to it is held until its SYN has gone out.
+   * Throws ERR_SESSION_CLOSED or ERR_STREAM_LIMIT.
+   */
   openStream(): YamuxStream {
     if (this.#state !== 'open') throw new MuxError('ERR_SESSION_CLOSED', 'cannot open a stream: the session is closed');
     if (this.#remoteGoAway) throw new MuxError('ERR_SESSION_CLOSED', 'cannot open a stream: the peer is closing the session (GoAway received)');
@@ -225,8 +266,31 @@ export class YamuxSession extends EventEmitter {
     const id = this.#nextStreamId;
     this.#nextStreamId += 2;
     const stream = this.#newStream(id);
-    stream[kOpen](Flag.SYN);
+    if (this.#awaitingSyn.size === 0 && this.#awaitingAck.size < this.#openBacklog) {
+      this.#announce(stream);
+    } else {
+      this.#awaitingSyn.add(stream);
+    }
     return stream;
+  }
+
+  #announce(stream: YamuxStream): void {
+    this.#awaitingAck.add(stream.id);
+    stream[kOpen](Flag.SYN);
+  }
+
+  /** Sends the SYNs of waiting streams while the backlog has room. */
+  #announceWaiting(): void {
+    while (this.#awaitingSyn.size > 0 && this.#awaitingAck.size < this.#openBacklog && this.#canSend()) {
+      const [stream] = this.#awaitingSyn;
+      this.#awaitingSyn.delete(stream);
+      this.#announce(stream);
+    }
+  }
+
+  /** The peer acknowledged one of our SYNs, or its stream closed: a backlog slot is free. */
+  #acknowledged(id: number): void {
+    if (this.#awaitingAck.delete(id)) this.#announceWaiting();
   }
 
   /** Sends a ping and resolves to the round-trip time in milliseconds; rejects if the session ends first. */
@@ -348,7 +412,14 @@ export class YamuxSession extends EventEmitter {
       return;
     }
     this.#remoteGoAway = true;
-    if (header.length === GoAwayCode.Normal) return;
+    if (header.length === GoAwayCode.Normal) {
+      // The peer refuses new streams from now on (hashicorp answers their SYN with RST), so those
+      // still waiting for theirs fail here, never having been announced.
+      for (const stream of [...this.#awaitingSyn]) {
+        stream.destroy(new MuxError('ERR_SESSION_CLOSED', `stream ${stream.id} was never opened: the peer is closing the session (GoAway received) and takes no new streams`));
+      }
+      return;
+    }
     const err =
       header.length === GoAwayCode.ProtocolError
         ? new MuxError('ERR_MUX_PROTOCOL', 'the peer ended the session: it says we broke the yamux protocol')
@@ -368,9 +439,19 @@ export class YamuxSession extends EventEmitter {
     }
     if (header.flags & Flag.SYN) return this.#accept(id);
     const stream = this.#streams.get(id);
-    if (stream) return stream;
+    if (stream && this.#awaitingSyn.has(stream)) {
+      // One of our ids whose SYN has not gone out: the peer cannot know it.
+      this.#protocolError(`${FrameType[header.type]} frame for stream ${id}, which was never opened`);
+      return undefined;
+    }
+    if (stream) {
+      if (header.flags & Flag.ACK) this.#acknowledged(id);
+      return stream;
+    }
+    // Our ids are announced in the order they are taken, so all below the next one were opened;
+    // the peer's may come in any order (PeerStreamIds).
     const ours = id % 2 === (this.#client ? 1 : 0);
-    const existedBefore = ours ? id < this.#nextStreamId : id <= this.#peerHighId;
+    const existedBefore = ours ? id < this.#nextStreamId : this.#peerIds.wasOpened(id);
     if (!existedBefore) this.#protocolError(`${FrameType[header.type]} frame for stream ${id}, which was never opened`);
     return undefined;
   }
@@ -381,11 +462,16 @@ export class YamuxSession extends EventEmitter {
       this.#protocolError(`peer opened stream ${id}, an id from our side's range`);
       return undefined;
     }
-    if (id <= this.#peerHighId) {
-      this.#protocolError(`peer opened stream ${id} after stream ${this.#peerHighId} (ids must increase)`);
+    // SYNs may come in any order (hashicorp sends each from the goroutine that took the id);
+    // only an id that is open, or was used before, is a duplicate.
+    if (this.#streams.has(id)) {
+      this.#protocolError(`peer opened stream ${id}, which is already open`);
       return undefined;
     }
-    this.#peerHighId = id;
+    if (!this.#peerIds.open(id)) {
+      this.#protocolError(`peer opened stream ${id} again: that id was already used`);
+      return undefined;
+    }
     const tooManyPending = this.#deferAccept && this.#pendingAccept.size >= this.#maxPendingAccept;
     if (this.#state !== 'open' || this.#streams.size >= this.#maxStreams || tooManyPending || this.listenerCount('stream') === 0) {
       this.#sendControl(FrameType.WindowUpdate, Flag.RST, id, 0);
@@ -472,6 +558,8 @@ export class YamuxSession extends EventEmitter {
     this.#streams.delete(stream.id);
     this.#ready.delete(stream);
     this.#forgetPending(stream);
+    this.#awaitingSyn.delete(stream);
+    this.#acknowledged(stream.id);
     this.#endIfIdle();
   }
 
@@ -547,6 +635,8 @@ export class YamuxSession extends EventEmitter {
     this.#ready.clear();
     this.#pendingAccept.clear();
     this.#pendingAcceptBytes = 0;
+    this.#awaitingSyn.clear();
+    this.#awaitingAck.clear();
     for (const stream of streams) stream[kAbort](streamErr);
     this.#failPings(streamErr ?? new MuxError('ERR_SESSION_CLOSED', 'the session was destroyed'));
     this.#transport.destroy();

@@ -56,6 +56,13 @@ export class YamuxStream extends Duplex {
   /** The peer reset the stream or the session is gone, so sending RST would be pointless. */
   #resetNotNeeded = false;
   #awaitingAccept = false;
+  /**
+   * False until the SYN or ACK is sent. A stream this side opened beyond the session's
+   * `openBacklog` waits in that state: it sends nothing, and a FIN asked for meanwhile follows
+   * the SYN.
+   */
+  #announced = false;
+  #finAfterSyn = false;
 
   constructor(init: YamuxStreamInit) {
     super({ allowHalfOpen: true });
@@ -111,7 +118,7 @@ export class YamuxStream extends Duplex {
    * while the peer has no credit left, since then nothing else would ever send one.
    */
   #returnCredit(starving: boolean): void {
-    if (this.#awaitingAccept || this.#remoteFin || this.destroyed || !this.#link.canSend()) return;
+    if (!this.#announced || this.#awaitingAccept || this.#remoteFin || this.destroyed || !this.#link.canSend()) return;
     const window = this.#link.streamWindow;
     // A consumer calling read(n) with n above the window raises readableHighWaterMark to n and
     // must be able to buffer that much, or it would wait forever for a message larger than the window.
@@ -143,6 +150,12 @@ export class YamuxStream extends Duplex {
     }
     // Every earlier write's callback has run, so all its bytes are already with the transport.
     this.#localFin = true;
+    if (!this.#announced) {
+      // Nothing was written (a write waits for the SYN), so the FIN simply follows the SYN.
+      this.#finAfterSyn = true;
+      callback();
+      return;
+    }
     this.#link.sendControl(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
     if (this.#remoteFin) this.#release();
     callback();
@@ -153,7 +166,8 @@ export class YamuxStream extends Duplex {
     this.#pending = undefined;
     pending?.callback(err ?? new MuxError('ERR_STREAM_RESET', `stream ${this.id} was destroyed before this write was sent`));
     const fullyClosed = this.#localFin && this.#remoteFin;
-    if (!fullyClosed && !this.#resetNotNeeded && this.#link.canSend()) {
+    // A stream whose SYN never went out is unknown to the peer: nothing to reset.
+    if (this.#announced && !fullyClosed && !this.#resetNotNeeded && this.#link.canSend()) {
       this.#link.sendControl(FrameType.WindowUpdate, Flag.RST, this.id, 0);
     }
     this.#release();
@@ -165,9 +179,19 @@ export class YamuxStream extends Duplex {
    * one, except for a stream left awaiting markAccepted(), which gets only the initial window.
    */
   [kOpen](flag: number, awaitingAccept = false): void {
+    if (this.#announced || this.destroyed) return;
+    this.#announced = true;
     this.#awaitingAccept = awaitingAccept;
     if (awaitingAccept) this.#recvWindow = INITIAL_STREAM_WINDOW;
     this.#link.sendControl(FrameType.WindowUpdate, flag, this.id, awaitingAccept ? 0 : this.#link.streamWindow - INITIAL_STREAM_WINDOW);
+    // What a stream that waited for its SYN was asked to do meanwhile.
+    if (this.#finAfterSyn) {
+      this.#link.sendControl(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
+    } else if (this.#pending && this.#sendWindow > 0) {
+      this.#link.schedule(this);
+    }
+    // read(n) may have raised the high-water mark while it waited.
+    this.#returnCredit(false);
   }
 
   /** A Data frame of `length` bytes starts; returns why it is a protocol violation, if it is one. */
@@ -214,7 +238,7 @@ export class YamuxStream extends Duplex {
    */
   [kSendSome](): boolean {
     const pending = this.#pending;
-    if (!pending || this.destroyed || this.#sendWindow === 0) return false;
+    if (!pending || !this.#announced || this.destroyed || this.#sendWindow === 0) return false;
     const length = Math.min(this.#link.maxFrameSize, this.#sendWindow, pending.remaining);
     const pieces: Buffer[] = [];
     let left = length;
@@ -255,8 +279,9 @@ export class YamuxStream extends Duplex {
       return;
     }
     this.#pending = { chunks, index: 0, offset: 0, remaining: total, callback };
-    // With a zero window the write stays parked until the peer's WindowUpdate reschedules it.
-    if (this.#sendWindow > 0) this.#link.schedule(this);
+    // With a zero window the write stays parked until the peer's WindowUpdate reschedules it;
+    // before the SYN has gone out, until kOpen schedules it.
+    if (this.#announced && this.#sendWindow > 0) this.#link.schedule(this);
   }
 
   #release(): void {
