@@ -456,7 +456,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (!this.options.encryption) return this.startSession(circuit, circuit, circuit.remotePublicKey, true, local, remote.toString());
     // The peer must prove, inside the VC, that it holds the key behind the RID we dialed: the proxy is not trusted with that.
     const channel = await secureChannel(circuit, { identity: this.identity, role: 'dialer', expectedRoutingId: dst, authorize: options.authorize, signal });
-    return this.startSession(circuit, channel.stream, channel.peerPublicKey, true, local, remote.toString());
+    return this.startSession(circuit, channel.stream, channel.peerPublicKey, true, local, remote.toString(), channel.rtt);
   }
 
   /**
@@ -488,13 +488,21 @@ export class Manager extends EventEmitter<ManagerEvents> {
         channel.stream.destroy();
         return;
       }
-      this.startSession(circuit, channel.stream, channel.peerPublicKey, false, local, remoteAt(channel.peerRoutingId));
+      this.startSession(circuit, channel.stream, channel.peerPublicKey, false, local, remoteAt(channel.peerRoutingId), channel.rtt);
     } catch (err) {
       if (!this.isClosing) this.emit('vcError', err as RidproxyError, { claimedRoutingId: claimed.toString(), remoteRoutingId: proven?.toString() });
     }
   }
 
-  private startSession(circuit: VirtualCircuit, transport: Duplex, remotePublicKey: Buffer, dialer: boolean, localEndpoint: string, remoteEndpoint: string): VcSession {
+  private startSession(
+    circuit: VirtualCircuit,
+    transport: Duplex,
+    remotePublicKey: Buffer,
+    dialer: boolean,
+    localEndpoint: string,
+    remoteEndpoint: string,
+    setupRtt?: number,
+  ): VcSession {
     const session = new VcSession({
       circuit,
       transport,
@@ -507,6 +515,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       pendingAcceptBudget: this.options.pendingAcceptBudget,
       maxPendingAccept: this.options.maxPendingAccept,
       idleTimeout: this.options.vcIdleTimeout,
+      setupRtt,
     });
     // Filed under the identity the peer proved, so a dial reuses only a VC to the process it names.
     const key = session.remoteRoutingId.toString();

@@ -24,6 +24,8 @@ export interface VcSessionInit {
   maxPendingAccept?: number;
   /** Milliseconds a VC with no flows (side-channel flows aside) stays open. */
   idleTimeout: number;
+  /** The round trip the secure handshake measured, if there was one: `rtt` until a ping answers. */
+  setupRtt?: number;
 }
 
 /**
@@ -46,6 +48,7 @@ export class VcSession extends EventEmitter {
   /** Date.now() of the last flow opened or accepted on this VC. */
   lastUsed = Date.now();
 
+  private readonly setupRtt: number | undefined;
   private keepAliveFlows = 0;
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly idleTimeout: number;
@@ -59,6 +62,7 @@ export class VcSession extends EventEmitter {
     this.localEndpoint = init.localEndpoint;
     this.remoteEndpoint = init.remoteEndpoint;
     this.idleTimeout = init.idleTimeout;
+    this.setupRtt = init.setupRtt;
     this.mux = new YamuxSession(init.transport, {
       client: init.dialer,
       streamWindow: init.streamWindow,
@@ -88,12 +92,14 @@ export class VcSession extends EventEmitter {
       this.circuit.destroy();
       return err;
     });
+    // Without a handshake to time, one ping gives the round trip before the first keepalive would.
+    if (this.setupRtt === undefined) this.mux.ping().catch(() => undefined);
     this.armIdle();
   }
 
-  /** Round-trip time of the last keepalive ping on this VC, in milliseconds. */
+  /** Round-trip time in milliseconds: of the last keepalive ping, or of the VC's setup before one was answered. */
   get rtt(): number | undefined {
-    return this.mux.rtt;
+    return this.mux.rtt ?? this.setupRtt;
   }
 
   get isOpen(): boolean {

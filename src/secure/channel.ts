@@ -1,4 +1,5 @@
 import { Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect, TLSSocket, type SecureContext } from 'node:tls';
 import {
   AbortError,
@@ -60,6 +61,11 @@ export interface SecureChannel {
   stream: Duplex;
   peerPublicKey: Buffer;
   peerRoutingId: RoutingId;
+  /**
+   * Milliseconds from this side's first handshake flight to the peer's answer that completed its
+   * TLS handshake: one round trip of the transport, known before any data flows.
+   */
+  rtt: number;
 }
 
 /**
@@ -101,7 +107,7 @@ export async function secureChannel(transport: Duplex, options: SecureChannelOpt
   });
   try {
     const peer = await Promise.race([stream.handshake(options), limit]);
-    return { stream, peerPublicKey: peer.publicKey, peerRoutingId: peer.routingId };
+    return { stream, peerPublicKey: peer.publicKey, peerRoutingId: peer.routingId, rtt: stream.rtt! };
   } catch (err) {
     stream.abandon(err as RidproxyError);
     throw err;
@@ -183,6 +189,9 @@ class SecureStream extends Duplex {
   /** Set once this side gives up the channel politely: the transport outlives this stream until the peer closes. */
   #linger: NodeJS.Timeout | undefined;
   #waitingForDrain: Array<(error?: Error | null) => void> = [];
+  #firstFlightAt: number | undefined;
+  /** Set when TLS completes: see SecureChannel.rtt. */
+  rtt: number | undefined;
 
   constructor(transport: Duplex, role: SecureChannelOptions['role'], secureContext: SecureContext) {
     super({ readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
@@ -191,6 +200,7 @@ class SecureStream extends Duplex {
     this.#handshakeIo = new Duplex({
       read: () => undefined,
       write: (chunk: Buffer, _encoding, callback) => {
+        this.#firstFlightAt ??= performance.now();
         for (let offset = 0; offset < chunk.length; offset += MAX_HANDSHAKE_SEGMENT) {
           const part = chunk.subarray(offset, offset + MAX_HANDSHAKE_SEGMENT);
           this.#writeSegment(segmentHeader(SegmentType.Handshake, part.length), [part]);
@@ -265,6 +275,9 @@ class SecureStream extends Duplex {
     // then node:tls turns its TLS errors into an internal event instead of 'error': an alert from
     // the peer would go unseen. tls.Server releases control at this point; so do we.
     if (this.#role === 'acceptor') (tls as TLSSocket & { _releaseControl(): boolean })._releaseControl();
+    // The dialer's first flight is its hello, the acceptor's its reply to one: either way what
+    // completes the handshake is the peer's answer to it.
+    this.rtt = performance.now() - (this.#firstFlightAt ?? performance.now());
     const certificate = tls.getPeerX509Certificate();
     const found = certificate === undefined ? { problem: 'it presented no certificate' } : certificateKey(certificate);
     this.#negotiated = { alpn: tls.alpnProtocol, problem: 'problem' in found ? found.problem : undefined };
