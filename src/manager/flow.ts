@@ -16,6 +16,7 @@ export class Flow extends YamuxStream {
   /** The VC this flow runs on: `rtt`, `lastUsed`, `closed`. */
   readonly conn: VcSession;
   #peerEnded = false;
+  #reading: Promise<void> = Promise.resolve();
 
   constructor(init: YamuxStreamInit, conn: VcSession) {
     super(init);
@@ -81,8 +82,22 @@ export class Flow extends YamuxStream {
     });
   }
 
-  /** Reads one message written by the peer's writeMsg. Rejects with ERR_END_OF_FLOW if the flow ends first. */
-  async readMsg(maxSize = MAX_MESSAGE_SIZE): Promise<Buffer> {
+  /**
+   * Reads one message written by the peer's writeMsg. Rejects with ERR_END_OF_FLOW if the flow
+   * ends first. Calls made while one is pending get the following messages, in call order.
+   */
+  readMsg(maxSize = MAX_MESSAGE_SIZE): Promise<Buffer> {
+    // One read at a time: each waits on the flow's events, so concurrent ones would add a set of
+    // listeners apiece and take each other's bytes (one's body read as another's header).
+    const read = this.#reading.then(() => this.#readOneMsg(maxSize));
+    this.#reading = read.then(
+      () => undefined,
+      () => undefined,
+    );
+    return read;
+  }
+
+  async #readOneMsg(maxSize: number): Promise<Buffer> {
     const header = await this.readExactly(LENGTH_PREFIX, true);
     const length = header.readUInt32BE(0);
     if (length > maxSize) {
