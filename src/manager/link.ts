@@ -245,6 +245,10 @@ export class Link extends EventEmitter {
       remoteRoutingId: remote,
       remotePublicKey,
     });
+    // A dialer's circuit reaches its owner a few ticks after it exists (the open resolves, then
+    // the secure handshake starts), and the peer may close it meanwhile; its owner reads the
+    // reason from `errored` and 'close'.
+    circuit.on('error', ignoreError);
     this.circuits.set(vci, circuit);
     // What this circuit may queue toward the peer is its window: the hop may hold that much unread.
     this.hop.outputLimit += sendCredit;
@@ -289,3 +293,5 @@ export class Link extends EventEmitter {
     this.emit('close', err);
   }
 }
+
+function ignoreError(): void {}

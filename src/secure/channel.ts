@@ -129,6 +129,8 @@ function checkOptions(options: SecureChannelOptions): number {
   return timeout;
 }
 
+function ignoreError(): void {}
+
 function aborted(signal: AbortSignal): AbortError {
   return new AbortError('the secure-channel handshake was aborted', { cause: signal.reason });
 }
@@ -195,6 +197,9 @@ class SecureStream extends Duplex {
 
   constructor(transport: Duplex, role: SecureChannelOptions['role'], secureContext: SecureContext) {
     super({ readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
+    // The owner can only attach its handler once secureChannel() has resolved, a few ticks after
+    // the transport may already have failed; the reason stays in `errored` for it to read.
+    this.on('error', ignoreError);
     this.#transport = transport;
     this.#role = role;
     this.#handshakeIo = new Duplex({

@@ -39,9 +39,10 @@ let echoServer: Manager;
 /** The listening process, in this test process. */
 let target: Manager;
 let targetEndpoint: Endpoint;
-let uncaught = 0;
-const onUncaught = (): void => {
-  uncaught++;
+/** What escaped to the process: each one is a bug, and its text says where. */
+const uncaught: string[] = [];
+const onUncaught = (err: unknown): void => {
+  uncaught.push(err instanceof Error ? (err.stack ?? err.message) : String(err));
 };
 /** Managers that live for the whole file, closed at its end. */
 const managers: Manager[] = [];
@@ -249,7 +250,7 @@ function assertAlive(): void {
   expect(proxyCli.child.exitCode, `the proxy exited; its stderr:\n${proxyCli.stderr()}`).toBeNull();
   expect(proxyCli.child.signalCode, `the proxy was killed; its stderr:\n${proxyCli.stderr()}`).toBeNull();
   expect(proxyCli.stderr()).not.toMatch(/unhandled|uncaught/i);
-  expect(uncaught).toBe(0);
+  expect(uncaught).toEqual([]);
 }
 
 let baselineConnections = 0;
