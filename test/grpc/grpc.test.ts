@@ -6,7 +6,7 @@ import { createConnection, grpcBridge, serveGrpc, type GrpcBridge } from '../../
 import { useNetwork } from '../fixtures.js';
 import { EchoClient, echoServer } from './service.js';
 
-const net = useNetwork();
+const net = useNetwork({ checkLeaks: true });
 
 /** A gRPC server registered on a proxy, and a client manager with a bridge to it. */
 async function forwardTunnel(bridgeOptions: { listen?: string } = {}) {
