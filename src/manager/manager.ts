@@ -393,12 +393,15 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return session.openFlow(options.sideChannel ?? false);
   }
 
-  /** Opens a flow only over an existing VC to the endpoint's routing ID; ERR_NO_CACHED_VC if there is none. */
-  dialCached(endpoint: string | Endpoint, options: Pick<DialOptions, 'sideChannel'> = {}): Flow {
+  /**
+   * Opens a flow only over an existing VC to the endpoint's routing ID; ERR_NO_CACHED_VC if there
+   * is none. A bare RoutingId is enough, since a peer that dialed in may listen nowhere.
+   */
+  dialCached(endpoint: string | Endpoint | RoutingId, options: Pick<DialOptions, 'sideChannel'> = {}): Flow {
     this.assertOpen();
-    const target = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
-    const session = this.sessions.get(target.routingId.toString());
-    if (!session?.isOpen) throw new ManagerError('ERR_NO_CACHED_VC', `no open VC to routing id ${target.routingId}`);
+    const rid = endpoint instanceof RoutingId ? endpoint : (typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint).routingId;
+    const session = this.sessions.get(rid.toString());
+    if (!session?.isOpen) throw new ManagerError('ERR_NO_CACHED_VC', `no open VC to routing id ${rid}`);
     return session.openFlow(options.sideChannel ?? false);
   }
 

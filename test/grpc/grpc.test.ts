@@ -1,0 +1,182 @@
+import { connect, createServer, type ClientHttp2Session } from 'node:http2';
+import { credentials, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { describe, expect, test } from 'vitest';
+import { RoutingId, type Manager } from '../../src/index.js';
+import { createConnection, grpcBridge, serveGrpc, type GrpcBridge } from '../../src/grpc/index.js';
+import { useNetwork } from '../fixtures.js';
+import { EchoClient, echoServer } from './service.js';
+
+const net = useNetwork({ checkLeaks: true });
+
+/** A gRPC server registered on a proxy, and a client manager with a bridge to it. */
+async function forwardTunnel(bridgeOptions: { listen?: string } = {}) {
+  const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
+  const serverManager = net.manager();
+  const registration = await serverManager.proxyListen('grpc', proxy.endpoint);
+  const { server, cancelled } = echoServer();
+  const serving = serveGrpc(serverManager, server);
+  net.defer(async () => {
+    server.forceShutdown();
+    await serving.close();
+  });
+  const clientManager = net.manager();
+  const bridge = await grpcBridge(clientManager, registration.endpoint, bridgeOptions);
+  net.defer(() => bridge.close());
+  const client = clientOf(bridge);
+  return { client, bridge, cancelled, serverManager, clientManager };
+}
+
+function clientOf(bridge: GrpcBridge): any {
+  const client = new EchoClient(bridge.target, credentials.createInsecure()) as Client & Record<string, any>;
+  net.defer(async () => client.close());
+  return client;
+}
+
+function unary(client: any, name: string, request: unknown, options: object = {}): Promise<any> {
+  return new Promise((resolve, reject) => client[name](request, options, (err: ServiceError | null, reply: unknown) => (err ? reject(err) : resolve(reply))));
+}
+
+function collect(call: NodeJS.EventEmitter): Promise<unknown[]> {
+  return new Promise((resolve, reject) => {
+    const got: unknown[] = [];
+    call.on('data', (m) => got.push(m));
+    call.on('error', reject);
+    call.on('end', () => resolve(got));
+  });
+}
+
+describe('gRPC forward tunnel through a proxy', () => {
+  test('unary, server-streaming, client-streaming and bidi calls reach the server behind the proxy', async () => {
+    const { client } = await forwardTunnel();
+    expect(await unary(client, 'echo', { text: 'hi' })).toEqual({ text: 'hi', peer: 'server' });
+
+    expect(await collect(client.count({ n: 5 }))).toEqual([0, 1, 2, 3, 4].map((i) => ({ i })));
+
+    const total = new Promise((resolve, reject) => {
+      const call = client.sum((err: ServiceError | null, reply: unknown) => (err ? reject(err) : resolve(reply)));
+      for (const n of [1, 2, 3, 4]) call.write({ n });
+      call.end();
+    });
+    expect(await total).toEqual({ total: 10 });
+
+    const chat = client.chat();
+    const replies = collect(chat);
+    for (const text of ['a', 'b', 'c']) chat.write({ text });
+    chat.end();
+    expect(await replies).toEqual([{ text: 'A' }, { text: 'B' }, { text: 'C' }]);
+  });
+
+  test('a bridge on 127.0.0.1 TCP carries calls as the Unix-socket one does', async () => {
+    const { client, bridge } = await forwardTunnel({ listen: '127.0.0.1:0' });
+    expect(bridge.target).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(await unary(client, 'echo', { text: 'tcp' })).toEqual({ text: 'tcp', peer: 'server' });
+  });
+
+  test('a deadline expires as DEADLINE_EXCEEDED at the client, and the server handler sees the call cancelled', async () => {
+    const { client, cancelled } = await forwardTunnel();
+    await unary(client, 'echo', { text: 'warm up' });
+    const started = Date.now();
+    await expect(unary(client, 'hang', {}, { deadline: Date.now() + 300 })).rejects.toMatchObject({ code: status.DEADLINE_EXCEEDED });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    await cancelled;
+  });
+
+  test('a client cancelling a call is seen by the server handler as cancelled', async () => {
+    const { client, cancelled } = await forwardTunnel();
+    await unary(client, 'echo', { text: 'warm up' });
+    const outcome = new Promise<ServiceError>((resolve) => {
+      const call = client.hang({}, (err: ServiceError) => resolve(err));
+      setTimeout(() => call.cancel(), 100);
+    });
+    expect(await outcome).toMatchObject({ code: status.CANCELLED });
+    await cancelled;
+  });
+
+  test('100 concurrent calls all get their own answer', async () => {
+    const { client } = await forwardTunnel();
+    const replies = await Promise.all(Array.from({ length: 100 }, (_, i) => unary(client, 'echo', { text: `call ${i}` })));
+    expect(replies.map((r) => r.text)).toEqual(Array.from({ length: 100 }, (_, i) => `call ${i}`));
+  });
+});
+
+describe('gRPC reverse tunnel', () => {
+  /** A hub listening on a proxy, and an agent that only dials it and serves gRPC on that VC. */
+  async function reverseTunnel() {
+    const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
+    const hub = net.manager();
+    const hubRegistration = await hub.proxyListen('hub', proxy.endpoint);
+    const agent = net.manager();
+    const { server } = echoServer();
+    const serving = serveGrpc(agent, server);
+    net.defer(async () => {
+      server.forceShutdown();
+      await serving.close();
+    });
+    // The agent's hello flow stays open: it is what keeps the VC (and so the tunnel) from idling out.
+    const hello = await agent.dial(hubRegistration.endpoint);
+    hello.write('agent up');
+    const arrived = await hub.accept();
+    return { hub, agent, agentRoutingId: arrived.conn.remoteRoutingId, hello, arrived };
+  }
+
+  test('a hub calls an agent that listens nowhere, by its routing id, over the VC the agent dialed', async () => {
+    const { hub, agent, agentRoutingId } = await reverseTunnel();
+    expect(agent.status().endpoints).toEqual([]);
+    expect(agentRoutingId.toString()).toBe(agent.routingId.toString());
+    const bridge = await grpcBridge(hub, agentRoutingId, { reuseOnly: true });
+    net.defer(() => bridge.close());
+    const client = clientOf(bridge);
+    expect(await unary(client, 'echo', { text: 'to the agent' })).toEqual({ text: 'to the agent', peer: 'server' });
+    expect(await collect(client.count({ n: 3 }))).toEqual([{ i: 0 }, { i: 1 }, { i: 2 }]);
+  });
+
+  test('a reuse-only bridge to a peer with no VC fails the call UNAVAILABLE and reports ERR_NO_CACHED_VC', async () => {
+    const hub: Manager = net.manager();
+    const bridge = await grpcBridge(hub, RoutingId.fromPublicKey(Buffer.alloc(32, 7)), { reuseOnly: true });
+    net.defer(() => bridge.close());
+    const dialError = new Promise((resolve) => bridge.once('dialError', resolve));
+    const client = clientOf(bridge);
+    await expect(unary(client, 'echo', { text: 'x' }, { deadline: Date.now() + 5_000 })).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    expect(await dialError).toMatchObject({ code: 'ERR_NO_CACHED_VC' });
+  });
+
+  test('a bridge that would dial refuses a bare routing id', async () => {
+    await expect(grpcBridge(net.manager(), RoutingId.fromPublicKey(Buffer.alloc(32, 7)))).rejects.toMatchObject({ code: 'ERR_INVALID_ENDPOINT' });
+  });
+});
+
+describe('plain HTTP/2 over flows', () => {
+  test('http2.connect with createConnection makes a request to an http2 server fed with accepted flows', async () => {
+    const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
+    const serverManager = net.manager();
+    const registration = await serverManager.proxyListen('web', proxy.endpoint);
+    const web = createServer((request, response) => {
+      response.setHeader('content-type', 'text/plain');
+      response.end(`you asked for ${request.url}`);
+    });
+    void (async () => {
+      for await (const flow of serverManager) web.emit('connection', flow);
+    })();
+    net.defer(() => new Promise((resolve) => web.close(resolve)));
+
+    const clientManager = net.manager();
+    const session: ClientHttp2Session = connect('http://service', { createConnection: () => createConnection(clientManager, registration.endpoint) });
+    net.defer(() => new Promise((resolve) => session.close(() => resolve(undefined))));
+    const request = session.request({ ':path': '/hello' });
+    let body = '';
+    request.setEncoding('utf8');
+    request.on('data', (chunk: string) => (body += chunk));
+    const [headers] = await Promise.all([new Promise<Record<string, unknown>>((resolve) => request.once('response', resolve)), new Promise((resolve) => request.once('end', resolve))]);
+    expect(headers[':status']).toBe(200);
+    expect(body).toBe('you asked for /hello');
+  });
+
+  test('createConnection fails the HTTP/2 session with the dial error', async () => {
+    const clientManager = net.manager();
+    const session = connect('http://nowhere', {
+      createConnection: () => createConnection(clientManager, `ridp://127.0.0.1:1/${RoutingId.fromPublicKey(Buffer.alloc(32, 1))}`),
+    });
+    const err = await new Promise((resolve) => session.once('error', resolve));
+    expect(err).toMatchObject({ code: 'ERR_UNREACHABLE' });
+  });
+});
