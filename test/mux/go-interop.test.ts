@@ -170,17 +170,26 @@ async function finish(go: GoPeer, ours: YamuxSession): Promise<void> {
   expect(code, stderr).toBe(0);
 }
 
+/**
+ * Echoes every stream the Go peer opens while opening as many of ours, then waits for the Go
+ * side's verdict; returns the ids of the streams it opened.
+ */
+async function echoBothWays(go: Awaited<ReturnType<typeof goAsClient>>['go'], ours: YamuxSession): Promise<number[]> {
+  const acceptedIds: number[] = [];
+  ours.on('stream', (stream: YamuxStream) => {
+    acceptedIds.push(stream.id);
+    stream.pipe(stream);
+  });
+  await echoFromOurs(ours, STREAMS);
+  expect(await go.line('TASK ')).toBe(`TASK ok ${STREAMS}`);
+  expect(acceptedIds).toHaveLength(STREAMS);
+  return acceptedIds;
+}
+
 describe('interop with hashicorp/yamux (Go) over TCP', { timeout: 60_000 }, () => {
   it('Go as client: 100 streams from goroutines at once and 100 from us, echoed and checked both ways', async () => {
     const { go, ours } = await goAsClient('echo', ['-streams', String(STREAMS), '-size', String(BIG_ECHO)]);
-    const acceptedIds: number[] = [];
-    ours.on('stream', (stream: YamuxStream) => {
-      acceptedIds.push(stream.id);
-      stream.pipe(stream);
-    });
-    await echoFromOurs(ours, STREAMS);
-    expect(await go.line('TASK ')).toBe(`TASK ok ${STREAMS}`);
-    expect(acceptedIds).toHaveLength(STREAMS);
+    const acceptedIds = await echoBothWays(go, ours);
     expect(new Set(acceptedIds).size).toBe(STREAMS);
     expect(acceptedIds.every((id) => id % 2 === 1)).toBe(true);
     await finish(go, ours);
@@ -188,14 +197,7 @@ describe('interop with hashicorp/yamux (Go) over TCP', { timeout: 60_000 }, () =
 
   it('Go as server: 100 streams from goroutines at once and 100 from us, echoed and checked both ways', async () => {
     const { go, ours } = await goAsServer('echo', ['-streams', String(STREAMS), '-size', String(BIG_ECHO)]);
-    const acceptedIds: number[] = [];
-    ours.on('stream', (stream: YamuxStream) => {
-      acceptedIds.push(stream.id);
-      stream.pipe(stream);
-    });
-    await echoFromOurs(ours, STREAMS);
-    expect(await go.line('TASK ')).toBe(`TASK ok ${STREAMS}`);
-    expect(acceptedIds).toHaveLength(STREAMS);
+    const acceptedIds = await echoBothWays(go, ours);
     expect(acceptedIds.every((id) => id % 2 === 0)).toBe(true);
     await finish(go, ours);
   });
