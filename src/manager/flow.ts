@@ -1,5 +1,6 @@
-import { ManagerError } from '../errors.js';
+import { ManagerError, Reason, VcClosedError } from '../errors.js';
 import { YamuxStream, type YamuxStreamInit } from '../mux/index.js';
+import { kAbort } from '../mux/internal.js';
 import type { VcSession } from './vc-session.js';
 
 /** Largest message readMsg accepts, so a peer cannot make us buffer without bound. */
@@ -15,10 +16,31 @@ export class Flow extends YamuxStream {
   /** The VC this flow runs on: `rtt`, `lastUsed`, `closed`. */
   readonly conn: VcSession;
   #reading: Promise<void> = Promise.resolve();
+  #peerEnded = false;
 
   constructor(init: YamuxStreamInit, conn: VcSession) {
     super(init);
     this.conn = conn;
+  }
+
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk === null) this.#peerEnded = true;
+    return super.push(chunk, encoding);
+  }
+
+  /**
+   * A peer that closes its VC on purpose (ERR_GOING_AWAY) after ending this flow has said all it
+   * had to say: the application still reads it to the end, and the flow then closes without an
+   * error, unless bytes written here were still waiting to go out.
+   */
+  override [kAbort](err: Error | undefined): void {
+    const peerFinished = this.#peerEnded && err instanceof VcClosedError && err.reason === Reason.GoingAway && this.writableLength === 0;
+    if (!peerFinished) {
+      super[kAbort](err);
+      return;
+    }
+    if (this.readableEnded) super[kAbort](undefined);
+    else this.once('end', () => super[kAbort](undefined));
   }
 
   get localEndpoint(): string {

@@ -94,6 +94,16 @@ export interface DialOptions {
   authorize?: Authorize;
 }
 
+export interface CloseOptions {
+  /**
+   * Milliseconds the open flows get to finish. close() ends this side of each flow after what was
+   * written to it, and a VC closes as soon as both sides of all its flows have; one still busy
+   * after this long is closed anyway, and its peer's flows fail with ERR_GOING_AWAY (not
+   * ERR_CONNECTION_LOST, as on a crash). Default 5000.
+   */
+  drainTimeout?: number;
+}
+
 export interface AcceptOptions {
   signal?: AbortSignal;
 }
@@ -139,6 +149,7 @@ const DEFAULT_DIAL_TIMEOUT = 30_000;
 const DEFAULT_VC_IDLE_TIMEOUT = 60_000;
 const DEFAULT_LINK_IDLE_TIMEOUT = 30_000;
 const DEFAULT_ACCEPT_BACKLOG = 1024;
+const DEFAULT_DRAIN_TIMEOUT = 5_000;
 
 interface DirectListener {
   server: Server;
@@ -337,15 +348,19 @@ export class Manager extends EventEmitter<ManagerEvents> {
    * on VCs this process dialed, or for anything once it listens again.
    */
   async stopListening(): Promise<void> {
-    // Closing a net.Server stops accepting at once; its callback would also wait for every
-    // connection it accepted, which stay open for their VCs.
-    for (const { server } of this.directListeners.splice(0, this.directListeners.length)) server.close();
-    for (const registration of [...this.registrations.values()]) registration.close();
+    this.unlisten();
     const queued = this.acceptQueue.drain();
     this.acceptQueue.failWaiters(() => new ManagerError('ERR_NOT_LISTENING', 'stopListening() was called'));
     // Flows on VCs this process dialed never depended on listening: they wait for the next accept().
     for (const flow of queued) if (!flow.conn.dialer || !this.acceptQueue.offer(flow)) flow.destroy();
     this.markDirty();
+  }
+
+  private unlisten(): void {
+    // Closing a net.Server stops accepting at once; its callback would also wait for every
+    // connection it accepted, which stay open for their VCs.
+    for (const { server } of this.directListeners.splice(0, this.directListeners.length)) server.close();
+    for (const registration of [...this.registrations.values()]) registration.close();
   }
 
   /**
@@ -405,19 +420,32 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return session.openFlow(options.sideChannel ?? false);
   }
 
-  /** Closes every VC, connection, listener and registration. */
-  async close(): Promise<void> {
+  /**
+   * Stops listening, then closes every VC gracefully (see CloseOptions), then the connections and
+   * registrations. Pending accept() calls reject with ERR_MANAGER_CLOSED once that is done.
+   */
+  async close(options: CloseOptions = {}): Promise<void> {
     if (this.isClosing) return this.closed;
+    const drainTimeout = options.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT;
+    if (!(Number.isFinite(drainTimeout) && drainTimeout >= 0)) {
+      throw new InvalidArgumentError('ERR_INVALID_OPTION', `close option drainTimeout must be a number of ms, 0 or more, got ${drainTimeout}`);
+    }
     this.isClosing = true;
-    this.closing.abort(new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed'));
-    const stopped = this.stopListening();
-    this.acceptQueue.failWaiters(() => new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed'));
-    for (const session of this.allSessions) session.destroy();
+    const closed = new ManagerError('ERR_MANAGER_CLOSED', 'the manager was closed');
+    this.closing.abort(closed);
+    this.unlisten();
+    // Flows nobody accepted have no writer to drain.
+    for (const flow of this.acceptQueue.drain()) flow.destroy();
+    this.markDirty();
     for (const socket of this.inboundSockets) socket.destroy();
+    const message = `the peer's manager (routing id ${this.routingId}) closed`;
+    await Promise.all([...this.allSessions].map((session) => session.close(drainTimeout, message)));
     // Links still connecting join allLinks when they settle; wait so none is left open.
     await Promise.allSettled([...this.links.values()].map((attempt) => attempt.result));
     for (const link of this.allLinks) link.close();
-    await Promise.all([stopped, ...[...this.allLinks].map((link) => link.hop.closed), ...[...this.allSessions].map((s) => s.closed)]);
+    await Promise.all([...[...this.allLinks].map((link) => link.hop.closed), ...[...this.allSessions].map((s) => s.closed)]);
+    // Pending accept() calls wait through the drain (no flow reaches them now) and end with close().
+    this.acceptQueue.failWaiters(() => closed);
     this.dirty.resolve();
     this.resolveClosed();
     return this.closed;
@@ -663,6 +691,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       keepAliveInterval: this.options.keepAliveInterval,
     }).then(
       (hop) => {
+        // From here its link owns the socket, and close() ends it gracefully, after its VCs.
+        this.inboundSockets.delete(socket);
         if (this.isClosing) hop.destroy();
         else this.adoptLink(hop);
       },

@@ -48,6 +48,8 @@ export class VcSession extends EventEmitter {
   /** Date.now() of the last flow opened or accepted on this VC. */
   lastUsed = Date.now();
 
+  private readonly flows = new Set<Flow>();
+  private settled = false;
   private readonly setupRtt: number | undefined;
   private keepAliveFlows = 0;
   private idleTimer: NodeJS.Timeout | undefined;
@@ -78,15 +80,21 @@ export class VcSession extends EventEmitter {
       this.emit('flow', flow);
     });
     // A VC closed underneath the session (peer lost, proxy gone) must fail the flows with its own
-    // typed reason, so this runs before the multiplexer's generic transport-error handling.
-    this.circuit.prependListener('error', (err: Error) => this.mux.destroy(err));
-    if (init.transport !== init.circuit) init.transport.prependListener('error', (err: Error) => this.mux.destroy(err));
+    // typed reason, so this runs before the multiplexer's generic transport-error handling. Once
+    // the multiplexer has ended the transport every flow is done both ways, and the VC failing
+    // then (the peer's close crossing ours) loses nothing.
+    const failFlows = (err: Error): void => {
+      if (!init.transport.writableEnded) this.mux.destroy(err);
+    };
+    this.circuit.prependListener('error', failFlows);
+    if (init.transport !== init.circuit) init.transport.prependListener('error', failFlows);
     this.circuit.once('close', () => {
       // The secure channel may have torn the circuit down because of its own failure (an integrity check): that is the reason.
       const reason = this.circuit.errored ?? init.transport.errored ?? new VcClosedError(Reason.Normal, `VC to ${this.remoteRoutingId} closed`);
       if (!this.mux.isClosed) this.mux.destroy(reason);
     });
     this.closed = this.mux.closed.then((err) => {
+      this.settled = true;
       this.clearIdle();
       init.transport.destroy();
       this.circuit.destroy();
@@ -118,8 +126,50 @@ export class VcSession extends EventEmitter {
     this.mux.destroy(err);
   }
 
+  /**
+   * Closes the VC gracefully: no new flows either way, and this side of every flow ended after
+   * what was written to it. The VC closes as soon as both sides of every flow are closed, or
+   * once the peer has received everything this side wrote (a ping sent after the last byte has
+   * come back), as by goAway(message): flows the peer has read to the end close cleanly there.
+   * Past `drainTimeout` ms it is torn down that way regardless.
+   */
+  async close(drainTimeout: number, message: string): Promise<void> {
+    this.mux.close();
+    const flows = [...this.flows];
+    for (const flow of flows) {
+      // close() has taken the flows over: a peer resetting one now must not crash an application
+      // that stopped handling its errors. Listeners of its own still hear them.
+      flow.on('error', () => undefined);
+      if (!flow.writableEnded) flow.end();
+    }
+    const written = Promise.all(flows.map((flow) => (flow.writableFinished || flow.destroyed ? undefined : new Promise((resolve) => flow.once('close', resolve).once('finish', resolve)))));
+    // Every byte of a finished flow is with the transport, so a ping written now follows them all.
+    const delivered = written.then(() => this.mux.ping()).catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, drainTimeout);
+    });
+    await Promise.race([this.closed, delivered, expired]);
+    clearTimeout(timer);
+    if (!this.settled) this.goAway(message);
+    await this.closed;
+  }
+
+  /**
+   * Closes the VC now, on purpose: the peer's flows fail with ERR_GOING_AWAY and `message`
+   * (those it had read to the end just close), which it can tell from a crash; flows here close
+   * without an error event. The CloseVc goes first so that the multiplexer's teardown does not
+   * send a bare close of its own.
+   */
+  goAway(message: string): void {
+    this.circuit.abort(Reason.GoingAway, message);
+    this.mux.destroy();
+  }
+
   private track(flow: Flow, sideChannel: boolean): void {
     this.lastUsed = Date.now();
+    this.flows.add(flow);
+    flow.once('close', () => this.flows.delete(flow));
     if (sideChannel) return;
     this.keepAliveFlows++;
     this.clearIdle();
@@ -135,7 +185,7 @@ export class VcSession extends EventEmitter {
     this.clearIdle();
     this.idleTimer = setTimeout(() => {
       // Side-channel flows do not hold the VC open: they end with it.
-      if (this.keepAliveFlows === 0) this.mux.destroy(new VcClosedError(Reason.Normal, `VC to ${this.remoteRoutingId} closed after ${this.idleTimeout} ms without flows`));
+      if (this.keepAliveFlows === 0) this.goAway(`the peer closed the VC after ${this.idleTimeout} ms without flows`);
     }, this.idleTimeout);
     this.idleTimer.unref();
   }

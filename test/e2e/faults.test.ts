@@ -26,6 +26,8 @@ const SESSION_DEADLINE = 3000;
 const SETTLE_LIMIT = 4000;
 /** A stalled connection must be closed by the target itself within this long after the stall. */
 const STALL_CLEANUP = 6000;
+/** How long a faulted client's close() waits for its flows to drain to a peer that may never answer. */
+const CLIENT_DRAIN = 500;
 const FAULTS: Fault[] = ['reset', 'halfClose', 'stall', 'garbage'];
 const CASE_CONCURRENCY = 16;
 const PROBE_CONCURRENCY = 50;
@@ -199,9 +201,11 @@ async function faultCase(role: Role, direction: Direction, bytes: number, fault:
     (error: unknown) => ({ succeeded: false, error }),
   );
   await Promise.race([outcome, delay(SESSION_DEADLINE)]);
-  // A held connection is the target's to clean up: the client must not close it first.
+  // A stall may come only with the client's closing frames (or keepalive replies), so the client
+  // closes first; the relay holds the target's side open whatever the client does, and the time
+  // the target takes to drop it counts from the stall.
+  await Promise.all(list.map((m) => m.close({ drainTimeout: CLIENT_DRAIN })));
   const targetClosedStall = direction === 'toTarget' && role.stallCleanup ? await stallClosed : undefined;
-  await Promise.all(list.map((m) => m.close()));
   const settled = await Promise.race([outcome, delay(SETTLE_LIMIT).then(() => undefined)]);
   await relay.close();
   return { faulted, succeeded: settled?.succeeded ?? false, error: settled?.error, hung: settled === undefined, targetClosedStall };
