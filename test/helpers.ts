@@ -56,6 +56,23 @@ export async function digestStream(source: Readable): Promise<{ sha256: string; 
   return { sha256: hash.digest('hex'), bytes };
 }
 
+/**
+ * digestStream for a Duplex whose own side stays open after its peer ended: reads with 'data'
+ * events, since a finished `for await` destroys the stream (a flow would be reset).
+ */
+export function digestUntilEnd(source: Readable): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  source.on('data', (chunk: Buffer) => {
+    hash.update(chunk);
+    bytes += chunk.length;
+  });
+  return new Promise((resolve, reject) => {
+    source.once('end', () => resolve({ sha256: hash.digest('hex'), bytes }));
+    source.once('error', reject);
+  });
+}
+
 export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }

@@ -1,15 +1,16 @@
 import { Duplex } from 'node:stream';
 import { Reason, VcClosedError } from '../errors.js';
+import { ReceiveWindow } from '../flow-control/receive-window.js';
 import type { RoutingId } from '../id/routing-id.js';
-import { FrameType, encodeCredit, encodeReason } from '../wire/index.js';
-import type { HopConnection } from './connection.js';
+import { FrameType, encodeCredit, encodeReason, encodeWindow } from '../wire/index.js';
+import type { DrainWaiter, HopConnection } from './connection.js';
 
 /** Default receive window of a VC end: how many bytes the peer may send before we grant more. */
 export const DEFAULT_VC_WINDOW = 256 * 1024;
 /**
- * Largest receive window a process lets a peer announce: its window is what this process may
- * queue toward it on the hop, so it bounds the memory a peer that never reads can pin. A proxy
- * enforces its own, smaller, maximum on the VCs it routes.
+ * Largest receive window a VC end may have, announced or grown to: a peer's window is what this
+ * process may queue toward it on the hop, so this bounds the memory a peer that never reads can
+ * pin. Credit that would take the peer's window past it is a protocol error.
  */
 export const MAX_VC_WINDOW = 16 << 20;
 /** Largest Data frame a VC end sends: big enough to amortise headers, small enough to interleave VCs fairly. */
@@ -26,8 +27,10 @@ export interface CircuitInit {
   vci: number;
   /** Credit the peer granted us (its receive window). */
   sendCredit: number;
-  /** Our receive window, as announced to the peer. */
+  /** Our receive window, as announced to the peer: the floor it grows from. */
   receiveWindow: number;
+  /** The largest our receive window grows to. */
+  maxReceiveWindow: number;
   remoteRoutingId: RoutingId;
   remotePublicKey: Buffer;
 }
@@ -36,17 +39,16 @@ export interface CircuitInit {
  * One end of a VC inside a process: an ordered byte stream carried in Data frames on a hop
  * connection. Sending spends the peer's credit and parks on zero; received bytes are queued
  * here and handed to the reader only when it asks (`_read`), and credit is returned for what
- * the reader took, so a slow reader holds at most one window.
+ * the reader took, so a slow reader holds at most one window. The window grows with the path
+ * while the reader keeps up (ReceiveWindow, timed by the hop connection's round trip), and the
+ * peer's window may grow likewise: credit may exceed what was sent, up to MAX_VC_WINDOW.
  */
-export class VirtualCircuit extends Duplex {
+export class VirtualCircuit extends Duplex implements DrainWaiter {
   readonly connection: HopConnection;
   readonly vci: number;
   readonly remoteRoutingId: RoutingId;
   readonly remotePublicKey: Buffer;
-  readonly receiveWindow: number;
-  /** The peer's receive window: credit never exceeds it. */
-  readonly sendWindow: number;
-
+  private readonly window: ReceiveWindow;
   private sendCredit: number;
   /** Chunks of the write in progress that wait for credit, oldest first. */
   private parked: Buffer[] = [];
@@ -54,10 +56,8 @@ export class VirtualCircuit extends Duplex {
   private parkedCallback: ((err?: Error | null) => void) | undefined;
   private readonly received: Buffer[] = [];
   private receivedBytes = 0;
-  /** Bytes the peer has sent that we have not yet credited back. */
-  private uncredited = 0;
-  /** Bytes handed to the reader but not yet credited back. */
-  private consumedUncredited = 0;
+  /** Bytes the peer may still send: granted and not yet received. */
+  private peerCredit: number;
   private readerWaiting = false;
   private closedOnWire = false;
   private remoteEnded = false;
@@ -70,8 +70,8 @@ export class VirtualCircuit extends Duplex {
     this.connection = init.connection;
     this.vci = init.vci;
     this.sendCredit = init.sendCredit;
-    this.sendWindow = init.sendCredit;
-    this.receiveWindow = init.receiveWindow;
+    this.window = new ReceiveWindow(init.receiveWindow, init.maxReceiveWindow);
+    this.peerCredit = init.receiveWindow;
     this.remoteRoutingId = init.remoteRoutingId;
     this.remotePublicKey = init.remotePublicKey;
   }
@@ -81,13 +81,19 @@ export class VirtualCircuit extends Duplex {
     return this.receivedBytes;
   }
 
+  /** Our receive window now: from the announced one up to its maximum. */
+  get receiveWindow(): number {
+    return this.window.size;
+  }
+
   handleData(parts: readonly Buffer[], length: number): void {
     if (this.destroyed) return;
-    if (this.uncredited + length > this.receiveWindow) {
-      this.abort(Reason.Protocol, `peer ${this.remoteRoutingId} sent ${length} bytes with only ${this.receiveWindow - this.uncredited} bytes of credit`);
+    if (length > this.peerCredit) {
+      this.abort(Reason.Protocol, `peer ${this.remoteRoutingId} sent ${length} bytes with only ${this.peerCredit} bytes of credit`);
       return;
     }
-    this.uncredited += length;
+    this.peerCredit -= length;
+    this.window.touch();
     this.bytesReceived += length;
     for (const part of parts) this.received.push(part);
     this.receivedBytes += length;
@@ -96,13 +102,35 @@ export class VirtualCircuit extends Duplex {
 
   handleCredit(amount: number): void {
     if (this.destroyed) return;
-    if (this.sendCredit + amount > this.sendWindow) {
-      // Credit only returns what was sent; more would let the peer make us queue without bound.
-      this.abort(Reason.Protocol, `peer ${this.remoteRoutingId} granted credit beyond its announced window of ${this.sendWindow} bytes`);
+    const credit = this.sendCredit + amount;
+    if (credit > MAX_VC_WINDOW) {
+      // Beyond the largest window, the peer could make us queue toward it without bound.
+      this.abort(Reason.Protocol, `peer ${this.remoteRoutingId} granted ${credit} bytes of credit, more than the largest VC window of ${MAX_VC_WINDOW} bytes`);
       return;
     }
-    this.sendCredit += amount;
+    this.sendCredit = credit;
     this.flushParked();
+  }
+
+  /**
+   * The receiver asks back credit it granted and we have not used (a proxy whose window for this
+   * VC shrank while it was idle): give back what we have, up to `amount`, and say how much.
+   */
+  handleCreditRevoke(amount: number): void {
+    if (this.destroyed || this.closedOnWire) return;
+    const returned = Math.min(amount, this.sendCredit);
+    this.sendCredit -= returned;
+    this.connection.send(FrameType.CreditReturn, this.vci, encodeWindow(returned));
+  }
+
+  /** The sender gave back credit (this end never revokes, but the protocol lets a peer return some). */
+  handleCreditReturn(amount: number): void {
+    if (this.destroyed) return;
+    if (amount > this.peerCredit) {
+      this.abort(Reason.Protocol, `peer ${this.remoteRoutingId} returned ${amount} bytes of credit, more than the ${this.peerCredit} it had`);
+      return;
+    }
+    this.peerCredit -= amount;
   }
 
   /** The peer (or the proxy on its behalf) closed the VC. A clean close still delivers what was queued. */
@@ -135,7 +163,6 @@ export class VirtualCircuit extends Duplex {
     while (this.received.length > 0) {
       const chunk = this.received.shift()!;
       this.receivedBytes -= chunk.length;
-      this.consumedUncredited += chunk.length;
       if (!this.push(chunk)) {
         this.readerWaiting = false;
         break;
@@ -145,8 +172,7 @@ export class VirtualCircuit extends Duplex {
       if (this.received.length === 0) this.endReadable();
       return;
     }
-    // Batch credit: one Credit frame per quarter window keeps the sender streaming without a frame per chunk.
-    if (this.consumedUncredited >= this.receiveWindow / 4) this.grantCredit();
+    this.grantCredit();
   }
 
   private endReadable(): void {
@@ -165,11 +191,19 @@ export class VirtualCircuit extends Duplex {
     callback(reason());
   }
 
+  /**
+   * Tops the peer's credit up to the window, less what waits here for the reader. Batched: one
+   * Credit frame per quarter window keeps the sender streaming without a frame per chunk.
+   */
   private grantCredit(): void {
-    const amount = this.consumedUncredited;
-    if (amount === 0 || this.closedOnWire) return;
-    this.consumedUncredited = 0;
-    this.uncredited -= amount;
+    if (this.closedOnWire) return;
+    const window = this.window.size;
+    const room = (size: number): number => size - this.peerCredit - this.receivedBytes;
+    let amount = room(window);
+    if (amount < window / 4) return;
+    const tuned = this.window.beforeGrant(amount, this.connection.rtt);
+    if (tuned !== window) amount = room(tuned);
+    this.peerCredit += amount;
     this.connection.send(FrameType.Credit, this.vci, encodeCredit(amount));
   }
 
@@ -198,7 +232,12 @@ export class VirtualCircuit extends Duplex {
     this.flushParked();
   }
 
-  private flushParked(): void {
+  onDrain(): void {
+    this.flushParked(1);
+  }
+
+  /** Sends what the write in progress has, as far as credit goes and the connection takes it (at most `frames` frames). */
+  private flushParked(frames = Infinity): void {
     const parked = this.parked;
     if (this.parkedCallback === undefined) return;
     if (this.closedOnWire || !this.connection.isOpen) {
@@ -206,6 +245,11 @@ export class VirtualCircuit extends Duplex {
       return;
     }
     while (parked.length > 0 && this.sendCredit > 0) {
+      if (frames-- === 0 || this.connection.congested) {
+        // Our turn comes again when the socket drains: the bytes wait here, not in its buffer.
+        this.connection.waitForDrain(this);
+        return;
+      }
       const budget = Math.min(this.sendCredit, this.parkedBytes <= MAX_DATA_FRAME + FRAME_SLACK ? this.parkedBytes : MAX_DATA_FRAME);
       const parts: Buffer[] = [];
       let size = 0;
@@ -248,6 +292,7 @@ export class VirtualCircuit extends Duplex {
       const reason = err instanceof VcClosedError ? err.reason : err ? Reason.Internal : Reason.Normal;
       this.connection.send(FrameType.CloseVc, this.vci, encodeReason(reason, err ? err.message : 'closed'));
     }
+    this.connection.cancelDrain(this);
     this.failParked(() => err ?? new VcClosedError(Reason.Normal, 'VC closed'));
     this.received.length = 0;
     this.receivedBytes = 0;

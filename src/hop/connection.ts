@@ -43,7 +43,7 @@ export interface HopConnectionOptions {
   keepAliveTimeout?: number;
   /**
    * Bytes queued for a peer that is not reading before the connection is dropped (see
-   * `outputLimit`). Default: CONTROL_SLACK, until the owner raises it for the data it lets queue.
+   * `outputLimit`). Default: CONTROL_SLACK + DATA_HIGH_WATER + the largest payload.
    */
   maxBufferedBytes?: number;
   /** Human name of the peer for error messages, e.g. "proxy 127.0.0.1:8100". */
@@ -63,6 +63,18 @@ const PING_SIZE = 8;
 export const DESTROY_LINGER = 1000;
 /** Bytes of control replies (pongs, refusals, status) a peer may leave unread on top of the data its VCs may queue. */
 export const CONTROL_SLACK = 1 << 20;
+/**
+ * Bytes in the socket's buffer (written, not yet taken by the kernel) beyond which Data frames
+ * wait for it to drain (`congested`, `waitForDrain`), in their VC's own queue and within its
+ * credit. The kernel's send buffer carries what is in flight; this only keeps the socket busy.
+ */
+export const DATA_HIGH_WATER = 256 * 1024;
+
+/** A VC end (or a proxy's VC direction) with Data frames waiting for a congested connection. */
+export interface DrainWaiter {
+  /** The socket has room: send at most one frame, and wait again if more remains. */
+  onDrain(): void;
+}
 
 /**
  * One TCP connection speaking the hop protocol, after both sides proved their keys.
@@ -86,12 +98,14 @@ export class HopConnection extends EventEmitter {
   private peerHighestVci = 0;
   /**
    * Bytes queued for the peer beyond which it is taken to have stopped reading, and dropped.
-   * Data is bounded by credit, but replies to control frames (pongs, refusals, status) are not:
-   * without this, a peer that sends and never reads would grow our heap. Owners keep it at
-   * CONTROL_SLACK plus the credit their VCs may queue.
+   * Data waits for the socket past DATA_HIGH_WATER, but replies to control frames (pongs,
+   * refusals, status) do not: without this, a peer that sends and never reads would grow our heap.
    */
   outputLimit: number;
+  /** Served in turn, one frame each, whenever the socket drains. */
+  private readonly drainWaiters = new Set<DrainWaiter>();
   private overflowing = false;
+  private started = false;
   /** Frames that arrive before the owner calls start(); the handshake can deliver some in the proof's chunk. */
   private pending: Frame[] = [];
 
@@ -103,7 +117,7 @@ export class HopConnection extends EventEmitter {
   private resolveClosed!: (err: RidproxyError | undefined) => void;
   private keepAliveTimer: NodeJS.Timeout | undefined;
   private pingSentAt = 0;
-  private lastFrameAt = Date.now();
+  private lastFrameAt = performance.now();
   private rttMs: number | undefined;
   private readonly keepAliveInterval: number;
   private readonly keepAliveTimeout: number;
@@ -123,7 +137,7 @@ export class HopConnection extends EventEmitter {
     this.nextVciValue = options.initiator ? 1 : 2;
     this.keepAliveInterval = options.keepAliveInterval ?? DEFAULT_KEEPALIVE_INTERVAL;
     this.keepAliveTimeout = options.keepAliveTimeout ?? this.keepAliveInterval * 2;
-    this.outputLimit = options.maxBufferedBytes ?? CONTROL_SLACK;
+    this.outputLimit = options.maxBufferedBytes ?? CONTROL_SLACK + DATA_HIGH_WATER + (options.maxPayload ?? DEFAULT_MAX_PAYLOAD);
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
@@ -133,6 +147,7 @@ export class HopConnection extends EventEmitter {
       }
     });
     // Errors are built only when they will be used: capturing a stack is not free, and most closes are orderly.
+    this.socket.on('drain', () => this.serveDrainWaiters());
     this.socket.on('close', () => {
       if (!this.isClosed) this.finish(new ConnectionClosedError(Reason.ConnectionLost, `connection to ${this.peerLabel} closed`));
     });
@@ -290,19 +305,28 @@ export class HopConnection extends EventEmitter {
   /** Starts delivering VC and registration frames to `handler`, beginning with any that arrived early. */
   start(handler: (frame: Frame) => void): void {
     this.onFrame = handler;
+    this.started = true;
+    if (this.isClosed) {
+      // It failed before its owner listened (a write to a peer that had reset, say): tell it now.
+      this.emit('close', this.closeError, false);
+      return;
+    }
     const early = this.pending;
     this.pending = [];
     for (const frame of early) {
       if (this.isClosed) return;
       this.deliver(frame);
     }
+    // VC windows are tuned by this round trip: measure it now, not at the first keepalive. Sent
+    // here rather than on construction, so a write that fails reaches an owner already listening.
+    if (!this.isClosed && this.pingSentAt === 0) this.ping();
   }
 
   get routingId(): RoutingId {
     return this.localRoutingId;
   }
 
-  /** Round-trip time of the last keepalive ping, in milliseconds. */
+  /** Round-trip time in milliseconds of the last ping: one goes out when the owner starts the connection, then one per keepalive. */
   get rtt(): number | undefined {
     return this.rttMs;
   }
@@ -310,6 +334,31 @@ export class HopConnection extends EventEmitter {
   /** Bytes written to this connection that the kernel has not yet taken. */
   get bufferedBytes(): number {
     return this.socket.writableLength;
+  }
+
+  /** True while the socket holds DATA_HIGH_WATER or more: Data frames should wait (waitForDrain). */
+  get congested(): boolean {
+    return this.socket.writableLength >= DATA_HIGH_WATER;
+  }
+
+  /** Calls `waiter.onDrain()` once the socket has room, in turn with the others waiting. */
+  waitForDrain(waiter: DrainWaiter): void {
+    this.drainWaiters.add(waiter);
+  }
+
+  cancelDrain(waiter: DrainWaiter): void {
+    this.drainWaiters.delete(waiter);
+  }
+
+  private serveDrainWaiters(): void {
+    // One frame per waiter per turn, so a bulk VC does not starve the others on the connection.
+    while (this.drainWaiters.size > 0 && !this.congested && !this.isClosed) {
+      for (const waiter of [...this.drainWaiters]) {
+        this.drainWaiters.delete(waiter);
+        waiter.onDrain();
+        if (this.congested) return;
+      }
+    }
   }
 
   get isOpen(): boolean {
@@ -425,7 +474,7 @@ export class HopConnection extends EventEmitter {
 
   private receive(chunk: Buffer): void {
     if (this.isClosed) return;
-    this.lastFrameAt = Date.now();
+    this.lastFrameAt = performance.now();
     try {
       this.decoder.push(chunk);
     } catch (err) {
@@ -442,7 +491,7 @@ export class HopConnection extends EventEmitter {
           return;
         case FrameType.Pong:
           if (this.pingSentAt !== 0) {
-            this.rttMs = Date.now() - this.pingSentAt;
+            this.rttMs = performance.now() - this.pingSentAt;
             this.pingSentAt = 0;
           }
           return;
@@ -483,17 +532,19 @@ export class HopConnection extends EventEmitter {
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
+  private ping(): void {
+    this.pingSentAt = performance.now();
+    this.send(FrameType.Ping, 0, randomBytes(PING_SIZE));
+  }
+
   private scheduleKeepAlive(): void {
     this.keepAliveTimer = setInterval(() => {
-      const now = Date.now();
+      const now = performance.now();
       if (this.pingSentAt !== 0 && now - Math.max(this.pingSentAt, this.lastFrameAt) >= this.keepAliveTimeout - this.keepAliveInterval) {
         this.destroy(new ConnectionClosedError(Reason.Timeout, `${this.peerLabel} stopped answering keepalive pings`));
         return;
       }
-      if (this.pingSentAt === 0) {
-        this.pingSentAt = now;
-        this.send(FrameType.Ping, 0, randomBytes(PING_SIZE));
-      }
+      if (this.pingSentAt === 0) this.ping();
     }, this.keepAliveInterval);
     this.keepAliveTimer.unref();
   }
@@ -504,9 +555,11 @@ export class HopConnection extends EventEmitter {
     if (this.peerGoAway && (err === undefined || err.code === 'ERR_CONNECTION_LOST')) err = this.peerGoAway;
     this.isClosed = true;
     this.closeError = err;
+    this.drainWaiters.clear();
     if (this.keepAliveTimer) clearInterval(this.keepAliveTimer);
     this.resolveClosed(err);
-    this.emit('close', err, local);
+    // Before start() the owner may not be listening yet; start() reports it then.
+    if (this.started) this.emit('close', err, local);
   }
 }
 

@@ -13,19 +13,7 @@ import { RoutingId } from '../id/routing-id.js';
 import type { HopConnection } from '../hop/connection.js';
 import { MAX_VC_WINDOW, VirtualCircuit } from '../hop/circuit.js';
 import { TokenPurpose } from '../hop/handshake.js';
-import {
-  FrameType,
-  decodeCredit,
-  decodeOpenVc,
-  decodeReason,
-  decodeVcAccepted,
-  encodeOpenVc,
-  encodeReason,
-  encodeRegister,
-  encodeVcAccepted,
-  payloadOf,
-  type Frame,
-} from '../wire/index.js';
+import { decodeCredit, decodeCreditReturn, decodeCreditRevoke, decodeOpenVc, decodeReason, decodeVcAccepted, encodeOpenVc, encodeReason, encodeRegister, encodeVcAccepted, FrameType, payloadOf, type Frame } from '../wire/index.js';
 
 /** What a process decides about an incoming OpenVc: undefined to accept, or why not. */
 export type VcDecision = { reason: Reason; message: string } | undefined;
@@ -54,16 +42,19 @@ export class Link extends EventEmitter {
 
   private readonly identity: Identity;
   private readonly receiveWindow: number;
+  private readonly maxReceiveWindow: number;
   private readonly circuits = new Map<number, VirtualCircuit>();
   private readonly pendingOpens = new Map<number, PendingOpen>();
   private pendingRegistration: { resolve(): void; reject(err: RidproxyError): void } | undefined;
   private registeredValue = false;
 
-  constructor(hop: HopConnection, identity: Identity, receiveWindow: number) {
+  /** `receiveWindow` is what each VC end announces, `maxReceiveWindow` what it may grow to. */
+  constructor(hop: HopConnection, identity: Identity, receiveWindow: number, maxReceiveWindow: number) {
     super();
     this.hop = hop;
     this.identity = identity;
     this.receiveWindow = receiveWindow;
+    this.maxReceiveWindow = maxReceiveWindow;
     hop.on('close', (err: RidproxyError | undefined) => this.fail(err));
     hop.on('goaway', (err: RidproxyError) => {
       this.registeredValue = false;
@@ -159,6 +150,12 @@ export class Link extends EventEmitter {
       case FrameType.Credit:
         this.circuitFor(frame.vci)?.handleCredit(decodeCredit(payloadOf(frame)));
         return;
+      case FrameType.CreditRevoke:
+        this.circuitFor(frame.vci)?.handleCreditRevoke(decodeCreditRevoke(payloadOf(frame)));
+        return;
+      case FrameType.CreditReturn:
+        this.circuitFor(frame.vci)?.handleCreditReturn(decodeCreditReturn(payloadOf(frame)));
+        return;
       case FrameType.CloseVc:
       case FrameType.VcRejected: {
         const { reason, message } = decodeReason(payloadOf(frame));
@@ -242,6 +239,7 @@ export class Link extends EventEmitter {
       vci,
       sendCredit,
       receiveWindow: this.receiveWindow,
+      maxReceiveWindow: this.maxReceiveWindow,
       remoteRoutingId: remote,
       remotePublicKey,
     });
@@ -250,11 +248,8 @@ export class Link extends EventEmitter {
     // reason from `errored` and 'close'.
     circuit.on('error', ignoreError);
     this.circuits.set(vci, circuit);
-    // What this circuit may queue toward the peer is its window: the hop may hold that much unread.
-    this.hop.outputLimit += sendCredit;
     circuit.once('close', () => {
       this.circuits.delete(vci);
-      this.hop.outputLimit -= sendCredit;
       this.checkIdle();
     });
     return circuit;

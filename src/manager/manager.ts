@@ -19,7 +19,7 @@ import { RoutingId } from '../id/routing-id.js';
 import { HopConnection } from '../hop/connection.js';
 import { dialHop, unpinned } from '../hop/dial.js';
 import { secureChannel, secureContextFor, type PeerIdentity } from '../secure/index.js';
-import { DEFAULT_VC_WINDOW, type VirtualCircuit } from '../hop/circuit.js';
+import { DEFAULT_VC_WINDOW, MAX_VC_WINDOW, type VirtualCircuit } from '../hop/circuit.js';
 import { AcceptQueue } from './accept-queue.js';
 import { SharedAttempt } from './shared-attempt.js';
 import type { Flow } from './flow.js';
@@ -29,10 +29,14 @@ import { VcSession } from './vc-session.js';
 export interface ManagerOptions {
   /** The process's identity; a fresh in-memory one when absent. */
   identity?: Identity;
-  /** Receive window of each VC end, in bytes. */
+  /** Receive window each VC end starts with, in bytes (default 256 KiB); it grows toward `maxVcWindow` on a long path. */
   vcWindow?: number;
-  /** Receive window of each flow (yamux stream), in bytes. */
+  /** Largest receive window of a VC end (default and at most 16 MiB; equal to `vcWindow` for a fixed window). */
+  maxVcWindow?: number;
+  /** Receive window each flow (yamux stream) starts with, in bytes (default 256 KiB); it grows toward `maxStreamWindow`. */
   streamWindow?: number;
+  /** Largest receive window of a flow (default 16 MiB; equal to `streamWindow` for a fixed window). */
+  maxStreamWindow?: number;
   /** Milliseconds a peer has to complete the hop handshake. */
   handshakeTimeout?: number;
   /** Milliseconds between keepalive pings on hop connections and VCs; 0 disables them. */
@@ -184,8 +188,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   /** Resolves once close() has finished. */
   readonly closed: Promise<void>;
 
-  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>> &
-    Pick<ManagerOptions, 'streamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>;
+  private readonly options: Required<Omit<ManagerOptions, 'identity' | 'streamWindow' | 'maxStreamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>> &
+    Pick<ManagerOptions, 'streamWindow' | 'maxStreamWindow' | 'authorize' | 'pendingAcceptBudget' | 'maxPendingAccept'>;
   private readonly links = new Map<string, SharedAttempt<Link>>();
   private readonly allLinks = new Set<Link>();
   private readonly inboundSockets = new Set<Socket>();
@@ -206,9 +210,12 @@ export class Manager extends EventEmitter<ManagerEvents> {
   constructor(options: ManagerOptions = {}) {
     super();
     this.identity = options.identity ?? Identity.generate();
+    const vcWindow = checkRange('vcWindow', options.vcWindow ?? DEFAULT_VC_WINDOW, 1, MAX_VC_WINDOW);
     this.options = {
-      vcWindow: options.vcWindow ?? DEFAULT_VC_WINDOW,
+      vcWindow,
+      maxVcWindow: checkRange('maxVcWindow', options.maxVcWindow ?? MAX_VC_WINDOW, vcWindow, MAX_VC_WINDOW),
       streamWindow: options.streamWindow,
+      maxStreamWindow: options.maxStreamWindow,
       handshakeTimeout: options.handshakeTimeout ?? 10_000,
       keepAliveInterval: options.keepAliveInterval ?? 15_000,
       dialTimeout: options.dialTimeout ?? DEFAULT_DIAL_TIMEOUT,
@@ -542,6 +549,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       localEndpoint,
       remoteEndpoint,
       streamWindow: this.options.streamWindow,
+      maxStreamWindow: this.options.maxStreamWindow,
       keepAliveInterval: this.options.keepAliveInterval,
       pendingAcceptBudget: this.options.pendingAcceptBudget,
       maxPendingAccept: this.options.maxPendingAccept,
@@ -644,7 +652,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   }
 
   private adoptLink(hop: HopConnection): Link {
-    const link = new Link(hop, this.identity, this.options.vcWindow);
+    const link = new Link(hop, this.identity, this.options.vcWindow, this.options.maxVcWindow);
     this.allLinks.add(link);
     link.decide = (incoming) => this.decideVc(incoming);
     link.on('circuit', (circuit: VirtualCircuit) => {
@@ -743,6 +751,13 @@ function pinMismatch(target: Endpoint, proven: RoutingId, expected: RoutingId): 
 function checkCount(name: string, value: number | undefined): number | undefined {
   if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
     throw new InvalidArgumentError('ERR_INVALID_OPTION', `Manager option ${name} must be an integer of 0 or more, got ${value}`);
+  }
+  return value;
+}
+
+function checkRange(name: string, value: number, min: number, max: number): number {
+  if (!(Number.isInteger(value) && value >= min && value <= max)) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', `Manager option ${name} must be an integer from ${min} to ${max}, got ${value}`);
   }
   return value;
 }

@@ -17,6 +17,7 @@ export interface VcSessionInit {
   localEndpoint: string;
   remoteEndpoint: string;
   streamWindow?: number;
+  maxStreamWindow?: number;
   keepAliveInterval?: number;
   /** Bytes the flows waiting for accept() on this VC may buffer together; see YamuxSessionOptions. */
   pendingAcceptBudget?: number;
@@ -68,6 +69,7 @@ export class VcSession extends EventEmitter {
     this.mux = new YamuxSession(init.transport, {
       client: init.dialer,
       streamWindow: init.streamWindow,
+      maxStreamWindow: init.maxStreamWindow,
       keepAliveInterval: init.keepAliveInterval,
       // Incoming flows wait in the manager's accept queue; accept() marks them taken.
       deferAccept: true,
@@ -100,9 +102,15 @@ export class VcSession extends EventEmitter {
       this.circuit.destroy();
       return err;
     });
-    // Without a handshake to time, one ping gives the round trip before the first keepalive would.
-    if (this.setupRtt === undefined) this.mux.ping().catch(() => undefined);
+    // The flows' windows are tuned by the multiplexer's own round trip, so one ping measures it
+    // now rather than at the first keepalive (it also gives `rtt` when no handshake timed it).
+    this.mux.ping().catch(() => undefined);
     this.armIdle();
+  }
+
+  /** The receive window of this VC end now: it grows with the path from `vcWindow` toward `maxVcWindow`. */
+  get receiveWindow(): number {
+    return this.circuit.receiveWindow;
   }
 
   /** Round-trip time in milliseconds: of the last keepalive ping, or of the VC's setup before one was answered. */

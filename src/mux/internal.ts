@@ -9,8 +9,12 @@ import type { YamuxStream } from './stream.js';
 
 /** What a stream may ask of its session. */
 export interface SessionLink {
-  /** Receive window per stream that this side announces. */
+  /** Receive window per stream that this side announces at first. */
   readonly streamWindow: number;
+  /** Largest receive window a stream grows to. */
+  readonly maxStreamWindow: number;
+  /** The session's round trip in milliseconds, once a ping has measured it. */
+  rtt(): number | undefined;
   /** Largest Data body this side sends in one frame. */
   readonly maxFrameSize: number;
   /** False once the session is torn down or its transport can no longer be written. */

@@ -11,8 +11,13 @@ import { YamuxStream, type YamuxStreamInit } from './stream.js';
 export interface YamuxSessionOptions {
   /** True on the side that opened the underlying transport: its streams get odd ids. */
   client: boolean;
-  /** Receive window per stream, at least (and by default) the spec's 256 KiB; more is announced on SYN/ACK. */
+  /** Receive window per stream at first, at least (and by default) the spec's 256 KiB; more is announced on SYN/ACK. */
   streamWindow?: number;
+  /**
+   * Largest receive window a stream grows to while its reader keeps up with a long path; default
+   * 16 MiB, at least streamWindow (equal to it: fixed windows). Round trips come from pings.
+   */
+  maxStreamWindow?: number;
   /** Open streams allowed at once, both directions together; default 4096. */
   maxStreams?: number;
   /** Milliseconds between keepalive pings; default 30 000, 0 disables them. */
@@ -49,6 +54,7 @@ export interface YamuxSessionOptions {
 }
 
 const DEFAULT_MAX_STREAMS = 4096;
+export const DEFAULT_MAX_STREAM_WINDOW = 16 << 20;
 const DEFAULT_KEEPALIVE_INTERVAL = 30_000;
 const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
 /**
@@ -168,6 +174,7 @@ export class YamuxSession extends EventEmitter {
     this.#nextStreamId = options.client ? 1 : 2;
     this.#peerIds = new PeerStreamIds(options.client ? 2 : 1, MAX_PEER_ID_GAPS);
     this.#streamWindow = checkInteger('streamWindow', options.streamWindow ?? INITIAL_STREAM_WINDOW, INITIAL_STREAM_WINDOW, MAX_U32);
+    const maxStreamWindow = checkInteger('maxStreamWindow', options.maxStreamWindow ?? Math.max(DEFAULT_MAX_STREAM_WINDOW, this.#streamWindow), this.#streamWindow, MAX_U32);
     this.#maxStreams = checkInteger('maxStreams', options.maxStreams ?? DEFAULT_MAX_STREAMS, 1, MAX_U32);
     this.#maxFrameSize = checkInteger('maxFrameSize', options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE, 1, MAX_U32);
     const keepAliveInterval = checkInteger('keepAliveInterval', options.keepAliveInterval ?? DEFAULT_KEEPALIVE_INTERVAL, 0, 2 ** 31 - 1);
@@ -183,6 +190,8 @@ export class YamuxSession extends EventEmitter {
 
     this[kLink] = {
       streamWindow: this.#streamWindow,
+      maxStreamWindow,
+      rtt: () => this.#rtt,
       maxFrameSize: this.#maxFrameSize,
       canSend: () => this.#canSend(),
       sendControl: (type, flags, streamId, length) => this.#sendControl(type, flags, streamId, length),

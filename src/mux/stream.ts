@@ -1,5 +1,6 @@
 import { Duplex } from 'node:stream';
 import { MuxError } from '../errors.js';
+import { ReceiveWindow } from '../flow-control/receive-window.js';
 import { Flag, FrameType, INITIAL_STREAM_WINDOW, MAX_U32 } from './frame.js';
 import { kAbort, kData, kDataStart, kFlags, kLink, kOpen, kSendSome, kWindowUpdate, type SessionLink } from './internal.js';
 import type { YamuxSession } from './session.js';
@@ -29,7 +30,9 @@ interface PendingWrite {
  * Flow control: the peer may send at most one receive window ahead of what this side has read.
  * Credit is returned as the consumer actually reads (from `_read` and after every `read()` has
  * taken its bytes out), so a reader that stops reading stops the sender once one window is
- * buffered here.
+ * buffered here. The window starts at the session's `streamWindow` and grows toward
+ * `maxStreamWindow` while the reader keeps up and the sender is held back by the window alone
+ * (see ReceiveWindow), so one flow can fill a long path; idle, it returns to the start.
  *
  * On a session with `deferAccept`, a stream the peer opened is pending until `markAccepted()`:
  * it returns no credit, so it never holds more than the spec's initial window, and the bytes it
@@ -44,6 +47,8 @@ export class YamuxStream extends Duplex {
   #sendWindow = INITIAL_STREAM_WINDOW;
   /** Bytes we have allowed the peer to send and it has not sent yet. */
   #recvWindow: number;
+  /** How far ahead of the reader the peer may be: tuned to the path. */
+  readonly #window: ReceiveWindow;
   /**
    * Bytes of the Data frame being received that are already charged to the window (at its header)
    * but not yet pushed: they are on their way into the buffer, so they are not room to grant.
@@ -71,6 +76,12 @@ export class YamuxStream extends Duplex {
     this.#link = init.session[kLink];
     // Counted as already granted so that a _read before the SYN/ACK goes out cannot announce it twice.
     this.#recvWindow = this.#link.streamWindow;
+    this.#window = new ReceiveWindow(this.#link.streamWindow, this.#link.maxStreamWindow);
+  }
+
+  /** The receive window this stream grants its peer now: from `streamWindow` up to `maxStreamWindow`. */
+  get receiveWindow(): number {
+    return this.#window.size;
   }
 
   /**
@@ -119,13 +130,16 @@ export class YamuxStream extends Duplex {
    */
   #returnCredit(starving: boolean): void {
     if (!this.#announced || this.#awaitingAccept || this.#remoteFin || this.destroyed || !this.#link.canSend()) return;
-    const window = this.#link.streamWindow;
-    // A consumer calling read(n) with n above the window raises readableHighWaterMark to n and
-    // must be able to buffer that much, or it would wait forever for a message larger than the window.
-    const capacity = Math.max(window, this.readableHighWaterMark);
-    const credit = Math.min(capacity - this.readableLength - this.#arriving - this.#recvWindow, MAX_U32);
+    const window = this.#window.size;
+    const room = (size: number): number =>
+      // A consumer calling read(n) with n above the window raises readableHighWaterMark to n and
+      // must be able to buffer that much, or it would wait forever for a message larger than the window.
+      Math.min(Math.max(size, this.readableHighWaterMark) - this.readableLength - this.#arriving - this.#recvWindow, MAX_U32);
+    let credit = room(window);
     if (credit <= 0) return;
     if (credit < window / 2 && (this.#recvWindow > 0 || !starving)) return;
+    const tuned = this.#window.beforeGrant(credit, this.#link.rtt());
+    if (tuned !== window) credit = room(tuned);
     this.#recvWindow += credit;
     this.#link.sendControl(FrameType.WindowUpdate, 0, this.id, credit);
   }
@@ -202,6 +216,7 @@ export class YamuxStream extends Duplex {
     }
     this.#recvWindow -= length;
     this.#arriving = length;
+    this.#window.touch();
     return undefined;
   }
 

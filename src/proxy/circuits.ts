@@ -1,10 +1,11 @@
 import { ProtocolError, Reason, type RidproxyError } from '../errors.js';
-import { CONTROL_SLACK } from '../hop/connection.js';
+import { ReceiveWindow, WINDOW_IDLE_MS } from '../flow-control/receive-window.js';
+import { DEFAULT_VC_WINDOW, MAX_DATA_FRAME, MAX_VC_WINDOW } from '../hop/circuit.js';
 import { TokenPurpose } from '../hop/handshake.js';
-import { FrameType, decodeCredit, decodeOpenVc, decodeVcAccepted, encodeOpenVc, encodeReason, payloadOf, type Frame } from '../wire/index.js';
+import { FrameType, decodeCredit, decodeCreditReturn, decodeCreditRevoke, decodeOpenVc, decodeReason, decodeVcAccepted, encodeCredit, encodeOpenVc, encodeReason, encodeVcAccepted, encodeWindow, payloadOf, type Frame } from '../wire/index.js';
 import { KeyedCounter } from './admission.js';
 import type { ResolvedProxyOptions } from './options.js';
-import type { ProxyConnection, ProxyCounters, VcRoute, VcSide } from './proxy-connection.js';
+import type { ProxyConnection, ProxyCounters, VcDirection, VcRoute, VcSide } from './proxy-connection.js';
 import type { Registry } from './registry.js';
 
 /** What the VC table needs from the proxy that owns it. */
@@ -18,16 +19,22 @@ export interface CircuitHost {
 }
 
 /**
- * The VC table: pairs (connection, vci) ends, rewrites VC ids, forwards payload buffers as they
- * arrived without reading them, and tracks credit per VC direction so no peer can make the proxy
- * hold more than the windows it committed to. Those commitments are reserved against budgets
- * charged to the opener: its connection, its routing ID, its address group, and the proxy.
+ * The VC table: pairs (connection, vci) ends, rewrites VC ids, and forwards payload buffers as
+ * they arrived without reading them. Credit is hop by hop: each sending side gets the proxy's
+ * own window, which grows with that side's path while the budgets allow, and data goes on as
+ * the receiving side grants credit and its socket drains. So the proxy holds, per VC direction,
+ * at most the window it granted, and its budgets (charged to the opener: its connection, its
+ * routing ID, its address group, and the proxy's) limit those windows: bytes the proxy may
+ * actually have to hold, not the end processes' windows.
  */
 export class CircuitTable {
   /** Window bytes committed to open VCs in all. */
   reserved = 0;
   private readonly reservedByIdentity = new KeyedCounter();
   private readonly reservedByGroup = new KeyedCounter();
+  /** Routes whose windows have grown: checked every WINDOW_IDLE_MS so that idle ones give their reservation back. */
+  private readonly grown = new Set<VcRoute>();
+  private sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly options: ResolvedProxyOptions,
@@ -63,9 +70,8 @@ export class CircuitTable {
       this.host.refuseToken(conn, message);
       return;
     }
-    if (open.window === 0 || open.window > this.options.maxVcWindow) {
-      reject(Reason.Limit, `VC window ${open.window} is outside 1-${this.options.maxVcWindow} bytes allowed by proxy ${this.endpoint}`);
-      return;
+    if (open.window === 0 || open.window > MAX_VC_WINDOW) {
+      throw new ProtocolError('ERR_PROTOCOL', `OpenVc announces a window of ${open.window} bytes (allowed: 1-${MAX_VC_WINDOW})`);
     }
     const target = this.registry.lookup(open.dst);
     if (target === undefined || !target.hop.isOpen) {
@@ -87,9 +93,8 @@ export class CircuitTable {
       return;
     }
     conn.limitRefusals = 0;
-    // Reserve as if the acceptor's window will match the opener's; VcAccepted settles the real figure.
-    const reserve = 2 * open.window;
-    const short = this.budgetShortfall(conn, reserve);
+    const initial = this.initialWindow();
+    const short = this.budgetShortfall(conn, 2 * initial);
     if (short !== undefined) {
       reject(Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for another VC from this ${short}`);
       return;
@@ -100,14 +105,15 @@ export class CircuitTable {
       acceptor: target,
       acceptorVci: target.hop.allocateVci(),
       accepted: false,
-      creditToAcceptor: 0,
-      creditToOpener: open.window,
-      openerWindow: open.window,
-      acceptorWindow: 0,
+      toAcceptor: undefined!,
+      toOpener: undefined!,
       reserved: 0,
       openTimer: undefined,
     };
-    this.adjustReservation(route, reserve);
+    // The opener may send once VcAccepted grants it the proxy's window; the acceptor at once.
+    route.toAcceptor = this.direction(route, true, 0, 0);
+    route.toOpener = this.direction(route, false, initial, open.window);
+    this.reserve(route);
     conn.vcs.set(vci, { route, opener: true });
     conn.opened++;
     target.vcs.set(route.acceptorVci, { route, opener: false });
@@ -117,8 +123,9 @@ export class CircuitTable {
       this.closeRoute(route, Reason.Timeout, `server ${open.dst} did not answer the VC within ${this.options.vcOpenTimeout} ms`);
     }, this.options.vcOpenTimeout);
     route.openTimer.unref();
-    // Rebuilt without the token MAC: a server has no business with the dial token.
-    target.hop.send(FrameType.OpenVc, route.acceptorVci, encodeOpenVc({ dst: open.dst, src: open.src, srcPublicKey: open.srcPublicKey, window: open.window }));
+    // Rebuilt without the token MAC (a server has no business with the dial token), and with the
+    // proxy's window: the acceptor's credit is the proxy's to give.
+    target.hop.send(FrameType.OpenVc, route.acceptorVci, encodeOpenVc({ dst: open.dst, src: open.src, srcPublicKey: open.srcPublicKey, window: initial }));
   }
 
   accepted(conn: ProxyConnection, frame: Frame): void {
@@ -132,60 +139,177 @@ export class CircuitTable {
     if (!publicKey.equals(conn.hop.peerPublicKey)) {
       throw new ProtocolError('ERR_PROTOCOL', `VcAccepted carries a public key other than the one ${conn.hop.peerLabel} proved`);
     }
-    if (window === 0 || window > this.options.maxVcWindow) {
-      this.closeRoute(route, Reason.Limit, `VC window ${window} is outside 1-${this.options.maxVcWindow} bytes allowed by proxy ${this.endpoint}`);
-      return;
-    }
-    const growth = route.openerWindow + window - route.reserved;
-    if (growth > 0 && this.budgetShortfall(route.opener, growth) !== undefined) {
-      this.closeRoute(route, Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for a ${window}-byte VC window`);
-      return;
+    if (window === 0 || window > MAX_VC_WINDOW) {
+      throw new ProtocolError('ERR_PROTOCOL', `VcAccepted announces a window of ${window} bytes (allowed: 1-${MAX_VC_WINDOW})`);
     }
     route.accepted = true;
     clearTimeout(route.openTimer);
     route.openTimer = undefined;
-    route.acceptorWindow = window;
-    route.creditToAcceptor = window;
-    this.adjustReservation(route, route.openerWindow + window);
-    route.opener.hop.send(FrameType.VcAccepted, route.openerVci, frame.parts);
+    const toAcceptor = route.toAcceptor;
+    toAcceptor.receiverCredit = window;
+    toAcceptor.senderCredit = toAcceptor.window.size;
+    route.opener.hop.send(FrameType.VcAccepted, route.openerVci, encodeVcAccepted(toAcceptor.senderCredit, publicKey));
   }
 
   data(conn: ProxyConnection, frame: Frame): void {
     const side = this.sideOf(conn, frame.vci);
     if (side === undefined) return;
-    const { route } = side;
+    const dir = side.opener ? side.route.toAcceptor : side.route.toOpener;
     const length = frame.length;
-    if (side.opener) {
-      if (length > route.creditToAcceptor) throw this.overrun(conn, route.creditToAcceptor, length);
-      route.creditToAcceptor -= length;
-    } else {
-      if (length > route.creditToOpener) throw this.overrun(conn, route.creditToOpener, length);
-      route.creditToOpener -= length;
+    if (length > dir.senderCredit) {
+      throw new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} sent a ${length}-byte Data frame with only ${dir.senderCredit} bytes of credit`);
     }
-    const peer = side.opener ? route.acceptor : route.opener;
-    peer.hop.send(FrameType.Data, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
-    this.counters.bytesForwarded += length;
+    dir.senderCredit -= length;
+    dir.window.touch();
     conn.bytesIn += length;
-    peer.bytesOut += length;
-    const buffered = peer.hop.bufferedBytes;
-    if (buffered > this.counters.peakConnectionBufferedBytes) this.counters.peakConnectionBufferedBytes = buffered;
+    const receiver = this.receiverOf(dir);
+    if (dir.queued === 0 && length <= dir.receiverCredit && !receiver.hop.congested) {
+      // The common case: straight through, as the frame came.
+      this.forward(dir, frame.parts, length);
+    } else {
+      for (const part of frame.parts) this.enqueue(dir, part);
+      this.flush(dir);
+    }
+    this.grant(dir);
   }
 
   credit(conn: ProxyConnection, frame: Frame): void {
     const side = this.sideOf(conn, frame.vci);
     if (side === undefined) return;
-    const { route } = side;
+    // A receiver's Credit lets the proxy forward more toward it.
+    const dir = side.opener ? side.route.toOpener : side.route.toAcceptor;
     const amount = decodeCredit(payloadOf(frame));
-    // Credit flows from the receiver: the opener's Credit lets the acceptor send more, and vice versa.
-    if (side.opener) {
-      if (route.creditToOpener + amount > route.openerWindow) throw this.creditOverflow(conn, route.openerWindow);
-      route.creditToOpener += amount;
-      route.acceptor.hop.send(FrameType.Credit, route.acceptorVci, frame.parts);
-    } else {
-      if (route.creditToAcceptor + amount > route.acceptorWindow) throw this.creditOverflow(conn, route.acceptorWindow);
-      route.creditToAcceptor += amount;
-      route.opener.hop.send(FrameType.Credit, route.openerVci, frame.parts);
+    if (dir.receiverCredit + amount > MAX_VC_WINDOW) {
+      throw new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} granted ${dir.receiverCredit + amount} bytes of credit, more than the largest VC window of ${MAX_VC_WINDOW} bytes`);
     }
+    dir.receiverCredit += amount;
+    if (dir.queued > 0) {
+      this.flush(dir);
+      this.grant(dir);
+    }
+  }
+
+  /** A receiver asks back credit the proxy has not used toward it: give back what is left, up to the amount. */
+  creditRevoke(conn: ProxyConnection, frame: Frame): void {
+    const side = this.sideOf(conn, frame.vci);
+    if (side === undefined) return;
+    const dir = side.opener ? side.route.toOpener : side.route.toAcceptor;
+    const returned = Math.min(decodeCreditRevoke(payloadOf(frame)), dir.receiverCredit);
+    dir.receiverCredit -= returned;
+    conn.hop.send(FrameType.CreditReturn, frame.vci, encodeWindow(returned));
+  }
+
+  /** A sender gave back credit the proxy revoked: the reservation shrinks with it. */
+  creditReturn(conn: ProxyConnection, frame: Frame): void {
+    const side = this.sideOf(conn, frame.vci);
+    if (side === undefined) return;
+    const dir = side.opener ? side.route.toAcceptor : side.route.toOpener;
+    const amount = decodeCreditReturn(payloadOf(frame));
+    if (!dir.revoking || amount > dir.senderCredit) {
+      throw new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} returned ${amount} bytes of credit on VC id ${frame.vci}, which it was not asked for or does not have`);
+    }
+    dir.revoking = false;
+    dir.senderCredit -= amount;
+    this.reserve(side.route);
+  }
+
+  private direction(route: VcRoute, toAcceptor: boolean, senderCredit: number, receiverCredit: number): VcDirection {
+    const initial = this.initialWindow();
+    const window = new ReceiveWindow(initial, Math.max(initial, this.options.maxVcWindow), (growth) => {
+      if (this.budgetShortfall(route.opener, growth) !== undefined) return false;
+      this.grown.add(route);
+      this.armSweep();
+      return true;
+    });
+    const dir: VcDirection = { route, toAcceptor, senderCredit, receiverCredit, queue: [], queued: 0, window, revoking: false, closing: undefined, drainWaiter: undefined! };
+    dir.drainWaiter = {
+      onDrain: () => {
+        this.flush(dir, 1);
+        this.grant(dir);
+      },
+    };
+    return dir;
+  }
+
+  private initialWindow(): number {
+    return Math.min(DEFAULT_VC_WINDOW, this.options.maxVcWindow);
+  }
+
+  private receiverOf(dir: VcDirection): ProxyConnection {
+    return dir.toAcceptor ? dir.route.acceptor : dir.route.opener;
+  }
+
+  private forward(dir: VcDirection, parts: readonly Buffer[], length: number): void {
+    const receiver = this.receiverOf(dir);
+    dir.receiverCredit -= length;
+    receiver.bytesOut += length;
+    this.counters.bytesForwarded += length;
+    receiver.hop.send(FrameType.Data, dir.toAcceptor ? dir.route.acceptorVci : dir.route.openerVci, parts.length === 1 ? parts[0] : parts);
+    const buffered = receiver.hop.bufferedBytes;
+    if (buffered > this.counters.peakConnectionBufferedBytes) this.counters.peakConnectionBufferedBytes = buffered;
+  }
+
+  private enqueue(dir: VcDirection, part: Buffer): void {
+    if (part.length === 0) return;
+    // A small piece of a large socket read would keep the whole read alive while it waits.
+    dir.queue.push(part.length * 2 < part.buffer.byteLength ? Buffer.from(part) : part);
+    dir.queued += part.length;
+    this.counters.queuedBytes += part.length;
+    if (this.counters.queuedBytes > this.counters.peakQueuedBytes) this.counters.peakQueuedBytes = this.counters.queuedBytes;
+  }
+
+  /**
+   * Forwards queued bytes while the receiver has credit and its socket room, in frames of at
+   * most MAX_DATA_FRAME (at most `frames` of them); then a pending clean close, once all is out.
+   */
+  private flush(dir: VcDirection, frames = Infinity): void {
+    const receiver = this.receiverOf(dir);
+    while (dir.queued > 0 && dir.receiverCredit > 0) {
+      if (frames-- === 0 || receiver.hop.congested) {
+        receiver.hop.waitForDrain(dir.drainWaiter);
+        return;
+      }
+      const budget = Math.min(dir.receiverCredit, MAX_DATA_FRAME, dir.queued);
+      const parts: Buffer[] = [];
+      let size = 0;
+      while (size < budget) {
+        const part = dir.queue[0];
+        const take = Math.min(part.length, budget - size);
+        if (take === part.length) dir.queue.shift();
+        else dir.queue[0] = part.subarray(take);
+        parts.push(take === part.length ? part : part.subarray(0, take));
+        size += take;
+      }
+      dir.queued -= size;
+      this.counters.queuedBytes -= size;
+      this.forward(dir, parts, size);
+    }
+    if (dir.queued === 0 && dir.closing !== undefined) {
+      const payload = dir.closing;
+      dir.closing = undefined;
+      receiver.hop.send(FrameType.CloseVc, dir.toAcceptor ? dir.route.acceptorVci : dir.route.openerVci, payload);
+      this.forget(dir.route);
+    }
+  }
+
+  /**
+   * Tops the sender's credit up to the window, less what is queued: batched to a quarter
+   * window, as a VC end does. The window grows here when the sender's path calls for it.
+   */
+  private grant(dir: VcDirection): void {
+    // No credit for a sender that has closed its end (it is draining), or before it may send.
+    if (dir.closing !== undefined || !dir.route.accepted || !this.attached(dir.route, dir.toAcceptor)) return;
+    const window = dir.window.size;
+    const room = (size: number): number => size - dir.senderCredit - dir.queued;
+    let amount = room(window);
+    if (amount < window / 4) return;
+    const sender = dir.toAcceptor ? dir.route.opener : dir.route.acceptor;
+    // With bytes still queued the receiver is what holds the sender back: no growth then.
+    const tuned = dir.window.beforeGrant(amount, dir.queued === 0 ? sender.hop.rtt : undefined);
+    if (tuned !== window) amount = room(tuned);
+    dir.senderCredit += amount;
+    sender.hop.send(FrameType.Credit, dir.toAcceptor ? dir.route.openerVci : dir.route.acceptorVci, encodeCredit(amount));
+    this.reserve(dir.route);
   }
 
   close(conn: ProxyConnection, frame: Frame): void {
@@ -195,9 +319,18 @@ export class CircuitTable {
     if (frame.type === FrameType.VcRejected && (side.opener || route.accepted)) {
       throw new ProtocolError('ERR_PROTOCOL', `VcRejected for VC id ${frame.vci}, which is not awaiting acceptance from this side`);
     }
+    const dir = side.opener ? route.toAcceptor : route.toOpener;
+    if (frame.type === FrameType.CloseVc && route.accepted && dir.queued > 0 && decodeReason(payloadOf(frame)).reason === Reason.Normal) {
+      // A clean close follows the data the sender sent before it; the sender is done with the VC.
+      dir.closing = Buffer.from(payloadOf(frame));
+      this.detach(conn, frame.vci);
+      this.host.vcsChanged(conn);
+      return;
+    }
     const peer = side.opener ? route.acceptor : route.opener;
     const type = frame.type === FrameType.CloseVc && !side.opener && !route.accepted ? FrameType.VcRejected : frame.type;
-    peer.hop.send(type, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
+    // The peer may have closed its end already, with data still draining toward this side.
+    if (this.attached(route, !side.opener)) peer.hop.send(type, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
     if (frame.type === FrameType.VcRejected) this.counters.vcsRejected++;
     this.forget(route);
   }
@@ -213,29 +346,82 @@ export class CircuitTable {
     throw new ProtocolError('ERR_PROTOCOL', `frame for unknown VC id ${vci}`);
   }
 
-  private overrun(conn: ProxyConnection, credit: number, length: number): ProtocolError {
-    return new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} sent a ${length}-byte Data frame with only ${credit} bytes of credit`);
-  }
-
-  private creditOverflow(conn: ProxyConnection, window: number): ProtocolError {
-    return new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} granted credit beyond its announced window of ${window} bytes`);
-  }
-
   /** Closes a VC on both sides with a reason (e.g. a limit the acceptor broke). */
   private closeRoute(route: VcRoute, reason: Reason, message: string): void {
     const payload = encodeReason(reason, message);
-    route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
-    route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
+    if (this.attached(route, true)) route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
+    if (this.attached(route, false)) route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
     this.forget(route);
+  }
+
+  /** Whether the opener's (or the acceptor's) end of `route` is still open: it has not closed it cleanly while data drains. */
+  private attached(route: VcRoute, opener: boolean): boolean {
+    const conn = opener ? route.opener : route.acceptor;
+    return conn.vcs.get(opener ? route.openerVci : route.acceptorVci)?.route === route;
+  }
+
+  /** Removes one connection's end of a VC. */
+  private detach(conn: ProxyConnection, vci: number): void {
+    const side = conn.vcs.get(vci);
+    if (side === undefined || !conn.vcs.delete(vci)) return;
+    if (side.opener) conn.opened--;
+    const dir = side.opener ? side.route.toOpener : side.route.toAcceptor;
+    conn.hop.cancelDrain(dir.drainWaiter);
   }
 
   private forget(route: VcRoute): void {
     clearTimeout(route.openTimer);
-    if (route.opener.vcs.delete(route.openerVci)) route.opener.opened--;
-    route.acceptor.vcs.delete(route.acceptorVci);
+    this.detach(route.opener, route.openerVci);
+    this.detach(route.acceptor, route.acceptorVci);
+    for (const dir of [route.toAcceptor, route.toOpener]) {
+      this.counters.queuedBytes -= dir.queued;
+      dir.queue = [];
+      dir.queued = 0;
+      dir.closing = undefined;
+    }
+    this.grown.delete(route);
     this.adjustReservation(route, 0);
     this.host.vcsChanged(route.opener);
     if (route.acceptor !== route.opener) this.host.vcsChanged(route.acceptor);
+  }
+
+  /** Charges the route's directions: each its window, or what it holds and granted if that is more (a window that just shrank). */
+  private reserve(route: VcRoute): void {
+    let amount = 0;
+    for (const dir of [route.toAcceptor, route.toOpener]) amount += Math.max(dir.window.size, dir.senderCredit + dir.queued);
+    this.adjustReservation(route, amount);
+  }
+
+  private armSweep(): void {
+    if (this.sweepTimer !== undefined) return;
+    this.sweepTimer = setInterval(() => {
+      // Idle windows fall back to their floor when read. Credit the sender still holds beyond it
+      // stays reserved until the sender gives it back, so the proxy asks for it.
+      for (const route of this.grown) {
+        let settled = true;
+        for (const dir of [route.toAcceptor, route.toOpener]) {
+          const floor = dir.window.floor;
+          if (dir.window.size > floor || dir.revoking) {
+            settled = false;
+            continue;
+          }
+          const excess = Math.min(dir.senderCredit, dir.senderCredit + dir.queued - floor);
+          if (excess > 0 && route.accepted && dir.closing === undefined && this.attached(route, dir.toAcceptor)) {
+            dir.revoking = true;
+            settled = false;
+            const sender = dir.toAcceptor ? route.opener : route.acceptor;
+            sender.hop.send(FrameType.CreditRevoke, dir.toAcceptor ? route.openerVci : route.acceptorVci, encodeWindow(excess));
+          }
+        }
+        this.reserve(route);
+        if (settled) this.grown.delete(route);
+      }
+      if (this.grown.size === 0) {
+        clearInterval(this.sweepTimer);
+        this.sweepTimer = undefined;
+      }
+    }, WINDOW_IDLE_MS);
+    this.sweepTimer.unref();
   }
 
   /**
@@ -260,12 +446,6 @@ export class CircuitTable {
     this.reservedByIdentity.add(route.opener.identity, delta);
     this.reservedByGroup.add(route.opener.group, delta);
     route.opener.openedReserved += delta;
-    for (const conn of route.opener === route.acceptor ? [route.opener] : [route.opener, route.acceptor]) {
-      conn.reserved += delta;
-      // Credit lets the VCs of a connection queue up to their windows toward it; more than that
-      // (and room for control replies) unread means the peer stopped reading.
-      conn.hop.outputLimit = CONTROL_SLACK + conn.reserved;
-    }
   }
 
   /** Closes every VC of `conn` on both of its ends with `reason` (a proxy shutting down). */
@@ -276,12 +456,15 @@ export class CircuitTable {
   /** Closes every VC of a connection that is gone, telling the other end of each why. */
   dropConnection(conn: ProxyConnection, err: RidproxyError | undefined): void {
     const why = err?.code === 'ERR_SUPERSEDED' ? 'was superseded by a newer connection' : 'was lost';
-    for (const { route, opener } of conn.vcs.values()) {
+    for (const { route, opener } of [...conn.vcs.values()]) {
       const role = opener ? 'client' : 'server';
       const message = `${role} connection of ${conn.hop.peerRoutingId} to proxy ${this.endpoint} ${why}`;
       const payload = encodeReason(Reason.ConnectionLost, message);
-      if (opener) route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
-      else route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
+      if (opener) {
+        if (this.attached(route, false)) route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
+      } else if (this.attached(route, true)) {
+        route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
+      }
       this.forget(route);
     }
   }

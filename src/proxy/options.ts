@@ -19,9 +19,13 @@ export interface ProxyOptions {
   handshakeTimeout?: number;
   /** Milliseconds between keepalive pings on hop connections; 0 disables. */
   keepAliveInterval?: number;
-  /** Largest receive window a VC end may announce; bounds what one VC can make the proxy hold. */
+  /**
+   * Largest window the proxy grants the sender of one direction of a VC. Credit is hop by hop:
+   * each window starts at 256 KiB and grows with the sender's path while the budgets below have
+   * room, so this bounds what one VC direction can make the proxy hold. Default 16 MiB.
+   */
   maxVcWindow?: number;
-  /** Bytes the proxy may commit to VC windows in total; beyond it new VCs are refused (Reason.Limit). */
+  /** Bytes the proxy may commit to VC windows in total; beyond it new VCs are refused (Reason.Limit) and windows stop growing. */
   bufferBudget?: number;
   /** Bytes the proxy may commit to the VCs one hop connection opens. */
   connectionBufferBudget?: number;
@@ -58,7 +62,7 @@ export interface ProxyOptions {
   idleTimeout?: number;
 }
 
-export const DEFAULT_MAX_VC_WINDOW = 1 << 20;
+export const DEFAULT_MAX_VC_WINDOW = 16 << 20;
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
 export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
 export const DEFAULT_MAX_REGISTRATIONS = 10_000;

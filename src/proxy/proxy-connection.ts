@@ -1,4 +1,5 @@
-import type { HopConnection } from '../hop/connection.js';
+import type { ReceiveWindow } from '../flow-control/receive-window.js';
+import type { DrainWaiter, HopConnection } from '../hop/connection.js';
 
 // What the proxy keeps per hop connection and per routed VC, shared by the registry, the VC
 // table and the proxy that owns them.
@@ -10,18 +11,41 @@ export interface VcSide {
   opener: boolean;
 }
 
+/**
+ * One direction of a routed VC. Credit is hop by hop: the proxy grants the sending side its own
+ * window and forwards as the receiving side grants credit, so what it holds for the direction
+ * is the queue, never more than the window it granted.
+ */
+export interface VcDirection {
+  route: VcRoute;
+  /** True for opener to acceptor. */
+  toAcceptor: boolean;
+  /** Bytes the sending side may still send: granted by the proxy and not yet received. */
+  senderCredit: number;
+  /** Bytes the receiving side granted the proxy that it has not yet forwarded. */
+  receiverCredit: number;
+  /** Received from the sender, waiting for the receiver's credit or for its connection to drain. */
+  queue: Buffer[];
+  queued: number;
+  /** What the proxy grants the sender: grows with the sender's path while the budget allows. */
+  window: ReceiveWindow;
+  /** A CreditRevoke is out to the sender (the window shrank while idle); its CreditReturn settles it. */
+  revoking: boolean;
+  /** The sender's clean CloseVc, forwarded once the queue has gone out. */
+  closing: Buffer | undefined;
+  /** Registered with the receiver's connection while its socket is too full for more data. */
+  drainWaiter: DrainWaiter;
+}
+
 export interface VcRoute {
   opener: ProxyConnection;
   openerVci: number;
   acceptor: ProxyConnection;
   acceptorVci: number;
   accepted: boolean;
-  /** Bytes the opener may still send toward the acceptor (the acceptor's unreturned credit). */
-  creditToAcceptor: number;
-  /** Bytes the acceptor may still send toward the opener. */
-  creditToOpener: number;
-  openerWindow: number;
-  acceptorWindow: number;
+  toAcceptor: VcDirection;
+  toOpener: VcDirection;
+  /** Bytes charged to the budgets: for each direction, its window or what it holds and granted, whichever is more. */
   reserved: number;
   /** Until the acceptor answers: refuses the VC when the destination never does. */
   openTimer: NodeJS.Timeout | undefined;
@@ -36,9 +60,7 @@ export interface ProxyConnection {
   vcs: Map<number, VcSide>;
   /** VCs in `vcs` that this connection opened (the rest were opened to it). */
   opened: number;
-  /** Window bytes reserved for every VC on this connection, whoever opened it: what may queue toward it. */
-  reserved: number;
-  /** The part of `reserved` for VCs this connection opened: what its budget limits. */
+  /** Window bytes reserved for the VCs this connection opened: what its budget limits. */
   openedReserved: number;
   connectedAt: number;
   /** Payload bytes received from this connection's process and forwarded. */
@@ -57,7 +79,6 @@ export function newProxyConnection(hop: HopConnection, group: string): ProxyConn
     group,
     vcs: new Map(),
     opened: 0,
-    reserved: 0,
     openedReserved: 0,
     connectedAt: Date.now(),
     bytesIn: 0,
@@ -74,5 +95,8 @@ export interface ProxyCounters {
   protocolErrors: number;
   staleFrames: number;
   peakConnectionBufferedBytes: number;
+  /** Bytes held in VC queues now, and the most ever held at once. */
+  queuedBytes: number;
+  peakQueuedBytes: number;
   connectionsRefused: number;
 }

@@ -31,6 +31,9 @@ export interface ProxyStats {
   peakConnectionBufferedBytes: number;
   /** Window bytes committed to open VCs (the budget's current use). */
   reservedBytes: number;
+  /** Bytes the proxy holds in VC queues (received, not yet forwarded), now and at most. */
+  queuedBytes: number;
+  peakQueuedBytes: number;
   bytesForwarded: number;
   vcsRejected: number;
   protocolErrors: number;
@@ -58,7 +61,7 @@ export class Proxy {
   private readonly handshaking = new Set<Socket>();
   /** Every accepted socket until it closes, so shutdown can bound the wait for lingering ones. */
   private readonly sockets = new Set<Socket>();
-  private readonly counters: ProxyCounters = { bytesForwarded: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0, connectionsRefused: 0 };
+  private readonly counters: ProxyCounters = { bytesForwarded: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0, queuedBytes: 0, peakQueuedBytes: 0, connectionsRefused: 0 };
   private readonly admission: Admission;
   private readonly registry: Registry;
   private readonly circuits: CircuitTable;
@@ -124,6 +127,8 @@ export class Proxy {
       bufferedBytes,
       peakConnectionBufferedBytes: this.counters.peakConnectionBufferedBytes,
       reservedBytes: this.circuits.reserved,
+      queuedBytes: this.counters.queuedBytes,
+      peakQueuedBytes: this.counters.peakQueuedBytes,
       bytesForwarded: this.counters.bytesForwarded,
       vcsRejected: this.counters.vcsRejected,
       protocolErrors: this.counters.protocolErrors,
@@ -277,6 +282,12 @@ export class Proxy {
         return;
       case FrameType.Credit:
         this.circuits.credit(conn, frame);
+        return;
+      case FrameType.CreditRevoke:
+        this.circuits.creditRevoke(conn, frame);
+        return;
+      case FrameType.CreditReturn:
+        this.circuits.creditReturn(conn, frame);
         return;
       case FrameType.OpenVc:
         this.circuits.open(conn, frame);

@@ -16,6 +16,8 @@ export {
   TOKEN_MAC_SIZE,
   VC_ACCEPTED_SIZE,
   decodeCredit,
+  decodeCreditReturn,
+  decodeCreditRevoke,
   decodeHello,
   decodeOpenVc,
   decodePing,

@@ -43,6 +43,8 @@ export enum FrameType {
   Data = 0x23,
   Credit = 0x24,
   CloseVc = 0x25,
+  CreditRevoke = 0x26,
+  CreditReturn = 0x27,
   Ping = 0x30,
   Pong = 0x31,
   GoAway = 0x32,
@@ -200,6 +202,20 @@ export function decodeVcAccepted(buf: Buffer): { window: number; publicKey: Buff
 
 export function decodeCredit(buf: Buffer): number {
   return decodeWindow(buf, FrameType.Credit);
+}
+
+/** CreditRevoke: how much unused credit the receiver asks back, greater than 0. */
+export function decodeCreditRevoke(buf: Buffer): number {
+  exactLength(FrameType.CreditRevoke, buf, 4);
+  const n = buf.readUInt32BE(0);
+  if (n === 0) throw malformed(FrameType.CreditRevoke, 'the amount must be greater than 0');
+  return n;
+}
+
+/** CreditReturn: how much credit the sender gave back (0 when it had none left). */
+export function decodeCreditReturn(buf: Buffer): number {
+  exactLength(FrameType.CreditReturn, buf, 4);
+  return buf.readUInt32BE(0);
 }
 
 /** The 8 opaque bytes of a Ping or Pong. */

@@ -27,6 +27,8 @@ const rules: Array<[FrameType, number, number, number]> = [
   [FrameType.Data, SCOPE_CIRCUIT, 0, ANY],
   [FrameType.Credit, SCOPE_CIRCUIT, 4, 4],
   [FrameType.CloseVc, SCOPE_CIRCUIT, 2, ANY],
+  [FrameType.CreditRevoke, SCOPE_CIRCUIT, 4, 4],
+  [FrameType.CreditReturn, SCOPE_CIRCUIT, 4, 4],
   [FrameType.Ping, SCOPE_CONNECTION, PING_SIZE, PING_SIZE],
   [FrameType.Pong, SCOPE_CONNECTION, PING_SIZE, PING_SIZE],
   [FrameType.GoAway, SCOPE_CONNECTION, 2, ANY],

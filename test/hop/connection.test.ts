@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Reason, type RidproxyError } from '../../src/errors.js';
-import { MAX_DATA_FRAME, VirtualCircuit } from '../../src/hop/circuit.js';
+import { MAX_DATA_FRAME, MAX_VC_WINDOW, VirtualCircuit } from '../../src/hop/circuit.js';
 import { HopConnection } from '../../src/hop/connection.js';
 import { Identity } from '../../src/id/identity.js';
 import { FrameType, HELLO_SIZE, encodeHeader, encodePreface } from '../../src/wire/index.js';
@@ -134,7 +134,7 @@ describe('VirtualCircuit', () => {
         HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
       ]);
       const peer = Identity.generate();
-      const circuit = new VirtualCircuit({ connection: a, vci: 1, sendCredit, receiveWindow: 1024, remoteRoutingId: peer.routingId, remotePublicKey: peer.publicKey });
+      const circuit = new VirtualCircuit({ connection: a, vci: 1, sendCredit, receiveWindow: 1024, maxReceiveWindow: 1024, remoteRoutingId: peer.routingId, remotePublicKey: peer.publicKey });
       await test(circuit, b);
       circuit.destroy();
     } finally {
@@ -142,12 +142,13 @@ describe('VirtualCircuit', () => {
     }
   }
 
-  it('closes the VC with a protocol reason when the peer grants credit beyond its announced window', async () => {
+  it('lets the peer grow its window with credit, and closes the VC when credit passes the largest window', async () => {
     await withCircuit(1000, async (circuit) => {
       const failed = new Promise<RidproxyError>((resolve) => circuit.once('error', resolve));
-      circuit.write(Buffer.alloc(100));
-      circuit.handleCredit(101);
-      expect(await failed).toMatchObject({ code: 'ERR_PROTOCOL', message: expect.stringContaining('granted credit beyond its announced window of 1000 bytes') });
+      circuit.handleCredit(MAX_VC_WINDOW - 2000);
+      expect(circuit.destroyed).toBe(false);
+      circuit.handleCredit(1001);
+      expect(await failed).toMatchObject({ code: 'ERR_PROTOCOL', message: expect.stringContaining(`granted ${MAX_VC_WINDOW + 1} bytes of credit, more than the largest VC window`) });
     });
   });
 

@@ -16,7 +16,7 @@ import { readAll, socketTo } from '../helpers.js';
  */
 async function claimAs(port: number, m: Identity, t: Identity, dst: Endpoint): Promise<RidproxyError> {
   const hop = await HopConnection.establish({ socket: await socketTo(port), identity: m, initiator: true, keepAliveInterval: 0 });
-  const liar = new Link(hop, { routingId: t.routingId, publicKey: t.publicKey } as Identity, 256 * 1024);
+  const liar = new Link(hop, { routingId: t.routingId, publicKey: t.publicKey } as Identity, 256 * 1024, 256 * 1024);
   liar.start();
   const circuit = await liar.openVc(dst.routingId);
   const err = await secureChannel(circuit, { identity: m, role: 'dialer', expectedRoutingId: dst.routingId }).then(

@@ -3,7 +3,7 @@ import { connect, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HopConnection } from '../../src/hop/connection.js';
-import type { VirtualCircuit } from '../../src/hop/circuit.js';
+import { MAX_VC_WINDOW, type VirtualCircuit } from '../../src/hop/circuit.js';
 import { Reason } from '../../src/errors.js';
 import { Identity } from '../../src/id/identity.js';
 import type { RoutingId } from '../../src/id/routing-id.js';
@@ -54,7 +54,8 @@ const hostileCase: fc.Arbitrary<HostileCase> = fc.oneof(
   fc.record({ kind: fc.constant('oversizeLength' as const), length: fc.integer({ min: (1 << 20) + 1, max: 0xffff_ffff }) }),
   fc.record({ kind: fc.constant('unknownVc' as const), type: fc.constantFrom('data' as const, 'credit' as const, 'close' as const), vci: fc.integer({ min: 1000, max: 0xffff_fffe }) }),
   fc.record({ kind: fc.constant('duplicateVc' as const), vci: fc.integer({ min: 0, max: 100 }).map((n) => 2 * n + 1) }),
-  fc.record({ kind: fc.constant('creditOverflow' as const), extra: fc.integer({ min: 1, max: 0x7fff_ffff }) }),
+  // Credit may grow a window, up to MAX_VC_WINDOW: the overflow is credit past that, over the 64 KiB window the VC opened with.
+  fc.record({ kind: fc.constant('creditOverflow' as const), extra: fc.integer({ min: MAX_VC_WINDOW - 65536 + 1, max: 0x7fff_ffff }) }),
   fc.record({ kind: fc.constant('openVcFlood' as const), count: fc.integer({ min: 2 * VC_LIMIT + 2, max: 6 * VC_LIMIT }) }),
   fc.record({
     kind: fc.constant('randomFrames' as const),
@@ -126,7 +127,7 @@ async function until(condition: () => boolean, timeout = 5000): Promise<void> {
 async function linkTo(proxy: Proxy): Promise<Link> {
   const identity = Identity.generate();
   const hop = await HopConnection.establish({ socket: await socketTo(proxy.port), identity, initiator: true, keepAliveInterval: 0 });
-  const link = new Link(hop, identity, 256 * 1024);
+  const link = new Link(hop, identity, 256 * 1024, 256 * 1024);
   link.start();
   return link;
 }

@@ -198,7 +198,7 @@ describe('FrameDecoder', () => {
     }
 
     it('checks the vci rule for every type', () => {
-      const vcTypes = new Set([FrameType.OpenVc, FrameType.VcAccepted, FrameType.VcRejected, FrameType.Data, FrameType.Credit, FrameType.CloseVc]);
+      const vcTypes = new Set([FrameType.OpenVc, FrameType.VcAccepted, FrameType.VcRejected, FrameType.Data, FrameType.Credit, FrameType.CloseVc, FrameType.CreditRevoke, FrameType.CreditReturn]);
       for (const type of Object.values(FrameType).filter((v): v is FrameType => typeof v === 'number')) {
         const wrongVci = vcTypes.has(type) ? 0 : 1;
         expect(failure(rawHeader(type, wrongVci, 68)).message).toMatch(/vci/);
