@@ -5,7 +5,7 @@ import { get, createServer as createHttpServer, type Server as HttpServer } from
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { delay, digestStream, sha256, waitFor } from '../helpers.js';
-import { isolatedConfig, killAll, runCli, runToExit } from './cli.js';
+import { freePort, isolatedConfig, killAll, runCli, runToExit } from './cli.js';
 
 const MiB = 1 << 20;
 const DOWNLOAD = randomBytes(100 * MiB);
@@ -45,14 +45,6 @@ function httpGet(port: number, path: string): Promise<{ status: number; body: Bu
       response.on('error', reject);
     }).on('error', reject);
   });
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 /** proxy start + proxy serve --forward <port>; returns the endpoints they printed. */

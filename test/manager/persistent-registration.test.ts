@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { PersistentRegistration, backoffDelay } from '../../src/index.js';
+import { Identity, PersistentRegistration, backoffDelay } from '../../src/index.js';
+import { delay } from '../helpers.js';
 import { useNetwork } from '../fixtures.js';
 
 describe('backoffDelay', () => {
@@ -37,6 +38,25 @@ describe('PersistentRegistration', () => {
     persistent.close();
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(second.stats().registrations).toBe(0);
+  });
+
+  it('stops, and says so, when another process registers the same routing id; the other keeps it', async () => {
+    const proxy = await net.proxy();
+    const identity = Identity.generate();
+    const first = await PersistentRegistration.start(net.manager({ identity }), 'main', proxy.endpoint);
+    const conflict = new Promise<Error>((resolve) => first.once('conflict', resolve));
+    const second = await PersistentRegistration.start(net.manager({ identity }), 'main', proxy.endpoint);
+    const err = await conflict;
+    expect(err).toMatchObject({ code: 'ERR_SUPERSEDED', reason: 6 });
+    expect(err.message).toMatch(new RegExp(`^another process with this identity registered on ${proxy.endpoint.replace(/[./]/g, '\\$&')} from 127\\.0\\.0\\.1:\\d+$`));
+    expect(await first.done).toBe(err);
+    expect(first.isRegistered).toBe(false);
+    // Neither registers back: the one that stopped stays stopped.
+    await delay(500);
+    expect(second.isRegistered).toBe(true);
+    expect(proxy.stats().registrations).toBe(1);
+    second.close();
+    expect(await second.done).toBeUndefined();
   });
 
   it('fails fast when the first registration cannot be made', async () => {
