@@ -11,7 +11,13 @@ export interface BackoffOptions {
 }
 
 export const DEFAULT_INITIAL_DELAY = 100;
-export const DEFAULT_MAX_DELAY = 30_000;
+/**
+ * The longest wait between attempts. Short, so that a server is back within about 2 s of its
+ * proxy however long the outage was (the delay stops growing after 5 attempts); the jitter below
+ * still spreads a fleet's attempts over a second, and a refused TCP connect costs a down proxy
+ * nothing.
+ */
+export const DEFAULT_MAX_DELAY = 2_000;
 
 /**
  * Delay before reconnect attempt `attempt` (1-based): the first is immediate, then exponential

@@ -1,8 +1,8 @@
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { delay, readAll, startRelay, waitFor, type Relay } from '../helpers.js';
-import { isolatedConfig, killAll, runCli, runToExit, type CliProcess } from './cli.js';
+import { delay, readAll, socketTo, startRelay, waitFor, type Relay } from '../helpers.js';
+import { freePort, isolatedConfig, killAll, runCli, runToExit, type CliProcess } from './cli.js';
 
 const servers: Server[] = [];
 const relays: Relay[] = [];
@@ -28,6 +28,11 @@ async function reach(endpoint: string, config: string): Promise<string> {
   const reply = (await readAll(cli.child.stdout!)).toString();
   await cli.exited;
   return reply;
+}
+
+/** What a TCP client of `connect --local` gets back. */
+async function fetchLocal(port: number): Promise<string> {
+  return (await readAll(await socketTo(port))).toString();
 }
 
 async function keygen(config: string, name: string): Promise<string> {
@@ -166,6 +171,46 @@ describe('one routing id, one registration', () => {
     const again = serve(config, proxyEndpoint, `127.0.0.1:${sshPort}`);
     expect(await again.firstLine).toBe(sshEndpoint);
     expect(again.stderr()).not.toContain('created a new identity');
+  });
+});
+
+describe('recovery after a proxy outage', () => {
+  it('serve is registered again within 3 s of the proxy restarting after 30 s down', async () => {
+    const config = isolatedConfig();
+    const proxyPort = await freePort();
+    const proxy = runCli(['start', '--listen', `127.0.0.1:${proxyPort}`, '--log-level', 'warn'], { config });
+    const proxyEndpoint = await proxy.firstLine;
+    const servicePort = await namedService('service');
+    const server = serve(config, proxyEndpoint, servicePort);
+    const endpoint = await server.firstLine;
+    const tunnel = runCli(['connect', endpoint, '--local', '0'], { config });
+    const localPort = Number((await tunnel.firstLine).split(':').pop());
+    expect(await fetchLocal(localPort)).toBe('service');
+
+    proxy.child.kill('SIGKILL');
+    await proxy.exited;
+    await waitFor(() => server.stderr().includes('lost the proxy registration'), 'serve to notice');
+    // connect says its VC is gone (once, as a warning), and keeps listening.
+    await waitFor(() => tunnel.stderr().includes('lost the VC to the server'), 'connect to notice');
+    const lost = tunnel.stderr().split('\n').filter((l) => l.includes('lost the VC to the server'));
+    expect(lost).toHaveLength(1);
+    expect(JSON.parse(lost[0])).toMatchObject({ level: 40, code: 'ERR_CONNECTION_LOST', endpoint });
+    await delay(30_000);
+    const attemptsDuringOutage = (server.stderr().match(/registration failed; will retry/g) ?? []).length;
+
+    const restarted = runCli(['start', '--listen', `127.0.0.1:${proxyPort}`, '--log-level', 'warn'], { config });
+    expect(await restarted.firstLine).toBe(proxyEndpoint);
+    const restartedAt = Date.now();
+    await waitFor(() => server.stderr().includes('re-registered on the proxy'), 'serve to register again', 5000);
+    const backMs = Date.now() - restartedAt;
+    console.log(`serve re-registered ${backMs} ms after the proxy came back from 30 s down (${attemptsDuringOutage} attempts while it was down)`);
+    expect(backMs).toBeLessThan(3000);
+    // Gentle meanwhile: one attempt every 1-2 s once the backoff reached its cap, not a busy loop.
+    expect(attemptsDuringOutage).toBeGreaterThan(12);
+    expect(attemptsDuringOutage).toBeLessThan(40);
+    expect(await reach(endpoint, config)).toBe('service');
+    // The same connect process dials a new VC for its next local connection.
+    expect(await fetchLocal(localPort)).toBe('service');
   });
 });
 

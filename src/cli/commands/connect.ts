@@ -50,11 +50,25 @@ Examples:
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const identity = options.identity ? await loadIdentity(options.identity) : undefined;
     const manager = new Manager({ identity });
+    // Every local connection dials; the manager reuses the VC while it lives and opens a new one
+    // after it is lost. Say when that happens, once per VC, so a dead tunnel is not silent.
+    const watched = new WeakSet<Flow['conn']>();
+    let closing = false;
+    const watch = (flow: Flow): Flow => {
+      if (watched.has(flow.conn)) return flow;
+      watched.add(flow.conn);
+      void flow.conn.closed.then((err) => {
+        if (err === undefined || closing) return;
+        log.warn({ endpoint: endpoint.toString(), reason: describe(err), code: (err as { code?: string }).code }, 'lost the VC to the server; the next connection dials again');
+      });
+      return flow;
+    };
     try {
-      const dial = (): Promise<Flow> => manager.dial(endpoint, { token: token?.value, allowUnpinnedProxy: options.insecureAnyProxy });
+      const dial = async (): Promise<Flow> => watch(await manager.dial(endpoint, { token: token?.value, allowUnpinnedProxy: options.insecureAnyProxy }));
       if (options.stdio) await connectStdio(dial, endpoint, log);
       else await connectLocal(dial, endpoint, options.local!, log);
     } finally {
+      closing = true;
       await manager.close();
     }
   });
