@@ -142,8 +142,8 @@ export class Proxy {
         routingId,
         address: conn.hop.peerLabel,
         vcs: conn.vcs.size,
-        bytesIn: conn.bytesIn,
-        bytesOut: conn.bytesOut,
+        bytesSent: conn.bytesIn,
+        bytesReceived: conn.bytesOut,
         connectedSeconds: Math.round((now - conn.connectedAt) / 1000),
       });
     }
