@@ -8,7 +8,7 @@ import { HopConnection } from '../hop/connection.js';
 import { FrameType, type Frame } from '../wire/index.js';
 import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
-import { resolveProxyOptions, type ProxyOptions, type ResolvedProxyOptions } from './options.js';
+import { resolveProxyOptions, type ProxyOptions, type ReloadableProxyOptions, type ResolvedProxyOptions } from './options.js';
 import { newProxyConnection, type ProxyConnection, type ProxyCounters } from './proxy-connection.js';
 import { Registry } from './registry.js';
 import { MAX_STATUS_SERVERS, sendStatus, sendStatusRefusal, statusRefusal, type ProxyServerReport, type ProxyStatusReport } from './status.js';
@@ -108,6 +108,19 @@ export class Proxy {
 
   get routingId(): RoutingId {
     return this.identity.routingId;
+  }
+
+  /**
+   * Replaces the admission settings given: the registration allow-list and the tokens (a key
+   * present with the value undefined turns that check off; a key left out keeps its setting).
+   * Nothing open is dropped or checked again: connections, registrations and VCs carry on, and
+   * the new settings apply to the next registration, dial and status request. `proxy start`
+   * calls it on SIGHUP.
+   */
+  reload(settings: ReloadableProxyOptions): void {
+    for (const key of ['registrationToken', 'dialToken', 'statusToken', 'registrationAllowList'] as const) {
+      if (key in settings) (this.options as ReloadableProxyOptions)[key] = settings[key] as never;
+    }
   }
 
   stats(): ProxyStats {

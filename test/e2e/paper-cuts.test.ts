@@ -1,7 +1,9 @@
-import { chmodSync, readFileSync, statSync } from 'node:fs';
+import { appendFileSync, chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type Server } from 'node:net';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import type { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { delay, waitFor } from '../helpers.js';
 import { isolatedConfig, killAll, runCli, runToExit } from './cli.js';
 
 const servers: Server[] = [];
@@ -16,6 +18,28 @@ const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.me
 /** The lines a person reads on stderr: JSON log records set aside. */
 function humanLines(stderr: string): string[] {
   return stderr.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('{'));
+}
+
+async function echoService(): Promise<number> {
+  const server = createServer({ allowHalfOpen: true }, (socket) => socket.pipe(socket));
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
+/** Resolves with the next `length` bytes the stream delivers, as text. */
+function nextBytes(stream: Readable, length: number): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const onData = (chunk: Buffer): void => {
+      text += chunk.toString();
+      if (text.length >= length) {
+        stream.off('data', onData);
+        resolve(text);
+      }
+    };
+    stream.on('data', onData);
+  });
 }
 
 describe('command line', () => {
@@ -73,3 +97,56 @@ describe('identity files', () => {
   });
 });
 
+describe('SIGHUP', () => {
+  it('reloads the allow-list: a routing id listed afterwards may register, and an open VC carries on', async () => {
+    const config = isolatedConfig();
+    const allow = join(config, 'allowed');
+    const keys = await Promise.all(
+      ['first.pem', 'second.pem'].map(async (name) => {
+        const file = join(config, name);
+        const result = await runToExit(['keygen', '--out', file], config);
+        return { file, rid: result.stdout.trim() };
+      }),
+    );
+    writeFileSync(allow, `${keys[0].rid}\n`);
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--allow-file', allow], { config });
+    const proxyEndpoint = await proxy.firstLine;
+    const echoPort = await echoService();
+    const first = runCli(['serve', '--proxy', proxyEndpoint, '--forward', String(echoPort), '--identity', keys[0].file], { config });
+    const tunnel = runCli(['connect', await first.firstLine, '--stdio'], { config });
+    const echoed = nextBytes(tunnel.child.stdout!, 6);
+    tunnel.child.stdin!.write('before');
+    expect(await echoed).toBe('before');
+
+    const refused = await runToExit(['serve', '--proxy', proxyEndpoint, '--forward', String(echoPort), '--identity', keys[1].file], config);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`routing id ${keys[1].rid} is not on the allow-list`);
+
+    appendFileSync(allow, `${keys[1].rid}  # added while running\n`);
+    proxy.child.kill('SIGHUP');
+    await waitFor(() => proxy.stderr().includes('reloaded the allow-list and tokens'), 'the proxy to reload');
+    const reloaded = JSON.parse(proxy.stderr().split('\n').find((line) => line.includes('reloaded the allow-list'))!) as Record<string, unknown>;
+    expect(reloaded).toMatchObject({ signal: 'SIGHUP', allowList: 2 });
+    const second = runCli(['serve', '--proxy', proxyEndpoint, '--forward', String(echoPort), '--identity', keys[1].file], { config });
+    expect(await second.firstLine).toMatch(new RegExp(`/${keys[1].rid}$`));
+
+    // The VC opened before the reload still works, on the same connect process.
+    const after = nextBytes(tunnel.child.stdout!, 5);
+    tunnel.child.stdin!.write('after');
+    expect(await after).toBe('after');
+
+    // A reload that cannot read its file keeps what was in force, and the proxy keeps running.
+    appendFileSync(allow, 'not a routing id\n');
+    proxy.child.kill('SIGHUP');
+    await waitFor(() => proxy.stderr().includes('reload failed'), 'the proxy to report the bad file');
+    const failed = JSON.parse(proxy.stderr().split('\n').find((line) => line.includes('reload failed'))!) as { level: number; reason: string };
+    expect(failed.level).toBe(50);
+    expect(failed.reason).toContain('line 3: invalid routing id "not a routing id"');
+    await delay(200);
+    expect(proxy.child.exitCode).toBeNull();
+    const again = nextBytes(tunnel.child.stdout!, 5);
+    tunnel.child.stdin!.write('still');
+    expect(await again).toBe('still');
+    expect([first.child.exitCode, second.child.exitCode]).toEqual([null, null]);
+  });
+});
