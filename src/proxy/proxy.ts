@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { ConnectionClosedError, ProtocolError, Reason, type RidproxyError } from '../errors.js';
+import { ConnectionClosedError, ProtocolError, Reason, cannotListen, type RidproxyError } from '../errors.js';
 import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
@@ -95,12 +95,12 @@ export class Proxy {
     const server = createServer({ noDelay: true });
     // A deep accept queue so a burst of connections (servers reconnecting after a restart) is not dropped by the kernel.
     server.listen({ port: options.port ?? 0, host, backlog: 4096 });
-    await Promise.race([
-      once(server, 'listening'),
-      once(server, 'error').then(([err]: Error[]) => {
-        throw err;
-      }),
-    ]);
+    try {
+      // once() of 'listening' rejects with the error itself.
+      await once(server, 'listening');
+    } catch (err) {
+      throw cannotListen(host, options.port ?? 0, err);
+    }
     const address = server.address();
     if (address === null || typeof address === 'string') throw new Error('proxy server has no TCP address');
     return new Proxy(server, options.identity ?? Identity.generate(), host, address.port, resolved);

@@ -1,7 +1,7 @@
 import { createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { Command } from 'commander';
-import { InvalidArgumentError, UnreachableError } from '../../errors.js';
+import { InvalidArgumentError, cannotListen } from '../../errors.js';
 import { Endpoint, parseAddress } from '../../id/endpoint.js';
 import { loadIdentity } from '../../id/identity.js';
 import type { Flow } from '../../manager/flow.js';
@@ -107,9 +107,7 @@ async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local
   });
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new UnreachableError(err.code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the address is already in use` : `cannot listen on ${host}:${port}: ${err.message}`)),
-    );
+    server.once('error', (err) => reject(cannotListen(host, port, err)));
     server.listen(port, host);
   });
   server.on('error', (err) => log.warn({ reason: err.message }, 'failed to accept a local connection'));

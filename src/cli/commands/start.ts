@@ -1,5 +1,4 @@
 import { Option, type Command } from 'commander';
-import { RidproxyError, UnreachableError } from '../../errors.js';
 import { parseAddress } from '../../id/endpoint.js';
 import { defaultProxyIdentityPath, identityFrom } from '../identity-file.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT } from '../../hop/connection.js';
@@ -83,38 +82,29 @@ export function registerStart(program: Command): void {
     const identityPath = options.identity ?? defaultProxyIdentityPath();
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new proxy identity');
-    let proxy: Proxy;
-    try {
-      proxy = await Proxy.listen({
-        host,
-        port,
-        identity,
-        registrationToken: token?.value,
-        dialToken: dial?.value,
-        statusToken: status?.value,
-        registrationAllowList: allowList,
-        maxConnections: options.maxConnections,
-        maxConnectionsPerAddress: options.maxConnectionsPerAddress,
-        ipv6PrefixLength: options.ipv6Prefix,
-        maxTokenFailures: options.maxTokenFailures,
-        maxRegistrations: options.maxRegistrations,
-        maxVcsPerConnection: options.maxVcsPerConnection,
-        bufferBudget: options.bufferBudget,
-        connectionBufferBudget: options.connectionBufferBudget,
-        identityBufferBudget: options.identityBufferBudget,
-        addressBufferBudget: options.addressBufferBudget,
-        vcOpenTimeout: options.vcOpenTimeout,
-        handshakeTimeout: options.handshakeTimeout,
-        idleTimeout: options.idleTimeout,
-        maxPayload: options.maxFrameSize,
-      });
-    } catch (err) {
-      if (err instanceof RidproxyError) throw err;
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new UnreachableError(
-        code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the address is already in use` : `cannot listen on ${host}:${port}: ${(err as Error).message}`,
-      );
-    }
+    const proxy = await Proxy.listen({
+      host,
+      port,
+      identity,
+      registrationToken: token?.value,
+      dialToken: dial?.value,
+      statusToken: status?.value,
+      registrationAllowList: allowList,
+      maxConnections: options.maxConnections,
+      maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+      ipv6PrefixLength: options.ipv6Prefix,
+      maxTokenFailures: options.maxTokenFailures,
+      maxRegistrations: options.maxRegistrations,
+      maxVcsPerConnection: options.maxVcsPerConnection,
+      bufferBudget: options.bufferBudget,
+      connectionBufferBudget: options.connectionBufferBudget,
+      identityBufferBudget: options.identityBufferBudget,
+      addressBufferBudget: options.addressBufferBudget,
+      vcOpenTimeout: options.vcOpenTimeout,
+      handshakeTimeout: options.handshakeTimeout,
+      idleTimeout: options.idleTimeout,
+      maxPayload: options.maxFrameSize,
+    });
     process.stdout.write(`${proxy.endpoint}\n`);
     const described = () => ({
       token: token !== undefined,
