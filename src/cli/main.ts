@@ -69,6 +69,14 @@ function packageVersion(): string {
 
 /** Runs the CLI; every failure ends as one line on stderr and a non-zero exit, never a stack trace. */
 export async function main(argv: string[]): Promise<void> {
+  // A reader that stops early (`proxy serve --help | head`) closes the pipe under the help text:
+  // the end of the output, not a crash. Commands that hand stdout to a stream of their own
+  // (connect --stdio) listen for its errors themselves.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (process.stdout.listenerCount('error') > 1) return;
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

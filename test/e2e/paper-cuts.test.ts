@@ -56,6 +56,16 @@ describe('command line', () => {
     expect(humanLines(command.stderr).slice(0, 2)).toEqual(["error: unknown command 'statuz'", '(Did you mean status?)']);
   });
 
+  it('--help into a pipe closed early (| head) ends quietly with status 0', async () => {
+    const config = isolatedConfig();
+    for (const args of [['--help'], ['serve', '--help'], ['start', '--help']]) {
+      const cli = runCli(args, { config });
+      cli.child.stdout!.destroy();
+      const { code } = await cli.exited;
+      expect({ args, code, stderr: cli.stderr() }).toEqual({ args, code: 0, stderr: '' });
+    }
+  });
+
   it('--version and -V print the package version', async () => {
     const config = isolatedConfig();
     for (const flag of ['--version', '-V']) {
