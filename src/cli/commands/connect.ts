@@ -24,11 +24,13 @@ interface ConnectOptions extends CommonOptions {
 export function registerConnect(program: Command): void {
   const command = program
     .command('connect')
-    .description('Reach a service exported with `proxy serve`: each local TCP connection (or stdin/stdout) becomes a flow to it, all on one VC.')
+    .description(
+      'Reach a service exported with `proxy serve`: each local TCP connection (or stdin/stdout) becomes a flow to it, all on one VC. If the VC is lost, it logs a warning and the next connection dials a new one.',
+    )
     .argument('<endpoint>', 'the endpoint `proxy serve` printed (ridp://<proxy rid>@host:port/<rid>): the proxy and the server must each prove their routing id')
     .option('--local <[host:]port>', 'accept local TCP connections here (host defaults to 127.0.0.1)')
     .option('--stdio', 'carry one flow on stdin/stdout, e.g. for ssh -o ProxyCommand')
-    .option('--identity <file>', 'identity to dial with (default: a new one for this run)')
+    .option('--identity <file>', 'identity to dial with, so the server sees the same routing id each run (mode 0600: a file group or others may access is refused; default: a new one for this run)')
     .option('--insecure-any-proxy', "accept whatever process answers at an endpoint that does not name the proxy's routing id (its key is not checked: the end-to-end check of the server still holds, but an impostor proxy could attack a dial token offline)")
     .addHelpText(
       'after',

@@ -24,12 +24,14 @@ interface ServeOptions extends CommonOptions {
 export function registerServe(program: Command): void {
   const command = program
     .command('serve')
-    .description('Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself whenever the proxy comes back.')
-    .requiredOption('--proxy <endpoint>', 'the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent')
-    .requiredOption('--forward <[host:]port>', 'the local service each incoming flow is connected to (host defaults to 127.0.0.1)')
+    .description(
+      'Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself within about 2 s whenever the proxy comes back. Exits with status 1 if another process registers the same identity on the proxy.',
+    )
+    .requiredOption('--proxy <endpoint>', 'required: the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent (a bare host:port needs --insecure-any-proxy)')
+    .requiredOption('--forward <[host:]port>', 'required: the local service each incoming flow is connected to (host defaults to 127.0.0.1: --forward 3000 is 127.0.0.1:3000)')
     .option(
       '--identity <file>',
-      `this server's identity; its routing ID is the address clients dial. Each serve needs its own: two on one identity displace each other, and the one displaced exits (default: ${defaultServeIdentityPattern()}, one per --forward address, created on first use)`,
+      `this server's identity (mode 0600: a file group or others may access is refused); its routing ID is the address clients dial. Each serve needs its own: of two on one identity, the one displaced exits (default: ${defaultServeIdentityPattern()}, one per --forward address, created on first use)`,
     )
     .option('--insecure-any-proxy', 'accept whatever process answers at a --proxy host:port that names no routing id (its key is not checked: an impostor could take over, and attack a token offline)')
     .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');

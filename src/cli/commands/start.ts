@@ -55,7 +55,7 @@ export function registerStart(program: Command): void {
     .command('start')
     .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM. SIGHUP reloads --allow-file and the token files and variables, keeping every connection.')
     .option('--listen <host:port>', 'address to accept connections on (use 0.0.0.0:8100 to accept from other machines)', '127.0.0.1:8100')
-    .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (default: ${defaultProxyIdentityPath()}, created on first use)`);
+    .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (mode 0600: a file group or others may access is refused; default: ${defaultProxyIdentityPath()}, created on first use)`);
   for (const secret of [registrationToken, dialToken, statusToken]) secret.addTo(command);
   command
     .option('--allow-file <file>', 'only routing IDs listed in this file (one per line, # comments) may register; read again on SIGHUP')
