@@ -107,6 +107,44 @@ describe('identity files', () => {
   });
 });
 
+describe('flags the README names', () => {
+  it('serve --proxy host:port registers, with --insecure-any-proxy, and prints an endpoint that pins the proxy it found', async () => {
+    const config = isolatedConfig();
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { config });
+    const proxyEndpoint = await proxy.firstLine;
+    const { hostname: host, port } = new URL(proxyEndpoint);
+    const proxyRid = proxyEndpoint.split('/').pop()!;
+    const echoPort = await echoService();
+    const serve = runCli(['serve', '--proxy', `${host}:${port}`, '--insecure-any-proxy', '--forward', String(echoPort)], { config });
+    expect(await serve.firstLine).toMatch(new RegExp(`^ridp://${proxyRid}@127\\.0\\.0\\.1:${port}/[0-9a-f]{32}$`));
+  });
+
+  it('connect --identity dials as that routing id every run; without it, as a new one each run', async () => {
+    const config = isolatedConfig();
+    const key = join(config, 'client.pem');
+    const rid = (await runToExit(['keygen', '--out', key], config)).stdout.trim();
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { config });
+    const echoPort = await echoService();
+    const serve = runCli(['serve', '--proxy', await proxy.firstLine, '--forward', String(echoPort), '--log-level', 'debug'], { config });
+    const endpoint = await serve.firstLine;
+    for (const identity of [['--identity', key], ['--identity', key], [], []]) {
+      const cli = runCli(['connect', endpoint, '--stdio', ...identity], { config });
+      const echoed = nextBytes(cli.child.stdout!, 2);
+      cli.child.stdin!.end('hi');
+      expect(await echoed).toBe('hi');
+      await cli.exited;
+    }
+    await waitFor(() => (serve.stderr().match(/flow connected to the local service/g) ?? []).length === 4, 'serve to log four flows');
+    const peers = serve
+      .stderr()
+      .split('\n')
+      .filter((line) => line.includes('flow connected to the local service'))
+      .map((line) => (JSON.parse(line) as { peer: string }).peer.split('/').pop());
+    expect(peers.slice(0, 2)).toEqual([rid, rid]);
+    expect(new Set(peers).size).toBe(3);
+  });
+});
+
 describe('SIGHUP', () => {
   it('reloads the allow-list: a routing id listed afterwards may register, and an open VC carries on', async () => {
     const config = isolatedConfig();
