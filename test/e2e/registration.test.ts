@@ -157,10 +157,17 @@ describe('one routing id, one registration', () => {
     const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { config });
     const proxyEndpoint = await proxy.firstLine;
     const [httpPort, sshPort] = await Promise.all([namedService('http'), namedService('ssh')]);
+    // The one identity every serve used before (keygen's default file): serve says it moved on.
+    const legacy = await runToExit(['keygen'], config);
+    expect(legacy.code).toBe(0);
+    const legacyRid = legacy.stdout.trim();
     const http = serve(config, proxyEndpoint, `127.0.0.1:${httpPort}`);
     const ssh = serve(config, proxyEndpoint, sshPort);
     const [httpEndpoint, sshEndpoint] = await Promise.all([http.firstLine, ssh.firstLine]);
     expect(httpEndpoint).not.toBe(sshEndpoint);
+    expect([httpEndpoint, sshEndpoint].map((e) => e.split('/').pop())).not.toContain(legacyRid);
+    const warning = JSON.parse(http.stderr().split('\n').find((l) => l.includes('one identity per --forward address'))!) as Record<string, unknown>;
+    expect(warning).toMatchObject({ level: 40, previous: join(config, 'ridproxy', 'identity.pem'), file: join(config, 'ridproxy', `serve-127.0.0.1-${httpPort}.pem`) });
     await delay(1000);
     expect([await reach(httpEndpoint, config), await reach(sshEndpoint, config)]).toEqual(['http', 'ssh']);
     expect([http.child.exitCode, ssh.child.exitCode]).toEqual([null, null]);
