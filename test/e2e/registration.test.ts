@@ -45,6 +45,33 @@ function serve(config: string, proxy: string, forward: string | number, extra: s
   return runCli(['serve', '--proxy', proxy, '--forward', String(forward), ...extra], { config });
 }
 
+/**
+ * A proxy, and a relay in front of it through which a serve can register, so that the test can
+ * later break the serve's side of that connection while the proxy's side stays open (as when a
+ * host dies or a network is cut). `direct` turns an endpoint printed through the relay into the
+ * one clients use; `abandon` breaks every relayed connection that way and collects what the proxy
+ * still sends on them.
+ */
+async function proxyBehindRelay(config: string): Promise<{ proxyEndpoint: string; viaRelay: string; direct(endpoint: string): string; abandon(): () => string }> {
+  const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { config });
+  const proxyEndpoint = await proxy.firstLine;
+  const proxyPort = Number(new URL(proxyEndpoint).port);
+  const relay = await startRelay(proxyPort);
+  relays.push(relay);
+  return {
+    proxyEndpoint,
+    viaRelay: proxyEndpoint.replace(`:${proxyPort}/`, `:${relay.port}/`),
+    direct: (endpoint) => endpoint.replace(`:${relay.port}/`, `:${proxyPort}/`),
+    abandon: () => {
+      let heard = '';
+      relay.abandon((chunk) => {
+        heard += chunk.toString('latin1');
+      });
+      return () => heard;
+    },
+  };
+}
+
 /** Resolves with the time a process printed its first line (for serve: once registered). */
 async function firstLineAt(cli: CliProcess): Promise<{ line: string; at: number }> {
   const line = await cli.firstLine;
@@ -93,23 +120,13 @@ describe('one routing id, one registration', () => {
   it('a SIGKILLed serve restarted on its identity gets its registration back at once, even while the proxy still holds its old connection', async () => {
     const config = isolatedConfig();
     const identity = await keygen(config, 'server.pem');
-    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { config });
-    const proxyEndpoint = await proxy.firstLine;
-    const proxyPort = Number(new URL(proxyEndpoint).port);
+    const { proxyEndpoint, viaRelay, direct, abandon } = await proxyBehindRelay(config);
     const servicePort = await namedService('service');
-    // Through a relay, so that after the kill the proxy's side of the old connection stays open,
-    // as it does when the old host died or the network was cut.
-    const relay = await startRelay(proxyPort);
-    relays.push(relay);
-    const viaRelay = proxyEndpoint.replace(`:${proxyPort}/`, `:${relay.port}/`);
-
     const first = serve(config, viaRelay, servicePort, ['--identity', identity]);
-    const endpoint = (await first.firstLine).replace(`:${relay.port}/`, `:${proxyPort}/`);
+    const endpoint = direct(await first.firstLine);
     expect(await reach(endpoint, config)).toBe('service');
-    let heard = '';
-    relay.abandon((chunk) => {
-      heard += chunk.toString('latin1');
-    });
+    // After the kill, the proxy's side of the old connection stays open, as when the old host died.
+    const heard = abandon();
     first.child.kill('SIGKILL');
     await first.exited;
 
@@ -121,7 +138,7 @@ describe('one routing id, one registration', () => {
     expect(backMs).toBeLessThan(3000);
     expect(await reach(endpoint, config)).toBe('service');
     // The proxy replaced the old connection and told it who took over.
-    await waitFor(() => heard.includes('was registered by another connection from 127.0.0.1:'), 'the proxy to tell the old connection it was superseded');
+    await waitFor(() => heard().includes('was registered by another connection from 127.0.0.1:'), 'the proxy to tell the old connection it was superseded');
     await delay(500);
     expect(restarted.child.exitCode).toBeNull();
     expect(restarted.stderr()).not.toContain('another process');
@@ -129,23 +146,15 @@ describe('one routing id, one registration', () => {
 
   it('a serve whose own connection went stale registers again on a new one, which replaces the stale one, and keeps serving', async () => {
     const config = isolatedConfig();
-    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { config });
-    const proxyEndpoint = await proxy.firstLine;
-    const proxyPort = Number(new URL(proxyEndpoint).port);
+    const { viaRelay, direct, abandon } = await proxyBehindRelay(config);
     const servicePort = await namedService('service');
-    const relay = await startRelay(proxyPort);
-    relays.push(relay);
-    const viaRelay = proxyEndpoint.replace(`:${proxyPort}/`, `:${relay.port}/`);
     const server = serve(config, viaRelay, servicePort);
-    const endpoint = (await server.firstLine).replace(`:${relay.port}/`, `:${proxyPort}/`);
+    const endpoint = direct(await server.firstLine);
 
     // serve's side of the connection breaks; the proxy's side lingers, still registered.
-    let heard = '';
-    relay.abandon((chunk) => {
-      heard += chunk.toString('latin1');
-    });
+    const heard = abandon();
     await waitFor(() => server.stderr().includes('re-registered on the proxy'), 'serve to register again', 3000);
-    await waitFor(() => heard.includes('was registered by another connection from 127.0.0.1:'), 'the proxy to replace the stale connection');
+    await waitFor(() => heard().includes('was registered by another connection from 127.0.0.1:'), 'the proxy to replace the stale connection');
     expect(await reach(endpoint, config)).toBe('service');
     await delay(500);
     expect(server.child.exitCode).toBeNull();
