@@ -249,6 +249,13 @@ export class ServiceUnreachableError extends RidproxyError {
   }
 }
 
+/** What a failed listen (proxy, direct listener, `connect --local`) rejects with: the address in use, or the system's reason. */
+export function cannotListen(host: string, port: number, err: unknown): UnreachableError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why = code === 'EADDRINUSE' ? 'the address is already in use' : (err as Error).message;
+  return new UnreachableError(`cannot listen on ${host}:${port}: ${why}`, { cause: err });
+}
+
 /** The operation was cancelled by its AbortSignal. */
 export class AbortError extends RidproxyError {
   declare readonly code: 'ERR_ABORTED';

@@ -2,7 +2,7 @@ export * from './errors.js';
 export { RoutingId } from './id/routing-id.js';
 export { Identity, loadIdentity, saveIdentity } from './id/identity.js';
 export { Endpoint, parseAddress } from './id/endpoint.js';
-export { Proxy, type ProxyOptions, type ProxyServerReport, type ProxyStats, type ProxyStatusReport } from './proxy/proxy.js';
+export { Proxy, type ProxyOptions, type ProxyServerReport, type ProxyStats, type ProxyStatusReport, type ReloadableProxyOptions } from './proxy/proxy.js';
 export { queryProxyStatus, type StatusQueryOptions } from './proxy/status-client.js';
 export {
   Manager,

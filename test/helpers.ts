@@ -147,6 +147,12 @@ export interface Relay {
   port: number;
   /** Resets every relayed connection, as a crash or a network failure would. */
   cut(): void;
+  /**
+   * Resets every relayed connection toward the client only, and keeps the target's side open and
+   * unanswered: a network cut the target has not noticed yet. What the target still sends on
+   * those connections goes to `heard`.
+   */
+  abandon(heard?: (chunk: Buffer) => void): void;
   close(): Promise<void>;
 }
 
@@ -158,6 +164,9 @@ export interface Relay {
  */
 export async function startRelay(port: number, { tap = (_, chunk) => chunk, endAfter, faultAfter }: RelayOptions = {}): Promise<Relay> {
   const sockets = new Set<Socket>();
+  const pairs = new Set<{ inbound: Socket; outbound: Socket; held: Set<Socket> }>();
+  /** Client sides reset by abandon(), and where what their targets still send goes. */
+  const abandoned = new Map<Socket, (chunk: Buffer) => void>();
   /** `held` is a stalled connection's receiving side: nothing its peer does may close it. */
   const forward = (from: Socket, to: Socket, direction: Direction, held: Set<Socket>): void => {
     let allowance = endAfter?.direction === direction ? endAfter.bytes : Infinity;
@@ -183,6 +192,8 @@ export async function startRelay(port: number, { tap = (_, chunk) => chunk, endA
       }
     };
     from.on('data', (chunk: Buffer) => {
+      const heard = abandoned.get(to);
+      if (heard) return heard(chunk);
       // What the sender writes after the FIN (or the fault) is lost, as on a connection cut short.
       if (allowance === 0 || faulted) return;
       const passing = chunk.subarray(0, Math.min(allowance, beforeFault));
@@ -202,9 +213,14 @@ export async function startRelay(port: number, { tap = (_, chunk) => chunk, endA
   const server = createServer({ allowHalfOpen: true }, (inbound) => {
     const outbound = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
     const held = new Set<Socket>();
+    const pair = { inbound, outbound, held };
+    pairs.add(pair);
     for (const socket of [inbound, outbound]) {
       sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
+      socket.on('close', () => {
+        sockets.delete(socket);
+        if (socket === outbound) pairs.delete(pair);
+      });
       socket.on('error', () => {
         for (const end of [inbound, outbound]) if (end === socket || !held.has(end)) end.destroy();
       });
@@ -219,6 +235,14 @@ export async function startRelay(port: number, { tap = (_, chunk) => chunk, endA
   return {
     port: relayPort,
     cut,
+    abandon: (heard = () => undefined) => {
+      for (const { inbound, outbound, held } of pairs) {
+        if (inbound.destroyed) continue;
+        held.add(outbound);
+        abandoned.set(inbound, heard);
+        inbound.resetAndDestroy();
+      }
+    },
     close: () =>
       new Promise<void>((resolve) => {
         cut();

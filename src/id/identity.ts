@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { RoutingId } from './routing-id.js';
@@ -175,17 +175,42 @@ export async function saveIdentity(identity: Identity, file: string, options: { 
   }
 }
 
-/** Reads an identity file in either form written by saveIdentity (PEM, or JSON). */
+/**
+ * Reads an identity file in either form written by saveIdentity (PEM, or JSON). Like ssh with its
+ * keys, it refuses a file that group or others may access: the key behind a routing id is the
+ * only proof of it, and a file others could read may already be a copy.
+ */
 export async function loadIdentity(file: string): Promise<Identity> {
   let text: string;
+  let mode: number;
   try {
-    text = await readFile(file, 'utf8');
+    const handle = await open(file, 'r');
+    try {
+      // The mode of the file whose bytes are used, not of whatever the path names a moment later.
+      mode = (await handle.stat()).mode;
+      text = await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
   } catch (err) {
     throw invalid(file, fsProblem(err), err);
   }
   const trimmed = text.trim();
-  if (trimmed.startsWith('{')) return identityFromJson(file, trimmed);
-  const key = keyFromPem(file, trimmed);
+  const identity = trimmed.startsWith('{') ? identityFromJson(file, trimmed) : identityFromPem(file, trimmed);
+  // Checked once the file is known to hold a key, so a file of something else is named for what it is.
+  // Windows has no group/other bits: every file reports 0666 there, so the check would refuse them all.
+  if (process.platform !== 'win32' && (mode & 0o077) !== 0) {
+    const octal = (mode & 0o777).toString(8).padStart(4, '0');
+    throw new InvalidArgumentError(
+      'ERR_INVALID_IDENTITY',
+      `Permissions ${octal} for '${file}' are too open: a private key must not be accessible by group or others, so this one is refused; chmod 600 '${file}'`,
+    );
+  }
+  return identity;
+}
+
+function identityFromPem(file: string, text: string): Identity {
+  const key = keyFromPem(file, text);
   const problem = keyProblem(key);
   if (problem !== undefined) throw invalid(file, problem);
   return Identity.fromPrivateKey(key);

@@ -9,7 +9,7 @@ import {
   RidproxyError,
   TimeoutError,
   UnauthorizedError,
-  UnreachableError,
+  cannotListen,
   VcClosedError,
   abortReason,
 } from '../errors.js';
@@ -265,11 +265,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         }),
       ]);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new UnreachableError(
-        code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the address is already in use` : `cannot listen on ${host}:${port}: ${(err as Error).message}`,
-        { cause: err },
-      );
+      throw cannotListen(host, port, err);
     }
     // After listening, the server reports only failed accepts (EMFILE, ENFILE): the listener lives on.
     server.on('error', () => undefined);

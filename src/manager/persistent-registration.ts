@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { ConnectionClosedError, Reason } from '../errors.js';
 import type { Endpoint } from '../id/endpoint.js';
 import type { Manager, ProxyListenOptions, ProxyRegistration } from './manager.js';
 
@@ -10,7 +11,13 @@ export interface BackoffOptions {
 }
 
 export const DEFAULT_INITIAL_DELAY = 100;
-export const DEFAULT_MAX_DELAY = 30_000;
+/**
+ * The longest wait between attempts. Short, so that a server is back within about 2 s of its
+ * proxy however long the outage was (the delay stops growing after 5 attempts); the jitter below
+ * still spreads a fleet's attempts over a second, and a refused TCP connect costs a down proxy
+ * nothing.
+ */
+export const DEFAULT_MAX_DELAY = 2_000;
 
 /**
  * Delay before reconnect attempt `attempt` (1-based): the first is immediate, then exponential
@@ -29,12 +36,19 @@ export interface PersistentRegistrationEvents {
   registered: [{ endpoint: string; attempt: number }];
   lost: [Error];
   retrying: [{ attempt: number; delay: number; error: Error }];
+  /** Another process registered this routing id on the proxy; this registration has stopped and will not retry. */
+  conflict: [ConnectionClosedError];
 }
 
 /**
  * Keeps a process registered on a proxy: after the link is lost (proxy restarted, network cut,
  * going away) it registers again, forever, with backoff. The first registration must succeed
  * (so a wrong address fails fast); `close()` stops it.
+ *
+ * It stops by itself when the proxy says the registration was superseded (ERR_SUPERSEDED) while
+ * this process still held it: this process registers again only after it has let go of the old
+ * connection, so a Superseded on the live one means another process with the same key registered,
+ * and registering back would displace the two forever. It emits 'conflict' and settles `done`.
  */
 export class PersistentRegistration extends EventEmitter<PersistentRegistrationEvents> {
   readonly name: string;
@@ -42,6 +56,9 @@ export class PersistentRegistration extends EventEmitter<PersistentRegistrationE
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
+  private settleDone!: (err: ConnectionClosedError | undefined) => void;
+  /** Settles when the registration stops for good: undefined after close(), the conflict's error when another process took the routing id. */
+  readonly done: Promise<ConnectionClosedError | undefined>;
 
   private constructor(
     private readonly manager: Manager,
@@ -51,6 +68,9 @@ export class PersistentRegistration extends EventEmitter<PersistentRegistrationE
   ) {
     super();
     this.name = name;
+    this.done = new Promise((resolve) => {
+      this.settleDone = resolve;
+    });
   }
 
   static async start(manager: Manager, name: string, proxy: string | Endpoint, options: ProxyListenOptions & BackoffOptions = {}): Promise<PersistentRegistration> {
@@ -75,6 +95,7 @@ export class PersistentRegistration extends EventEmitter<PersistentRegistrationE
     this.wake?.();
     this.current?.close();
     this.current = undefined;
+    this.settleDone(undefined);
   }
 
   private adopt(registration: ProxyRegistration, attempt: number): void {
@@ -83,6 +104,16 @@ export class PersistentRegistration extends EventEmitter<PersistentRegistrationE
     void registration.closed.then((err) => {
       this.current = undefined;
       if (this.stopped || err === undefined) return;
+      if ((err as { code?: string }).code === 'ERR_SUPERSEDED') {
+        this.stopped = true;
+        const conflict = new ConnectionClosedError(
+          Reason.Superseded,
+          `another process with this identity registered on ${this.proxy.toString()} from ${supersededBy(err.message)}`,
+        );
+        this.emit('conflict', conflict);
+        this.settleDone(conflict);
+        return;
+      }
       this.emit('lost', err);
       void this.reconnect();
     });
@@ -114,4 +145,9 @@ export class PersistentRegistration extends EventEmitter<PersistentRegistrationE
       }
     }
   }
+}
+
+/** The new holder's address, which a proxy puts last in its GoAway(Superseded) message (docs/protocol.md 7.2); for people only. */
+function supersededBy(message: string): string {
+  return / from (\S+)$/.exec(message)?.[1] ?? 'an address the proxy did not say';
 }

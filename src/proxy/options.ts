@@ -75,6 +75,9 @@ export const DEFAULT_CONNECTION_BUFFER_BUDGET = 256 << 20;
 export const DEFAULT_IDENTITY_BUFFER_BUDGET = 256 << 20;
 export const DEFAULT_ADDRESS_BUFFER_BUDGET = 512 << 20;
 
+/** The admission settings a running proxy can change (Proxy.reload), without dropping anything. */
+export type ReloadableProxyOptions = Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList'>;
+
 /** The options with every default filled in; tokens and the allow-list stay optional (absent means off). */
 export type ResolvedProxyOptions = Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'host' | 'port'>> &
   Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList'>;

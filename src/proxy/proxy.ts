@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { ConnectionClosedError, ProtocolError, Reason, type RidproxyError } from '../errors.js';
+import { ConnectionClosedError, ProtocolError, Reason, cannotListen, type RidproxyError } from '../errors.js';
 import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
@@ -8,7 +8,7 @@ import { HopConnection } from '../hop/connection.js';
 import { FrameType, type Frame } from '../wire/index.js';
 import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
-import { resolveProxyOptions, type ProxyOptions, type ResolvedProxyOptions } from './options.js';
+import { resolveProxyOptions, type ProxyOptions, type ReloadableProxyOptions, type ResolvedProxyOptions } from './options.js';
 import { newProxyConnection, type ProxyConnection, type ProxyCounters } from './proxy-connection.js';
 import { Registry } from './registry.js';
 import { MAX_STATUS_SERVERS, sendStatus, sendStatusRefusal, statusRefusal, type ProxyServerReport, type ProxyStatusReport } from './status.js';
@@ -98,12 +98,12 @@ export class Proxy {
     const server = createServer({ noDelay: true });
     // A deep accept queue so a burst of connections (servers reconnecting after a restart) is not dropped by the kernel.
     server.listen({ port: options.port ?? 0, host, backlog: 4096 });
-    await Promise.race([
-      once(server, 'listening'),
-      once(server, 'error').then(([err]: Error[]) => {
-        throw err;
-      }),
-    ]);
+    try {
+      // once() of 'listening' rejects with the error itself.
+      await once(server, 'listening');
+    } catch (err) {
+      throw cannotListen(host, options.port ?? 0, err);
+    }
     const address = server.address();
     if (address === null || typeof address === 'string') throw new Error('proxy server has no TCP address');
     return new Proxy(server, options.identity ?? Identity.generate(), host, address.port, resolved);
@@ -111,6 +111,19 @@ export class Proxy {
 
   get routingId(): RoutingId {
     return this.identity.routingId;
+  }
+
+  /**
+   * Replaces the admission settings given: the registration allow-list and the tokens (a key
+   * present with the value undefined turns that check off; a key left out keeps its setting).
+   * Nothing open is dropped or checked again: connections, registrations and VCs carry on, and
+   * the new settings apply to the next registration, dial and status request. `proxy start`
+   * calls it on SIGHUP.
+   */
+  reload(settings: ReloadableProxyOptions): void {
+    for (const key of ['registrationToken', 'dialToken', 'statusToken', 'registrationAllowList'] as const) {
+      if (key in settings) (this.options as ReloadableProxyOptions)[key] = settings[key] as never;
+    }
   }
 
   stats(): ProxyStats {
@@ -147,8 +160,8 @@ export class Proxy {
         routingId,
         address: conn.hop.peerLabel,
         vcs: conn.vcs.size,
-        bytesIn: conn.bytesIn,
-        bytesOut: conn.bytesOut,
+        bytesSent: conn.bytesIn,
+        bytesReceived: conn.bytesOut,
         connectedSeconds: Math.round((now - conn.connectedAt) / 1000),
       });
     }

@@ -5,6 +5,14 @@ import { FrameType, decodeRegister, encodeReason, payloadOf, type Frame } from '
 import type { ResolvedProxyOptions } from './options.js';
 import type { ProxyConnection } from './proxy-connection.js';
 
+/**
+ * The GoAway(Superseded) message, whose last word is the new holder's address as this proxy sees
+ * it (docs/protocol.md 7.2), so the old holder can say where the other process is.
+ */
+export function supersededMessage(rid: string, newHolder: string): string {
+  return `routing id ${rid} was registered by another connection from ${newHolder}`;
+}
+
 /** The outcome of a Register frame; `tokenFailed` means the connection must be closed. */
 export type RegisterOutcome = 'registered' | 'refused' | 'tokenFailed';
 
@@ -58,7 +66,11 @@ export class Registry {
       return refuse(Reason.Limit, `proxy ${this.endpoint} has reached its limit of ${this.options.maxRegistrations} registered servers`);
     }
     if (previous !== undefined && previous !== conn) {
-      previous.hop.close(Reason.Superseded, `routing id ${key} was registered again from another connection (${hop.peerLabel})`);
+      // The newcomer wins, whoever it is: a restarted process must get its routing id back at once,
+      // even while its old connection (dead host, network cut) still looks open here. The old
+      // holder learns who took it (docs/protocol.md 7.2): if it still holds that connection, it is
+      // another process with the same key, and it must not simply register again.
+      previous.hop.close(Reason.Superseded, supersededMessage(key, hop.peerLabel));
     }
     this.routes.set(key, conn);
     hop.send(FrameType.RegisterOk, 0);

@@ -12,10 +12,10 @@ export interface ProxyServerReport {
   /** Where the server's hop connection comes from. */
   address: string;
   vcs: number;
-  /** Payload bytes the server sent through the proxy. */
-  bytesIn: number;
-  /** Payload bytes the proxy delivered to the server. */
-  bytesOut: number;
+  /** Payload bytes the server sent through the proxy (`proxy status`: SENT). */
+  bytesSent: number;
+  /** Payload bytes the proxy delivered to the server (`proxy status`: RECEIVED). */
+  bytesReceived: number;
   connectedSeconds: number;
 }
 

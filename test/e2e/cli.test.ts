@@ -5,7 +5,7 @@ import { get, createServer as createHttpServer, type Server as HttpServer } from
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { delay, digestStream, sha256, waitFor } from '../helpers.js';
-import { isolatedConfig, killAll, runCli, runToExit } from './cli.js';
+import { freePort, isolatedConfig, killAll, runCli, runToExit } from './cli.js';
 
 const MiB = 1 << 20;
 const DOWNLOAD = randomBytes(100 * MiB);
@@ -45,14 +45,6 @@ function httpGet(port: number, path: string): Promise<{ status: number; body: Bu
       response.on('error', reject);
     }).on('error', reject);
   });
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 /** proxy start + proxy serve --forward <port>; returns the endpoints they printed. */
@@ -420,11 +412,25 @@ describe('CLI end to end', () => {
     const echoPort = await listening(createServer((socket) => socket.pipe(socket)));
     const { proxyEndpoint, serverEndpoint } = await startChain(config, echoPort);
     const rid = serverEndpoint.split('/').pop()!;
+    // Some traffic, so the byte columns have something to count.
+    const stdio = runCli(['connect', serverEndpoint, '--stdio', '--log-level', 'warn'], { config });
+    stdio.child.stdin!.end(randomBytes(3000));
+    expect((await digestStream(stdio.child.stdout!)).bytes).toBe(3000);
     const table = await runToExit(['status', proxyEndpoint], config);
     expect(table.code).toBe(0);
     expect(table.stdout).toContain(rid);
     const json = await runToExit(['status', proxyEndpoint, '--json'], config);
-    const report = JSON.parse(json.stdout) as { servers: Array<{ routingId: string }> };
+    const report = JSON.parse(json.stdout) as { servers: Array<Record<string, unknown>> };
     expect(report.servers.map((s) => s.routingId)).toEqual([rid]);
+    // The JSON speaks the table's words: SENT is bytesSent, RECEIVED is bytesReceived, both from the server's side.
+    const [server] = report.servers as Array<{ bytesSent: number; bytesReceived: number }>;
+    expect(Object.keys(server).sort()).toEqual(['address', 'bytesReceived', 'bytesSent', 'connectedSeconds', 'routingId', 'vcs']);
+    expect(server.bytesSent).toBeGreaterThan(3000);
+    expect(server.bytesReceived).toBeGreaterThan(3000);
+    const [header, row] = table.stdout.split('\n').slice(-3);
+    const cells = row.split(/\s{2,}/);
+    const columns = header.split(/\s{2,}/);
+    expect(columns).toEqual(['ROUTING ID', 'FROM', 'VCS', 'SENT', 'RECEIVED', 'CONNECTED']);
+    expect(cells[columns.indexOf('SENT')]).toBe(`${(server.bytesSent / 1024).toFixed(1)} KiB`);
   });
 });

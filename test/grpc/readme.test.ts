@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { credentials, Server } from '@grpc/grpc-js';
 import { expect, test } from 'vitest';
 import { Manager, Proxy } from '../../src/index.js';
 import { grpcBridge, serveGrpc } from '../../src/grpc/index.js';
 import { EchoClient, echoService } from './service.js';
+import { markedExample, readme } from '../readme.js';
 
 test('the README example: a forward tunnel to a server behind a proxy, and a reverse tunnel to an agent', async () => {
   // readme:start
@@ -47,12 +47,5 @@ test('the README example: a forward tunnel to a server behind a proxy, and a rev
 });
 
 test('the README shows exactly the example above', () => {
-  const source = readFileSync(new URL(import.meta.url), 'utf8');
-  const body = source.slice(source.indexOf('// readme:start\n') + 16, source.indexOf('  // readme:end'));
-  const example = body
-    .split('\n')
-    .map((line) => line.replace(/^ {2}/, ''))
-    .join('\n');
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-  expect(readme).toContain(example);
+  expect(readme()).toContain(markedExample(import.meta.url));
 });

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -157,7 +157,24 @@ describe('saveIdentity / loadIdentity', () => {
 
   it('accepts a JSON file without the redundant publicKey/routingId fields', async () => {
     const file = join(dir, 'minimal.json');
-    await writeFile(file, JSON.stringify({ type: 'ridproxy-identity', version: 1, privateKey: goodJson.privateKey }));
+    await writeFile(file, JSON.stringify({ type: 'ridproxy-identity', version: 1, privateKey: goodJson.privateKey }), { mode: 0o600 });
     expect((await loadIdentity(file)).routingId.equals(good.routingId)).toBe(true);
+  });
+
+  it.each([0o644, 0o640, 0o604, 0o660])('refuses a key file of mode %s, which group or others may access, as ssh does', async (mode) => {
+    for (const [name, text] of [
+      ['open.pem', good.toPem()],
+      ['open.json', JSON.stringify(goodJson)],
+    ]) {
+      const file = join(dir, name);
+      await writeFile(file, text, { mode: 0o600 });
+      expect((await loadIdentity(file)).routingId.equals(good.routingId)).toBe(true);
+      await chmod(file, mode);
+      const octal = `0${mode.toString(8)}`;
+      await expectRejects(loadIdentity(file), 'ERR_INVALID_IDENTITY', new RegExp(`^Permissions ${octal} for '${file}' are too open: .*; chmod 600 '${file}'$`));
+      await chmod(file, 0o400);
+      expect((await loadIdentity(file)).routingId.equals(good.routingId)).toBe(true);
+      await rm(file, { force: true });
+    }
   });
 });

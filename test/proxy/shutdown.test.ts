@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { Identity } from '../../src/index.js';
+import { Identity, Proxy, UnreachableError } from '../../src/index.js';
 import { HopConnection } from '../../src/hop/connection.js';
 import { useNetwork } from '../fixtures.js';
 import { waitFor } from '../helpers.js';
@@ -84,5 +84,16 @@ describe('proxy shutdown without drain time', () => {
     await within(proxy.close(), 5000, 'proxy close');
     expect(proxy.stats().connections).toBe(0);
     expect(await within(registration.closed, 5000, 'the registration ending')).toMatchObject({ code: 'ERR_GOING_AWAY' });
+  });
+});
+
+describe('Proxy.listen', () => {
+  const net = useNetwork();
+
+  it('rejects an address in use with ERR_UNREACHABLE and a one-line reason, not a raw EADDRINUSE', async () => {
+    const first = await net.proxy();
+    const err = await Proxy.listen({ port: first.port }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ERR_UNREACHABLE', message: `cannot listen on 127.0.0.1:${first.port}: the address is already in use` });
+    expect(err).toBeInstanceOf(UnreachableError);
   });
 });

@@ -1,7 +1,7 @@
 import { createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import type { Command } from 'commander';
-import { InvalidArgumentError, UnreachableError } from '../../errors.js';
+import { InvalidArgumentError, cannotListen } from '../../errors.js';
 import { Endpoint, parseAddress } from '../../id/endpoint.js';
 import { loadIdentity } from '../../id/identity.js';
 import type { Flow } from '../../manager/flow.js';
@@ -24,11 +24,13 @@ interface ConnectOptions extends CommonOptions {
 export function registerConnect(program: Command): void {
   const command = program
     .command('connect')
-    .description('Reach a service exported with `proxy serve`: each local TCP connection (or stdin/stdout) becomes a flow to it, all on one VC.')
+    .description(
+      'Reach a service exported with `proxy serve`: each local TCP connection (or stdin/stdout) becomes a flow to it, all on one VC. If the VC is lost, it logs a warning and the next connection dials a new one.',
+    )
     .argument('<endpoint>', 'the endpoint `proxy serve` printed (ridp://<proxy rid>@host:port/<rid>): the proxy and the server must each prove their routing id')
     .option('--local <[host:]port>', 'accept local TCP connections here (host defaults to 127.0.0.1)')
     .option('--stdio', 'carry one flow on stdin/stdout, e.g. for ssh -o ProxyCommand')
-    .option('--identity <file>', 'identity to dial with (default: a new one for this run)')
+    .option('--identity <file>', 'identity to dial with, so the server sees the same routing id each run (mode 0600: a file group or others may access is refused; default: a new one for this run)')
     .option('--insecure-any-proxy', "accept whatever process answers at an endpoint that does not name the proxy's routing id (its key is not checked: the end-to-end check of the server still holds, but an impostor proxy could attack a dial token offline)")
     .addHelpText(
       'after',
@@ -50,11 +52,25 @@ Examples:
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const identity = options.identity ? await loadIdentity(options.identity) : undefined;
     const manager = new Manager({ identity });
+    // Every local connection dials; the manager reuses the VC while it lives and opens a new one
+    // after it is lost. Say when that happens, once per VC, so a dead tunnel is not silent.
+    const watched = new WeakSet<Flow['conn']>();
+    let closing = false;
+    const watch = (flow: Flow): Flow => {
+      if (watched.has(flow.conn)) return flow;
+      watched.add(flow.conn);
+      void flow.conn.closed.then((err) => {
+        if (err === undefined || closing) return;
+        log.warn({ endpoint: endpoint.toString(), reason: describe(err), code: (err as { code?: string }).code }, 'lost the VC to the server; the next connection dials again');
+      });
+      return flow;
+    };
     try {
-      const dial = (): Promise<Flow> => manager.dial(endpoint, { token: token?.value, allowUnpinnedProxy: options.insecureAnyProxy });
+      const dial = async (): Promise<Flow> => watch(await manager.dial(endpoint, { token: token?.value, allowUnpinnedProxy: options.insecureAnyProxy }));
       if (options.stdio) await connectStdio(dial, endpoint, log);
       else await connectLocal(dial, endpoint, options.local!, log);
     } finally {
+      closing = true;
       await manager.close();
     }
   });
@@ -93,9 +109,7 @@ async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local
   });
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new UnreachableError(err.code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the address is already in use` : `cannot listen on ${host}:${port}: ${err.message}`)),
-    );
+    server.once('error', (err) => reject(cannotListen(host, port, err)));
     server.listen(port, host);
   });
   server.on('error', (err) => log.warn({ reason: err.message }, 'failed to accept a local connection'));

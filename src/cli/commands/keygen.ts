@@ -6,7 +6,7 @@ export function registerKeygen(program: Command): void {
   program
     .command('keygen')
     .description('Create an identity (Ed25519 key pair) and print its routing ID.')
-    .option('--out <file>', 'where to write the identity (PEM; JSON if the name ends in .json)', defaultIdentityPath())
+    .option('--out <file>', 'where to write the identity, mode 0600 (PEM; JSON if the name ends in .json); use it with serve, connect or start --identity', defaultIdentityPath())
     .option('--force', 'replace an existing file')
     .addHelpText('after', '\nExample:\n  $ npx proxy keygen --out ./server.pem\n  4f1c0e...  (the routing ID; the file is written with mode 0600)')
     .action(async (options: { out: string; force?: boolean }) => {

@@ -1,10 +1,12 @@
+import { access } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { ConnectionClosedError } from '../../errors.js';
 import { parseAddress, Endpoint } from '../../id/endpoint.js';
 import { Manager } from '../../manager/manager.js';
 import { PersistentRegistration } from '../../manager/persistent-registration.js';
 import type { Flow } from '../../manager/flow.js';
 import { addCommonOptions, type CommonOptions } from '../common.js';
-import { defaultIdentityPath, identityFrom } from '../identity-file.js';
+import { defaultIdentityPath, defaultServeIdentityPath, defaultServeIdentityPattern, identityFrom } from '../identity-file.js';
 import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
 import { secretOption } from '../secrets.js';
@@ -22,20 +24,31 @@ interface ServeOptions extends CommonOptions {
 export function registerServe(program: Command): void {
   const command = program
     .command('serve')
-    .description('Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself whenever the proxy comes back.')
-    .requiredOption('--proxy <endpoint>', 'the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent')
-    .requiredOption('--forward <host:port>', 'the local service each incoming flow is connected to')
-    .option('--identity <file>', `this server's identity; its routing ID is the address clients dial (default: ${defaultIdentityPath()}, created on first use)`)
+    .description(
+      'Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself within about 2 s whenever the proxy comes back. Exits with status 1 if another process registers the same identity on the proxy.',
+    )
+    .requiredOption('--proxy <endpoint>', 'required: the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent (a bare host:port needs --insecure-any-proxy)')
+    .requiredOption('--forward <[host:]port>', 'required: the local service each incoming flow is connected to (host defaults to 127.0.0.1: --forward 3000 is 127.0.0.1:3000)')
+    .option(
+      '--identity <file>',
+      `this server's identity (mode 0600: a file group or others may access is refused); its routing ID is the address clients dial. Each serve needs its own: of two on one identity, the one displaced exits (default: ${defaultServeIdentityPattern()}, one per --forward address, created on first use)`,
+    )
     .option('--insecure-any-proxy', 'accept whatever process answers at a --proxy host:port that names no routing id (its key is not checked: an impostor could take over, and attack a token offline)')
     .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
   addCommonOptions(token.addTo(command)).action(async (options: ServeOptions) => {
     const registrationToken = await token.resolve(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const proxy = Endpoint.parse(options.proxy);
-    const forward = parseAddress(options.forward);
-    const identityPath = options.identity ?? defaultIdentityPath();
+    const forward = parseAddress(options.forward, '127.0.0.1');
+    const identityPath = options.identity ?? defaultServeIdentityPath(forward.host, forward.port);
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
-    if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new identity');
+    if (created) {
+      log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new identity');
+      // Until 0.1.0 every serve used identity.pem by default; say where the old endpoint's key is.
+      if (await exists(defaultIdentityPath())) {
+        log.warn({ file: identityPath, previous: defaultIdentityPath() }, 'serve now keeps one identity per --forward address; pass --identity to keep the endpoint of the previous one');
+      }
+    }
     const manager = new Manager({ identity });
     manager.on('vcError', (err, { claimedRoutingId, remoteRoutingId }) =>
       log.warn({ peer: remoteRoutingId, claimedPeer: claimedRoutingId, reason: describe(err), code: err.code }, 'refused a VC'),
@@ -48,12 +61,13 @@ export function registerServe(program: Command): void {
       throw err;
     }
     process.stdout.write(`${registration.endpoint}\n`);
-    log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: options.forward }, 'registered on the proxy');
+    log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: `${forward.host}:${forward.port}` }, 'registered on the proxy');
     registration.on('lost', (err) => log.warn({ reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting'));
     registration.on('retrying', ({ attempt, delay, error }) =>
       log.info({ attempt, retryInMs: delay, reason: describe(error) }, 'registration failed; will retry'),
     );
     registration.on('registered', ({ attempt }) => log.info({ endpoint: registration.endpoint, attempts: attempt }, 're-registered on the proxy'));
+    registration.on('conflict', (err) => log.error({ reason: describe(err), code: err.code }, 'another process registered this identity; stopping'));
 
     const serveFlow = async (flow: Flow): Promise<void> => {
       const peer = flow.remoteEndpoint;
@@ -63,7 +77,7 @@ export function registerServe(program: Command): void {
       try {
         socket = await openServiceConnection(flow, forward.host, forward.port);
       } catch (err) {
-        log.warn({ peer, forward: options.forward, reason: describe(err) }, 'local service refused a flow');
+        log.warn({ peer, forward: `${forward.host}:${forward.port}`, reason: describe(err) }, 'local service refused a flow');
         return;
       }
       log.debug({ peer }, 'flow connected to the local service');
@@ -71,8 +85,9 @@ export function registerServe(program: Command): void {
       log.debug({ peer }, 'flow finished');
     };
 
+    let onSignal!: (signal: NodeJS.Signals) => void;
     const stop = new Promise<void>((resolve) => {
-      const onSignal = (signal: NodeJS.Signals): void => {
+      onSignal = (signal) => {
         log.info({ signal }, 'shutting down');
         resolve();
       };
@@ -82,9 +97,20 @@ export function registerServe(program: Command): void {
     const accepting = (async () => {
       for await (const flow of manager) void serveFlow(flow);
     })();
-    await stop;
+    const conflict = await Promise.race([stop.then(() => undefined), registration.done]);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     registration.close();
-    await manager.close();
+    // After a conflict the proxy has dropped the connection, and with it every VC: nothing to drain.
+    await manager.close(conflict ? { drainTimeout: 0 } : undefined);
     await accepting;
+    if (conflict) throw new ConnectionClosedError(conflict.reason, `${conflict.message}; give each serve its own --identity`);
   });
+}
+
+function exists(file: string): Promise<boolean> {
+  return access(file).then(
+    () => true,
+    () => false,
+  );
 }

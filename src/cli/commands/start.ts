@@ -1,5 +1,4 @@
 import { Option, type Command } from 'commander';
-import { RidproxyError, UnreachableError } from '../../errors.js';
 import { parseAddress } from '../../id/endpoint.js';
 import { defaultProxyIdentityPath, identityFrom } from '../identity-file.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT } from '../../hop/connection.js';
@@ -23,7 +22,8 @@ import { loadAllowList } from '../allow-list.js';
 import { createLogger } from '../logger.js';
 import { addCommonOptions, type CommonOptions } from '../common.js';
 import { positiveInteger } from '../parse.js';
-import { secretOption } from '../secrets.js';
+import { secretOption, type Secret } from '../secrets.js';
+import { describe } from '../describe.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
 const dialToken = secretOption('dial-token', 'dial', 'require this token from clients that open VCs (`proxy connect --dial-token`)');
@@ -53,12 +53,12 @@ interface StartOptions extends CommonOptions {
 export function registerStart(program: Command): void {
   const command = program
     .command('start')
-    .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM.')
+    .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM. SIGHUP reloads --allow-file and the token files and variables, keeping every connection.')
     .option('--listen <host:port>', 'address to accept connections on (use 0.0.0.0:8100 to accept from other machines)', '127.0.0.1:8100')
-    .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (default: ${defaultProxyIdentityPath()}, created on first use)`);
+    .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (mode 0600: a file group or others may access is refused; default: ${defaultProxyIdentityPath()}, created on first use)`);
   for (const secret of [registrationToken, dialToken, statusToken]) secret.addTo(command);
   command
-    .option('--allow-file <file>', 'only routing IDs listed in this file (one per line, # comments) may register')
+    .option('--allow-file <file>', 'only routing IDs listed in this file (one per line, # comments) may register; read again on SIGHUP')
     .addOption(new Option('--drain-timeout <ms>', 'on SIGINT/SIGTERM, how long open VCs may finish before they are cut').argParser(positiveInteger).default(5000))
     .addOption(limit('--max-connections <n>', 'hop connections held at once, handshaking ones included', DEFAULT_MAX_CONNECTIONS))
     .addOption(limit('--max-connections-per-address <n>', 'hop connections from one source address (IPv6: one --ipv6-prefix)', DEFAULT_MAX_CONNECTIONS_PER_ADDRESS))
@@ -76,67 +76,69 @@ export function registerStart(program: Command): void {
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .addHelpText('after', '\nExample:\n  $ npx proxy start --listen 127.0.0.1:8100\n  ridp://127.0.0.1:8100/9a0c...   <- give this to `proxy serve --proxy`');
   addCommonOptions(command).action(async (options: StartOptions) => {
-    const token = await registrationToken.resolve(options);
-    const dial = await dialToken.resolve(options);
-    const status = await statusToken.resolve(options);
+    let { token, dial, status, allowList } = await admissionSettings(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
     const identityPath = options.identity ?? defaultProxyIdentityPath();
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new proxy identity');
-    const allowList = options.allowFile ? await loadAllowList(options.allowFile) : undefined;
-    let proxy: Proxy;
-    try {
-      proxy = await Proxy.listen({
-        host,
-        port,
-        identity,
-        registrationToken: token?.value,
-        dialToken: dial?.value,
-        statusToken: status?.value,
-        registrationAllowList: allowList,
-        maxConnections: options.maxConnections,
-        maxConnectionsPerAddress: options.maxConnectionsPerAddress,
-        ipv6PrefixLength: options.ipv6Prefix,
-        maxTokenFailures: options.maxTokenFailures,
-        maxRegistrations: options.maxRegistrations,
-        maxVcsPerConnection: options.maxVcsPerConnection,
-        bufferBudget: options.bufferBudget,
-        connectionBufferBudget: options.connectionBufferBudget,
-        identityBufferBudget: options.identityBufferBudget,
-        addressBufferBudget: options.addressBufferBudget,
-        vcOpenTimeout: options.vcOpenTimeout,
-        handshakeTimeout: options.handshakeTimeout,
-        idleTimeout: options.idleTimeout,
-        maxPayload: options.maxFrameSize,
-      });
-    } catch (err) {
-      if (err instanceof RidproxyError) throw err;
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new UnreachableError(
-        code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: the address is already in use` : `cannot listen on ${host}:${port}: ${(err as Error).message}`,
-      );
-    }
+    const proxy = await Proxy.listen({
+      host,
+      port,
+      identity,
+      registrationToken: token?.value,
+      dialToken: dial?.value,
+      statusToken: status?.value,
+      registrationAllowList: allowList,
+      maxConnections: options.maxConnections,
+      maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+      ipv6PrefixLength: options.ipv6Prefix,
+      maxTokenFailures: options.maxTokenFailures,
+      maxRegistrations: options.maxRegistrations,
+      maxVcsPerConnection: options.maxVcsPerConnection,
+      bufferBudget: options.bufferBudget,
+      connectionBufferBudget: options.connectionBufferBudget,
+      identityBufferBudget: options.identityBufferBudget,
+      addressBufferBudget: options.addressBufferBudget,
+      vcOpenTimeout: options.vcOpenTimeout,
+      handshakeTimeout: options.handshakeTimeout,
+      idleTimeout: options.idleTimeout,
+      maxPayload: options.maxFrameSize,
+    });
     process.stdout.write(`${proxy.endpoint}\n`);
-    log.info(
-      {
-        endpoint: proxy.endpoint,
-        routingId: proxy.routingId.toString(),
-        token: token !== undefined,
-        tokenSource: token?.source,
-        dialToken: dial !== undefined,
-        dialTokenSource: dial?.source,
-        statusToken: status !== undefined,
-        statusTokenSource: status?.source,
-        allowList: allowList?.size,
-      },
-      'proxy listening',
-    );
+    const described = () => ({
+      token: token !== undefined,
+      tokenSource: token?.source,
+      dialToken: dial !== undefined,
+      dialTokenSource: dial?.source,
+      statusToken: status !== undefined,
+      statusTokenSource: status?.source,
+      allowList: allowList?.size,
+    });
+    log.info({ endpoint: proxy.endpoint, routingId: proxy.routingId.toString(), ...described() }, 'proxy listening');
+
+    // SIGHUP reads the allow-list and the token files (and variables) again, as they are now; a
+    // bad file keeps the settings in force. Connections, registrations and VCs are kept.
+    let reloading = Promise.resolve();
+    const reload = (): void => {
+      reloading = reloading.then(async () => {
+        try {
+          ({ token, dial, status, allowList } = await admissionSettings(options));
+        } catch (err) {
+          log.error({ reason: describe(err) }, 'SIGHUP: reload failed; the previous allow-list and tokens stay in force');
+          return;
+        }
+        proxy.reload({ registrationToken: token?.value, dialToken: dial?.value, statusToken: status?.value, registrationAllowList: allowList });
+        log.info({ signal: 'SIGHUP', ...described() }, 'reloaded the allow-list and tokens');
+      });
+    };
+    process.on('SIGHUP', reload);
 
     await new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals): void => {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
+        process.off('SIGHUP', reload);
         const stats = proxy.stats();
         log.info({ signal, drainTimeoutMs: options.drainTimeout, connections: stats.connections, vcs: stats.vcs }, 'shutting down: telling connected processes the proxy is going away');
         void proxy.close({ drainTimeout: options.drainTimeout }).then(() => {
@@ -148,6 +150,16 @@ export function registerStart(program: Command): void {
       process.on('SIGTERM', stop);
     });
   });
+}
+
+/** The tokens and the allow-list, read from their flags, files and variables as they are now. */
+async function admissionSettings(options: StartOptions): Promise<{ token?: Secret; dial?: Secret; status?: Secret; allowList?: Set<string> }> {
+  return {
+    token: await registrationToken.resolve(options),
+    dial: await dialToken.resolve(options),
+    status: await statusToken.resolve(options),
+    allowList: options.allowFile ? await loadAllowList(options.allowFile) : undefined,
+  };
 }
 
 function limit(flags: string, description: string, defaultValue: number): Option {

@@ -28,7 +28,7 @@ export function formatReport(report: ProxyStatusReport): string {
     '',
   ];
   const header = ['ROUTING ID', 'FROM', 'VCS', 'SENT', 'RECEIVED', 'CONNECTED'];
-  const rows = report.servers.map((s) => [s.routingId, s.address, String(s.vcs), formatBytes(s.bytesIn), formatBytes(s.bytesOut), formatDuration(s.connectedSeconds)]);
+  const rows = report.servers.map((s) => [s.routingId, s.address, String(s.vcs), formatBytes(s.bytesSent), formatBytes(s.bytesReceived), formatDuration(s.connectedSeconds)]);
   if (rows.length === 0) {
     lines.push('no servers registered');
   } else {

@@ -1,0 +1,39 @@
+import { CommanderError } from 'commander';
+import { describe, expect, it } from 'vitest';
+import { buildProgram } from '../../src/cli/main.js';
+
+describe('buildProgram', () => {
+  it('hands a usage error in any subcommand back to main as a CommanderError, instead of exiting the process itself', async () => {
+    // exitOverride() set after the subcommands exist would not reach them: commander copies it
+    // into each subcommand when it is created, and a subcommand without it calls process.exit().
+    for (const [args, code] of [
+      [['serve', '--foward', '3000'], 'commander.unknownOption'],
+      [['serve', '--proxy', '127.0.0.1:1'], 'commander.missingMandatoryOptionValue'],
+      [['start', '--drain-timeout', 'abc'], 'commander.invalidArgument'],
+      [['connect'], 'commander.missingArgument'],
+      [['statuz'], 'commander.unknownCommand'],
+    ] as const) {
+      const err = await buildProgramWithQuietErrors()
+        .parseAsync([...args], { from: 'user' })
+        .then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(CommanderError);
+      expect(err).toMatchObject({ code, exitCode: 1 });
+    }
+  });
+
+  it('explains every option of every command in --help', () => {
+    const program = buildProgram();
+    const undocumented = [program, ...program.commands].flatMap((command) =>
+      command.options.filter((option) => option.description.trim().length < 10).map((option) => `${command.name()} ${option.flags}`),
+    );
+    expect(undocumented).toEqual([]);
+    expect(program.commands.map((c) => c.name()).sort()).toEqual(['connect', 'keygen', 'serve', 'start', 'status']);
+  });
+});
+
+/** A program whose usage errors are not printed: this test reads them from the thrown error. */
+function buildProgramWithQuietErrors() {
+  const program = buildProgram();
+  for (const command of [program, ...program.commands]) command.configureOutput({ writeErr: () => undefined, outputError: () => undefined });
+  return program;
+}
