@@ -1,10 +1,26 @@
 import { Option, type Command } from 'commander';
+import { DEFAULT_MAX_FLOWS_PER_VC } from '../manager/manager.js';
 import { LOG_LEVELS } from './logger.js';
+import { positiveInteger } from './parse.js';
 
 /** Options every long-running command shares. */
 export interface CommonOptions {
   logLevel: string;
   pretty?: boolean;
+}
+
+/** What the tunnelling commands (connect, serve) share on top of CommonOptions. */
+export interface TunnelOptions extends CommonOptions {
+  maxFlows: number;
+}
+
+/** The tunnelling commands carry each TCP connection as one flow of one VC. */
+export function addTunnelOptions(command: Command): Command {
+  return addCommonOptions(command).addOption(
+    new Option('--max-flows <n>', 'flows one VC may carry at once, both ways together: the concurrent TCP connections one tunnel takes (each costs a few KiB while open)')
+      .argParser(positiveInteger)
+      .default(DEFAULT_MAX_FLOWS_PER_VC),
+  );
 }
 
 export function addCommonOptions(command: Command): Command {

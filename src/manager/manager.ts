@@ -33,6 +33,11 @@ export interface ManagerOptions {
   vcWindow?: number;
   /** Largest receive window of a VC end (default and at most 16 MiB; equal to `vcWindow` for a fixed window). */
   maxVcWindow?: number;
+  /**
+   * Flows one VC may have open at once, both directions together (default 65,536). Opening one
+   * more fails with ERR_STREAM_LIMIT; one the peer opens beyond it is reset.
+   */
+  maxFlowsPerVc?: number;
   /** Receive window each flow (yamux stream) starts with, in bytes (default 256 KiB); it grows toward `maxStreamWindow`. */
   streamWindow?: number;
   /** Largest receive window of a flow (default 16 MiB; equal to `streamWindow` for a fixed window). */
@@ -154,6 +159,7 @@ const DEFAULT_VC_IDLE_TIMEOUT = 60_000;
 const DEFAULT_LINK_IDLE_TIMEOUT = 30_000;
 const DEFAULT_ACCEPT_BACKLOG = 1024;
 const DEFAULT_DRAIN_TIMEOUT = 5_000;
+export const DEFAULT_MAX_FLOWS_PER_VC = 65_536;
 
 interface DirectListener {
   server: Server;
@@ -216,6 +222,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       maxVcWindow: checkRange('maxVcWindow', options.maxVcWindow ?? MAX_VC_WINDOW, vcWindow, MAX_VC_WINDOW),
       streamWindow: options.streamWindow,
       maxStreamWindow: options.maxStreamWindow,
+      maxFlowsPerVc: checkRange('maxFlowsPerVc', options.maxFlowsPerVc ?? DEFAULT_MAX_FLOWS_PER_VC, 1, 2 ** 31),
       handshakeTimeout: options.handshakeTimeout ?? 10_000,
       keepAliveInterval: options.keepAliveInterval ?? 15_000,
       dialTimeout: options.dialTimeout ?? DEFAULT_DIAL_TIMEOUT,
@@ -546,6 +553,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       remoteEndpoint,
       streamWindow: this.options.streamWindow,
       maxStreamWindow: this.options.maxStreamWindow,
+      maxStreams: this.options.maxFlowsPerVc,
       keepAliveInterval: this.options.keepAliveInterval,
       pendingAcceptBudget: this.options.pendingAcceptBudget,
       maxPendingAccept: this.options.maxPendingAccept,

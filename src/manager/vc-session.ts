@@ -18,6 +18,7 @@ export interface VcSessionInit {
   remoteEndpoint: string;
   streamWindow?: number;
   maxStreamWindow?: number;
+  maxStreams: number;
   keepAliveInterval?: number;
   /** Bytes the flows waiting for accept() on this VC may buffer together; see YamuxSessionOptions. */
   pendingAcceptBudget?: number;
@@ -70,6 +71,7 @@ export class VcSession extends EventEmitter {
       client: init.dialer,
       streamWindow: init.streamWindow,
       maxStreamWindow: init.maxStreamWindow,
+      maxStreams: init.maxStreams,
       keepAliveInterval: init.keepAliveInterval,
       // Incoming flows wait in the manager's accept queue; accept() marks them taken.
       deferAccept: true,

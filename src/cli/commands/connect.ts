@@ -6,7 +6,7 @@ import { Endpoint, parseAddress } from '../../id/endpoint.js';
 import { loadIdentity } from '../../id/identity.js';
 import type { Flow } from '../../manager/flow.js';
 import { Manager } from '../../manager/manager.js';
-import { addCommonOptions, type CommonOptions } from '../common.js';
+import { addTunnelOptions, type TunnelOptions } from '../common.js';
 import { describe } from '../describe.js';
 import { createLogger, type Logger } from '../logger.js';
 import { secretOption } from '../secrets.js';
@@ -14,7 +14,7 @@ import { awaitServiceReady, splice } from '../tunnel.js';
 
 const dialToken = secretOption('dial-token', 'dial', "the proxy's dial token, if it requires one (sent only as a MAC bound to the connection)");
 
-interface ConnectOptions extends CommonOptions {
+interface ConnectOptions extends TunnelOptions {
   local?: string;
   stdio?: boolean;
   identity?: string;
@@ -40,7 +40,7 @@ Examples:
   127.0.0.1:9000        <- point your client here
   $ ssh -o ProxyCommand='npx proxy connect ridp://9a0c...@203.0.113.7:8100/4f1c... --stdio' user@anything`,
     );
-  addCommonOptions(dialToken.addTo(command)).action(async (endpointText: string, options: ConnectOptions) => {
+  addTunnelOptions(dialToken.addTo(command)).action(async (endpointText: string, options: ConnectOptions) => {
     const token = await dialToken.resolve(options);
     const endpoint = Endpoint.parse(endpointText);
     if ((options.local === undefined) === (options.stdio === undefined)) {
@@ -51,7 +51,7 @@ Examples:
     }
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const identity = options.identity ? await loadIdentity(options.identity) : undefined;
-    const manager = new Manager({ identity });
+    const manager = new Manager({ identity, maxFlowsPerVc: options.maxFlows });
     // Every local connection dials; the manager reuses the VC while it lives and opens a new one
     // after it is lost. Say when that happens, once per VC, so a dead tunnel is not silent.
     const watched = new WeakSet<Flow['conn']>();
@@ -101,7 +101,9 @@ async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local
         log.debug({ client }, 'connection tunnelled');
         await splice(socket, flow);
       } catch (err) {
-        log.error({ client, endpoint: endpoint.toString(), reason: describe(err), code: (err as { code?: string }).code }, `cannot reach ${endpoint}: ${describe(err)}`);
+        const code = (err as { code?: string }).code;
+        const hint = code === 'ERR_STREAM_LIMIT' ? ' (each connection is a flow of the one VC: raise --max-flows)' : '';
+        log.error({ client, endpoint: endpoint.toString(), reason: describe(err), code }, `cannot reach ${endpoint}: ${describe(err)}${hint}`);
         socket.destroy();
         flow?.destroy();
       }

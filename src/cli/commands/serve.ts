@@ -5,7 +5,7 @@ import { parseAddress, Endpoint } from '../../id/endpoint.js';
 import { Manager } from '../../manager/manager.js';
 import { PersistentRegistration } from '../../manager/persistent-registration.js';
 import type { Flow } from '../../manager/flow.js';
-import { addCommonOptions, type CommonOptions } from '../common.js';
+import { addTunnelOptions, type TunnelOptions } from '../common.js';
 import { defaultIdentityPath, defaultServeIdentityPath, defaultServeIdentityPattern, identityFrom } from '../identity-file.js';
 import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
@@ -14,7 +14,7 @@ import { openServiceConnection, splice } from '../tunnel.js';
 
 const token = secretOption('token', 'registration', "the proxy's registration token, if it requires one (sent only as a MAC bound to the connection)");
 
-interface ServeOptions extends CommonOptions {
+interface ServeOptions extends TunnelOptions {
   proxy: string;
   forward: string;
   identity?: string;
@@ -35,7 +35,7 @@ export function registerServe(program: Command): void {
     )
     .option('--insecure-any-proxy', 'accept whatever process answers at a --proxy host:port that names no routing id (its key is not checked: an impostor could take over, and attack a token offline)')
     .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
-  addCommonOptions(token.addTo(command)).action(async (options: ServeOptions) => {
+  addTunnelOptions(token.addTo(command)).action(async (options: ServeOptions) => {
     const registrationToken = await token.resolve(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const proxy = Endpoint.parse(options.proxy);
@@ -49,7 +49,7 @@ export function registerServe(program: Command): void {
         log.warn({ file: identityPath, previous: defaultIdentityPath() }, 'serve now keeps one identity per --forward address; pass --identity to keep the endpoint of the previous one');
       }
     }
-    const manager = new Manager({ identity });
+    const manager = new Manager({ identity, maxFlowsPerVc: options.maxFlows });
     manager.on('vcError', (err, { claimedRoutingId, remoteRoutingId }) =>
       log.warn({ peer: remoteRoutingId, claimedPeer: claimedRoutingId, reason: describe(err), code: err.code }, 'refused a VC'),
     );
