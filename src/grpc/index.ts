@@ -10,7 +10,7 @@ import { Endpoint, parseAddress } from '../id/endpoint.js';
 import { RoutingId } from '../id/routing-id.js';
 import type { Flow } from '../manager/flow.js';
 import type { DialOptions, Manager } from '../manager/manager.js';
-import { splice } from '../cli/tunnel.js';
+import { splice } from '../manager/splice.js';
 
 /** Whom a client-side helper reaches: an endpoint to dial, or (with `reuseOnly`) a peer already connected. */
 export type Destination = string | Endpoint | RoutingId;

@@ -2,13 +2,14 @@ import type { Command } from 'commander';
 import { parseAddress, Endpoint } from '../../id/endpoint.js';
 import { Manager } from '../../manager/manager.js';
 import { PersistentRegistration } from '../../manager/persistent-registration.js';
+import { splice } from '../../manager/splice.js';
 import type { Flow } from '../../manager/flow.js';
 import { addCommonOptions, type CommonOptions } from '../common.js';
 import { defaultIdentityPath, identityFrom } from '../identity-file.js';
 import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
 import { secretOption } from '../secrets.js';
-import { openServiceConnection, splice } from '../tunnel.js';
+import { openServiceConnection } from '../tunnel.js';
 
 const token = secretOption('token', 'registration', "the proxy's registration token, if it requires one (sent only as a MAC bound to the connection)");
 
