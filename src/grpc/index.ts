@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
@@ -10,6 +11,7 @@ import { Endpoint, parseAddress } from '../id/endpoint.js';
 import { RoutingId } from '../id/routing-id.js';
 import type { Flow } from '../manager/flow.js';
 import type { DialOptions, Manager } from '../manager/manager.js';
+import type { PeerIdentity } from '../secure/index.js';
 import { splice } from '../manager/splice.js';
 
 /** Whom a client-side helper reaches: an endpoint to dial, or (with `reuseOnly`) a peer already connected. */
@@ -47,7 +49,7 @@ export function serveGrpc(manager: Manager, server: GrpcServer, options: ServeGr
         // Aborted by close(), or the manager stopped listening or closed: as `for await` over it does, stop.
         return;
       }
-      injector.injectConnection(flow);
+      injectAsCaller(injector, flow);
     }
   })();
   return {
@@ -59,6 +61,40 @@ export function serveGrpc(manager: Manager, server: GrpcServer, options: ServeGr
     },
   };
 }
+
+const callers = new AsyncLocalStorage<PeerIdentity>();
+
+/**
+ * The peer whose flow carries the gRPC call being handled: its routing ID and public key as the
+ * VC authenticated them (end to end; with `encryption: false`, as the proxy vouched for them),
+ * never anything the caller sent. Undefined outside a call that serveGrpc (or serveGrpcReverse)
+ * handed to the server, such as calls on a port of the server's own bindAsync.
+ *
+ * It is carried by AsyncLocalStorage: call it in the handler or in anything the handler runs,
+ * awaits or schedules (promises, timers, the call's own events), not from callbacks that another
+ * context set up before the call.
+ */
+export function grpcCaller(): PeerIdentity | undefined {
+  const caller = callers.getStore();
+  return caller === undefined ? undefined : { publicKey: Buffer.from(caller.publicKey), routingId: caller.routingId };
+}
+
+/**
+ * Hands the flow to grpc-js so that everything done on its behalf runs with the flow's peer as
+ * grpcCaller(). The connection, its HTTP/2 session and TLS socket are made here, but node:http2
+ * makes each stream's handle while it parses bytes, in whatever context delivers them: so every
+ * event of the flow (its data above all) is emitted in the caller's context too.
+ */
+function injectAsCaller(injector: ReturnType<GrpcServer['createConnectionInjector']>, flow: Flow): void {
+  const caller: PeerIdentity = { publicKey: Buffer.from(flow.remotePublicKey), routingId: flow.conn.remoteRoutingId };
+  const emit = flow.emit;
+  flow.emit = function emitAsCaller(this: Flow, ...args: Parameters<Flow['emit']>): boolean {
+    return callers.run(caller, () => emit.apply(this, args));
+  } as Flow['emit'];
+  callers.run(caller, () => injector.injectConnection(flow));
+}
+
+export type { PeerIdentity };
 
 export interface GrpcBridgeOptions extends DialOptions {
   /**
