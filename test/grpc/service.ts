@@ -54,7 +54,8 @@ export function echoServer(): { server: Server; cancelled: Promise<void> } {
     // Who grpcCaller() says is calling, read when the handler starts and again after a timer.
     who: (call: any, callback: any) => {
       const first = callerName();
-      setTimeout(() => callback(null, { first, later: callerName(), claimed: call.metadata.get('x-ridproxy-caller')[0] ?? null }), 5);
+      const security = call.getAuthContext().transportSecurityType ?? null;
+      setTimeout(() => callback(null, { first, later: callerName(), claimed: call.metadata.get('x-ridproxy-caller')[0] ?? null, security }), 5);
     },
     // The same for each message of a stream, from the call's own 'data' events.
     whoStream: (call: any) => {
