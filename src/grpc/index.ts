@@ -25,12 +25,24 @@ export interface ServeGrpcOptions {
   credentials?: ServerCredentials;
 }
 
+export interface GrpcServingCloseOptions {
+  /** Milliseconds the calls in progress get to finish before their flows are reset. Default 5000. */
+  drainTimeout?: number;
+}
+
 export interface GrpcServing {
   /** Settles when no more flows are taken: after close(), the manager's close() or stopListening(). */
   readonly done: Promise<void>;
-  /** Stops taking flows and closes the HTTP/2 sessions already served, letting calls in progress finish. */
-  close(): Promise<void>;
+  /**
+   * Stops taking flows and closes the HTTP/2 sessions already served gracefully (a GOAWAY: calls
+   * in progress may finish, the client starts none there). Calls still running after
+   * `drainTimeout` have their flows reset: their clients see UNAVAILABLE, their handlers
+   * 'cancelled'. Resolves once every flow served is closed.
+   */
+  close(options?: GrpcServingCloseOptions): Promise<void>;
 }
+
+const DEFAULT_DRAIN_TIMEOUT = 5_000;
 
 /**
  * Serves every flow the manager accepts as one HTTP/2 connection of `server`. That includes flows
@@ -40,6 +52,7 @@ export interface GrpcServing {
 export function serveGrpc(manager: Manager, server: GrpcServer, options: ServeGrpcOptions = {}): GrpcServing {
   const injector = server.createConnectionInjector(options.credentials ?? ServerCredentials.createInsecure());
   const stop = new AbortController();
+  const served = new Set<Flow>();
   const done = (async () => {
     for (;;) {
       let flow: Flow;
@@ -49,15 +62,38 @@ export function serveGrpc(manager: Manager, server: GrpcServer, options: ServeGr
         // Aborted by close(), or the manager stopped listening or closed: as `for await` over it does, stop.
         return;
       }
+      served.add(flow);
+      flow.once('close', () => served.delete(flow));
       injectAsCaller(injector, flow);
     }
   })();
+  let closing: Promise<void> | undefined;
   return {
     done,
-    async close() {
-      stop.abort();
-      injector.destroy();
-      await done;
+    close(closeOptions = {}) {
+      const drainTimeout = closeOptions.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT;
+      if (!(Number.isFinite(drainTimeout) && drainTimeout >= 0)) {
+        return Promise.reject(new InvalidArgumentError('ERR_INVALID_OPTION', `close option drainTimeout must be a number of ms, 0 or more, got ${drainTimeout}`));
+      }
+      closing ??= (async () => {
+        stop.abort();
+        // Stops the HTTP/2 server and sends each session a GOAWAY; a session closes its flow once its last stream is done.
+        injector.destroy();
+        await done;
+        const allClosed = (): Promise<unknown> => Promise.all([...served].map((flow) => new Promise((resolve) => flow.once('close', resolve))));
+        let timer: NodeJS.Timeout | undefined;
+        const expired = new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), drainTimeout);
+        });
+        const timedOut = await Promise.race([allClosed().then(() => false), expired]);
+        clearTimeout(timer);
+        if (timedOut) {
+          const left = allClosed();
+          for (const flow of served) flow.destroy();
+          await left;
+        }
+      })();
+      return closing;
     },
   };
 }

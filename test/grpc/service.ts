@@ -25,6 +25,7 @@ export const echoService: ServiceDefinition = {
   hang: method('Hang', false, false),
   who: method('Who', false, false),
   whoStream: method('WhoStream', true, true),
+  drip: method('Drip', false, true),
 };
 
 export const EchoClient = makeGenericClientConstructor(echoService, 'Echo');
@@ -51,6 +52,12 @@ export function echoServer(): { server: Server; cancelled: Promise<void> } {
       call.on('end', () => call.end());
     },
     hang: (call: any) => call.on('cancelled', onCancelled),
+    // A message every 5 ms until the call ends.
+    drip: (call: any) => {
+      let i = 0;
+      const timer = setInterval(() => call.write({ i: i++ }), 5);
+      call.on('cancelled', () => clearInterval(timer));
+    },
     // Who grpcCaller() says is calling, read when the handler starts and again after a timer.
     who: (call: any, callback: any) => {
       const first = callerName();

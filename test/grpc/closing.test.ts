@@ -1,0 +1,106 @@
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { describe, expect, test } from 'vitest';
+import { useNetwork } from '../fixtures.js';
+import { unary } from './service.js';
+import { forwardTunnel } from './tunnels.js';
+
+const net = useNetwork({ checkLeaks: true });
+
+/** Fails if `promise` takes longer than `ms`: what hangs should fail the test, not time it out. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} took more than ${ms} ms`)), ms);
+    }),
+  ]);
+}
+
+/**
+ * A unary call the server never answers, a server stream and a bidi stream, all under way (the
+ * stream has delivered messages); `ended` resolves to how each failed.
+ */
+async function callsInFlight(client: any): Promise<{ ended: Promise<ServiceError[]> }> {
+  const hang = unary(client, 'hang', {}).then(
+    () => {
+      throw new Error('hang was answered');
+    },
+    (err: ServiceError) => err,
+  );
+  const streamFailure = (call: any, what: string): Promise<ServiceError> =>
+    new Promise((resolve, reject) => {
+      call.on('error', resolve);
+      call.on('end', () => reject(new Error(`${what} ended without an error`)));
+    });
+  const drip = client.drip({});
+  let received = 0;
+  drip.on('data', () => received++);
+  const chat = client.chat();
+  let echoed = 0;
+  chat.on('data', () => echoed++);
+  chat.write({ text: 'a' });
+  const ended = Promise.all([hang, streamFailure(drip, 'drip'), streamFailure(chat, 'chat')]);
+  while (received < 3 || echoed < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+  return { ended };
+}
+
+const unavailable = Array(3).fill(expect.objectContaining({ code: status.UNAVAILABLE }));
+
+describe('closing while calls are in flight', () => {
+  test('serving.close() resets the calls still running after drainTimeout: the clients see UNAVAILABLE, the handlers cancelled', async () => {
+    const { client, serving, cancelled } = await forwardTunnel(net);
+    const { ended } = await callsInFlight(client);
+    await within(serving.close({ drainTimeout: 200 }), 5_000, 'serving.close()');
+    expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
+    await within(cancelled, 5_000, 'the hang handler seeing its call cancelled');
+  });
+
+  test('serving.close() lets a call in progress finish, and resolves once it has', async () => {
+    const { client, serving } = await forwardTunnel(net);
+    let call: any;
+    const total = new Promise((resolve, reject) => {
+      call = client.sum((err: ServiceError | null, reply: unknown) => (err ? reject(err) : resolve(reply)));
+    });
+    call.write({ n: 1 });
+    // Answered on the same connection after the sum began: the sum's stream has reached the server.
+    await unary(client, 'echo', { text: 'x' });
+    const closed = serving.close({ drainTimeout: 60_000 });
+    call.write({ n: 2 });
+    call.end();
+    expect(await within(total, 10_000, 'the call')).toEqual({ total: 3 });
+    await within(closed, 10_000, 'serving.close() once no call was left');
+  });
+
+  test('bridge.close() fails the calls UNAVAILABLE, cancels the handlers, and removes its socket directory', async () => {
+    const { client, bridge, cancelled } = await forwardTunnel(net);
+    const { ended } = await callsInFlight(client);
+    await within(bridge.close(), 5_000, 'bridge.close()');
+    expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
+    await within(cancelled, 5_000, 'the hang handler seeing its call cancelled');
+    expect(existsSync(dirname(bridge.target.slice('unix://'.length)))).toBe(false);
+  });
+
+  test("the client's manager.close() fails the calls UNAVAILABLE, and the bridge then reports ERR_MANAGER_CLOSED", async () => {
+    const { client, bridge, clientManager, cancelled } = await forwardTunnel(net);
+    const { ended } = await callsInFlight(client);
+    await within(clientManager.close(), 10_000, 'manager.close()');
+    expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
+    await within(cancelled, 5_000, 'the hang handler seeing its call cancelled');
+    const dialError = new Promise((resolve) => bridge.once('dialError', resolve));
+    await expect(unary(client, 'echo', { text: 'x' }, { deadline: Date.now() + 5_000 })).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    expect(await dialError).toMatchObject({ code: 'ERR_MANAGER_CLOSED' });
+  });
+
+  test("the server's manager.close() fails the calls UNAVAILABLE, cancels the handlers and ends serveGrpc", async () => {
+    const { client, serverManager, serving, cancelled } = await forwardTunnel(net);
+    const { ended } = await callsInFlight(client);
+    await within(serverManager.close(), 10_000, 'manager.close()');
+    expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
+    await within(cancelled, 5_000, 'the hang handler seeing its call cancelled');
+    await within(serving.done, 5_000, 'serving.done');
+  });
+});
+
