@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { ServerCredentials, type Server as GrpcServer } from '@grpc/grpc-js';
-import { InvalidArgumentError, UnreachableError, type RidproxyError } from '../errors.js';
+import { InvalidArgumentError, ManagerError, UnreachableError, type RidproxyError } from '../errors.js';
 import { Endpoint, parseAddress } from '../id/endpoint.js';
 import { RoutingId } from '../id/routing-id.js';
 import type { Flow } from '../manager/flow.js';
@@ -250,6 +250,7 @@ export function createConnection(manager: Manager, destination: string | Endpoin
 
 class DialingConnection extends Duplex {
   private flow: Flow | undefined;
+  private ending = false;
 
   constructor(private readonly pending: Promise<Flow>) {
     super({ allowHalfOpen: true });
@@ -265,6 +266,10 @@ class DialingConnection extends Duplex {
         });
         flow.on('end', () => this.push(null));
         flow.on('error', (err) => this.destroy(err));
+        // Only the manager's close() ends a flow's writing side for its owner: http2 must hear that, not write after the end.
+        flow.on('finish', () => {
+          if (!this.ending) this.destroy(new ManagerError('ERR_MANAGER_CLOSED', "the flow's manager was closed"));
+        });
         // A flow destroyed without an error (its manager closed) must not leave this side hanging.
         flow.on('close', () => {
           if (!(flow.readableEnded && flow.writableFinished)) this.destroy(flow.errored ?? undefined);
@@ -283,6 +288,7 @@ class DialingConnection extends Duplex {
   }
 
   override _final(callback: (err?: Error | null) => void): void {
+    this.ending = true;
     this.pending.then((flow) => flow.end(callback), callback);
   }
 

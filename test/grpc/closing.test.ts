@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs';
+import { connect, constants, createServer } from 'node:http2';
 import { dirname } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { describe, expect, test } from 'vitest';
+import { createConnection } from '../../src/grpc/index.js';
 import { useNetwork } from '../fixtures.js';
 import { unary } from './service.js';
 import { forwardTunnel } from './tunnels.js';
@@ -104,3 +106,54 @@ describe('closing while calls are in flight', () => {
   });
 });
 
+describe('plain HTTP/2 over createConnection, closing while a request streams', () => {
+  async function streamingRequest(closeWhich: 'client' | 'server') {
+    const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
+    const serverManager = net.manager();
+    const { endpoint } = await serverManager.proxyListen('web', proxy.endpoint);
+    const timers = new Set<NodeJS.Timeout>();
+    const web = createServer((_request, response) => {
+      const timer = setInterval(() => response.write('tick\n'), 5);
+      timers.add(timer);
+      response.on('close', () => clearInterval(timer));
+    });
+    void (async () => {
+      for await (const flow of serverManager) web.emit('connection', flow);
+    })();
+    net.defer(async () => {
+      for (const timer of timers) clearInterval(timer);
+      await new Promise((resolve) => web.close(resolve));
+    });
+    const clientManager = net.manager();
+    const session = connect('http://service', { createConnection: () => createConnection(clientManager, endpoint) });
+    const sessionErrors: Error[] = [];
+    session.on('error', (err) => sessionErrors.push(err));
+    net.defer(async () => session.destroy());
+    const request = session.request({ ':path': '/stream' });
+    const requestErrors: Error[] = [];
+    request.on('error', (err) => requestErrors.push(err));
+    let ticks = 0;
+    request.on('data', () => ticks++);
+    while (ticks < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+    const requestClosed = new Promise((resolve) => request.once('close', resolve));
+    const sessionClosed = new Promise((resolve) => session.once('close', resolve));
+    await within((closeWhich === 'client' ? clientManager : serverManager).close(), 10_000, 'manager.close()');
+    await within(Promise.all([requestClosed, sessionClosed]), 5_000, 'the request and session closing');
+    return { request, sessionErrors, requestErrors };
+  }
+
+  test("the client's manager.close() fails the session and the request with ERR_MANAGER_CLOSED, not a write after the end", async () => {
+    const { sessionErrors, requestErrors } = await streamingRequest('client');
+    expect([...sessionErrors, ...requestErrors].map((err) => (err as NodeJS.ErrnoException).code)).toEqual(['ERR_MANAGER_CLOSED', 'ERR_MANAGER_CLOSED']);
+  });
+
+  test("the server's manager.close() resets the request and closes the session", async () => {
+    const { request, sessionErrors, requestErrors } = await streamingRequest('server');
+    // The server's http2 session writes after close() ended its flow, which resets the flow: either
+    // that reset (ERR_STREAM_RESET) or an RST_STREAM reaches the client first, by timing. Never a
+    // clean end, which would pass the cut-off body as complete.
+    const codes = [...sessionErrors, ...requestErrors].map((err) => (err as NodeJS.ErrnoException).code);
+    expect(codes.every((code) => code === 'ERR_STREAM_RESET')).toBe(true);
+    expect(codes.length > 0 || request.rstCode !== constants.NGHTTP2_NO_ERROR).toBe(true);
+  });
+});
