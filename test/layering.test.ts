@@ -1,7 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, test } from 'vitest';
+import { sourceFiles } from './helpers.js';
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
 
@@ -15,17 +16,9 @@ function rank(folder: string): number {
   return LAYERS.findIndex((layer) => layer.includes(folder));
 }
 
-function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) return sources(path);
-    return entry.name.endsWith('.ts') ? [path] : [];
-  });
-}
-
 test('every src/ folder imports only the layers below it', () => {
   const upward: string[] = [];
-  for (const file of sources(SRC)) {
+  for (const file of sourceFiles(SRC)) {
     const from = relative(SRC, file).split('/');
     if (from.length === 1) continue; // index.ts and errors.ts
     const fromRank = rank(from[0]!);

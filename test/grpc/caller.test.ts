@@ -1,10 +1,10 @@
 import { credentials, Metadata, ServerCredentials } from '@grpc/grpc-js';
 import { describe, expect, test } from 'vitest';
 import type { Manager } from '../../src/index.js';
-import { grpcBridge, grpcCaller, serveGrpc } from '../../src/grpc/index.js';
+import { grpcCaller } from '../../src/grpc/index.js';
 import { useNetwork } from '../fixtures.js';
-import { collect, echoServer, unary } from './service.js';
-import { anotherCaller, clientOf, forwardTunnel } from './tunnels.js';
+import { collect, unary } from './service.js';
+import { anotherCaller, clientOf, forwardTunnel, reverseTunnel } from './tunnels.js';
 
 const net = useNetwork({ checkLeaks: true });
 
@@ -59,21 +59,7 @@ describe('grpcCaller()', () => {
   });
 
   test('an agent serving its hub over the VC it dialed sees the hub as the caller', async () => {
-    const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
-    const hub = net.manager();
-    const { endpoint } = await hub.proxyListen('hub', proxy.endpoint);
-    const agent = net.manager();
-    const { server } = echoServer();
-    const serving = serveGrpc(agent, server);
-    net.defer(async () => {
-      server.forceShutdown();
-      await serving.close();
-    });
-    const held = await agent.dial(endpoint);
-    net.defer(async () => held.destroy());
-    await hub.accept();
-    const bridge = await grpcBridge(hub, agent.routingId, { reuseOnly: true });
-    net.defer(() => bridge.close());
-    expect(await unary(clientOf(net, bridge.target), 'who', {})).toMatchObject({ first: nameOf(hub), later: nameOf(hub) });
+    const { hub, client } = await reverseTunnel(net);
+    expect(await unary(client, 'who', {})).toMatchObject({ first: nameOf(hub), later: nameOf(hub) });
   });
 });

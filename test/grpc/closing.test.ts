@@ -51,13 +51,24 @@ async function callsInFlight(client: any): Promise<{ ended: Promise<ServiceError
 
 const unavailable = Array(3).fill(expect.objectContaining({ code: status.UNAVAILABLE }));
 
+type Tunnel = Awaited<ReturnType<typeof forwardTunnel>>;
+
+/**
+ * Starts the calls, runs `close` on the tunnel, and checks that it returns, that every call then
+ * fails UNAVAILABLE, and that the server's hang handler sees its call cancelled.
+ */
+async function closeUnderCalls(what: string, close: (tunnel: Tunnel) => Promise<unknown>): Promise<Tunnel> {
+  const tunnel = await forwardTunnel(net);
+  const { ended } = await callsInFlight(tunnel.client);
+  await within(close(tunnel), 10_000, what);
+  expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
+  await within(tunnel.cancelled, 5_000, 'the hang handler seeing its call cancelled');
+  return tunnel;
+}
+
 describe('closing while calls are in flight', () => {
   test('serving.close() resets the calls still running after drainTimeout: the clients see UNAVAILABLE, the handlers cancelled', async () => {
-    const { client, serving, cancelled } = await forwardTunnel(net);
-    const { ended } = await callsInFlight(client);
-    await within(serving.close({ drainTimeout: 200 }), 5_000, 'serving.close()');
-    expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
-    await within(cancelled, 5_000, 'the hang handler seeing its call cancelled');
+    await closeUnderCalls('serving.close()', ({ serving }) => serving.close({ drainTimeout: 200 }));
   });
 
   test('serving.close() lets a call in progress finish, and resolves once it has', async () => {
@@ -77,31 +88,19 @@ describe('closing while calls are in flight', () => {
   });
 
   test('bridge.close() fails the calls UNAVAILABLE, cancels the handlers, and removes its socket directory', async () => {
-    const { client, bridge, cancelled } = await forwardTunnel(net);
-    const { ended } = await callsInFlight(client);
-    await within(bridge.close(), 5_000, 'bridge.close()');
-    expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
-    await within(cancelled, 5_000, 'the hang handler seeing its call cancelled');
+    const { bridge } = await closeUnderCalls('bridge.close()', ({ bridge }) => bridge.close());
     expect(existsSync(dirname(bridge.target.slice('unix://'.length)))).toBe(false);
   });
 
   test("the client's manager.close() fails the calls UNAVAILABLE, and the bridge then reports ERR_MANAGER_CLOSED", async () => {
-    const { client, bridge, clientManager, cancelled } = await forwardTunnel(net);
-    const { ended } = await callsInFlight(client);
-    await within(clientManager.close(), 10_000, 'manager.close()');
-    expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
-    await within(cancelled, 5_000, 'the hang handler seeing its call cancelled');
+    const { client, bridge } = await closeUnderCalls("the client's manager.close()", ({ clientManager }) => clientManager.close());
     const dialError = new Promise((resolve) => bridge.once('dialError', resolve));
     await expect(unary(client, 'echo', { text: 'x' }, { deadline: Date.now() + 5_000 })).rejects.toMatchObject({ code: status.UNAVAILABLE });
     expect(await dialError).toMatchObject({ code: 'ERR_MANAGER_CLOSED' });
   });
 
   test("the server's manager.close() fails the calls UNAVAILABLE, cancels the handlers and ends serveGrpc", async () => {
-    const { client, serverManager, serving, cancelled } = await forwardTunnel(net);
-    const { ended } = await callsInFlight(client);
-    await within(serverManager.close(), 10_000, 'manager.close()');
-    expect(await within(ended, 5_000, 'the calls ending')).toEqual(unavailable);
-    await within(cancelled, 5_000, 'the hang handler seeing its call cancelled');
+    const { serving } = await closeUnderCalls("the server's manager.close()", ({ serverManager }) => serverManager.close());
     await within(serving.done, 5_000, 'serving.done');
   });
 });

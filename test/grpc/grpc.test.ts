@@ -2,10 +2,10 @@ import { connect, createServer, type ClientHttp2Session } from 'node:http2';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { describe, expect, test } from 'vitest';
 import { RoutingId, type Manager } from '../../src/index.js';
-import { createConnection, grpcBridge, serveGrpc } from '../../src/grpc/index.js';
+import { createConnection, grpcBridge } from '../../src/grpc/index.js';
 import { useNetwork } from '../fixtures.js';
-import { collect, echoServer, unary } from './service.js';
-import { clientOf, forwardTunnel } from './tunnels.js';
+import { collect, unary } from './service.js';
+import { clientOf, forwardTunnel, reverseTunnel } from './tunnels.js';
 
 const net = useNetwork({ checkLeaks: true });
 
@@ -64,32 +64,10 @@ describe('gRPC forward tunnel through a proxy', () => {
 });
 
 describe('gRPC reverse tunnel', () => {
-  /** A hub listening on a proxy, and an agent that only dials it and serves gRPC on that VC. */
-  async function reverseTunnel() {
-    const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
-    const hub = net.manager();
-    const hubRegistration = await hub.proxyListen('hub', proxy.endpoint);
-    const agent = net.manager();
-    const { server } = echoServer();
-    const serving = serveGrpc(agent, server);
-    net.defer(async () => {
-      server.forceShutdown();
-      await serving.close();
-    });
-    // The agent's hello flow stays open: it is what keeps the VC (and so the tunnel) from idling out.
-    const hello = await agent.dial(hubRegistration.endpoint);
-    hello.write('agent up');
-    const arrived = await hub.accept();
-    return { hub, agent, agentRoutingId: arrived.conn.remoteRoutingId, hello, arrived };
-  }
-
   test('a hub calls an agent that listens nowhere, by its routing id, over the VC the agent dialed', async () => {
-    const { hub, agent, agentRoutingId } = await reverseTunnel();
+    const { agent, agentRoutingId, client } = await reverseTunnel(net);
     expect(agent.status().endpoints).toEqual([]);
     expect(agentRoutingId.toString()).toBe(agent.routingId.toString());
-    const bridge = await grpcBridge(hub, agentRoutingId, { reuseOnly: true });
-    net.defer(() => bridge.close());
-    const client = clientOf(net, bridge.target);
     expect(await unary(client, 'echo', { text: 'to the agent' })).toEqual({ text: 'to the agent', peer: 'server' });
     expect(await collect(client.count({ n: 3 }))).toEqual([{ i: 0 }, { i: 1 }, { i: 2 }]);
   });

@@ -37,6 +37,30 @@ export async function forwardTunnel(net: Network, options: ForwardOptions = {}) 
   return { ...served, client, bridge, clientManager };
 }
 
+/**
+ * A hub registered on a proxy, and an agent that only dials it and serves gRPC with serveGrpc on
+ * that VC, holding it open with one flow by hand; the hub's client of the agent goes through a
+ * reuse-only bridge. (serveGrpcReverse does the holding, and more: test/grpc/reverse.test.ts.)
+ */
+export async function reverseTunnel(net: Network) {
+  const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
+  const hub = net.manager();
+  const { endpoint } = await hub.proxyListen('hub', proxy.endpoint);
+  const agent = net.manager();
+  const { server } = echoServer();
+  const serving = serveGrpc(agent, server);
+  net.defer(async () => {
+    server.forceShutdown();
+    await serving.close();
+  });
+  const held = await agent.dial(endpoint);
+  net.defer(async () => held.destroy());
+  const arrived = await hub.accept();
+  const bridge = await grpcBridge(hub, arrived.conn.remoteRoutingId, { reuseOnly: true });
+  net.defer(() => bridge.close());
+  return { hub, agent, agentRoutingId: arrived.conn.remoteRoutingId, client: clientOf(net, bridge.target) };
+}
+
 /** Another caller of the same server: its own manager (so its own routing ID), bridge and client. */
 export async function anotherCaller(net: Network, endpoint: string): Promise<{ manager: Manager; client: any }> {
   const manager = net.manager();
