@@ -2,10 +2,12 @@ import { connect, createServer, type ClientHttp2Session } from 'node:http2';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { describe, expect, test } from 'vitest';
 import { RoutingId, type Manager } from '../../src/index.js';
-import { createConnection, grpcBridge } from '../../src/grpc/index.js';
+import { createConnection, grpcBridge, serveGrpc } from '../../src/grpc/index.js';
 import { useNetwork } from '../fixtures.js';
 import { collect, unary } from './service.js';
 import { clientOf, forwardTunnel, reverseTunnel } from './tunnels.js';
+import { http2Call, http2Unary } from '../../bench/lib/grpc-http2.js';
+import { benchServer, streamRequest } from '../../bench/lib/grpc-service.js';
 
 const net = useNetwork({ checkLeaks: true });
 
@@ -111,6 +113,28 @@ describe('plain HTTP/2 over flows', () => {
     const [headers] = await Promise.all([new Promise<Record<string, unknown>>((resolve) => request.once('response', resolve)), new Promise((resolve) => request.once('end', resolve))]);
     expect(headers[':status']).toBe(200);
     expect(body).toBe('you asked for /hello');
+  });
+
+  test('node:http2 through createConnection calls a grpc-js server fed by serveGrpc: unary, a server stream, and an unknown method', async () => {
+    const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
+    const serverManager = net.manager();
+    const { endpoint } = await serverManager.proxyListen('grpc', proxy.endpoint);
+    const server = benchServer();
+    const serving = serveGrpc(serverManager, server);
+    net.defer(async () => {
+      server.forceShutdown();
+      await serving.close();
+    });
+    const clientManager = net.manager();
+    const session = connect('http://bench', { createConnection: () => createConnection(clientManager, endpoint) });
+    net.defer(() => new Promise((resolve) => session.close(() => resolve(undefined))));
+
+    expect((await http2Unary(session, '/bench.Bench/Unary', Buffer.from('ping'))).toString()).toBe('ping');
+    const sizes: number[] = [];
+    await http2Call(session, '/bench.Bench/Stream', streamRequest(1_000_000, 65_536), (message) => sizes.push(message.length));
+    expect(sizes.length).toBe(16);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(1_000_000);
+    await expect(http2Unary(session, '/bench.Bench/Nothing', Buffer.alloc(0))).rejects.toMatchObject({ code: status.UNIMPLEMENTED });
   });
 
   test('createConnection fails the HTTP/2 session with the dial error', async () => {
