@@ -1,7 +1,8 @@
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
+import { sourceFiles } from './helpers.js';
 import { ERROR_CODES, IntegrityError, RidproxyError, ServiceUnreachableError, UnauthorizedError, type ErrorCode } from '../src/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -15,14 +16,6 @@ function documentedCodes(): string[] {
     .filter((line) => line.startsWith('|'))
     .slice(2) // the header row and the |---| row
     .map((line) => line.split('|')[1].trim().replace(/^`(.*)`$/, '$1'));
-}
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) return sourceFiles(path);
-    return entry.name.endsWith('.ts') ? [path] : [];
-  });
 }
 
 describe('error codes', () => {

@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { listenOnLoopback } from '../bench/lib/listen.js';
 
@@ -95,6 +97,15 @@ export async function waitFor(condition: () => boolean, what: string, timeout = 
 
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Every .ts file below `dir`, at any depth. */
+export function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return sourceFiles(path);
+    return entry.name.endsWith('.ts') ? [path] : [];
+  });
 }
 
 /** The resources (sockets, servers, timers) the process holds now, by type; for leak checks. */

@@ -23,3 +23,13 @@ export async function ridproxyProblem(): Promise<string | undefined> {
     return `cannot load the library (dist/src/index.js): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`;
   }
 }
+
+export type RidproxyGrpc = typeof import('../../src/grpc/index.js');
+
+let loadedGrpc: Promise<RidproxyGrpc> | undefined;
+
+/** ridproxy/grpc, loaded on demand like the library itself. */
+export function loadRidproxyGrpc(): Promise<RidproxyGrpc> {
+  loadedGrpc ??= import('../../src/grpc/index.js');
+  return loadedGrpc;
+}

@@ -1,53 +1,19 @@
 import { connect, createServer, type ClientHttp2Session } from 'node:http2';
-import { credentials, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { describe, expect, test } from 'vitest';
 import { RoutingId, type Manager } from '../../src/index.js';
-import { createConnection, grpcBridge, serveGrpc, type GrpcBridge } from '../../src/grpc/index.js';
+import { createConnection, grpcBridge, serveGrpc } from '../../src/grpc/index.js';
 import { useNetwork } from '../fixtures.js';
-import { EchoClient, echoServer } from './service.js';
+import { collect, unary } from './service.js';
+import { clientOf, forwardTunnel, reverseTunnel } from './tunnels.js';
+import { http2Call, http2Unary } from '../../bench/lib/grpc-http2.js';
+import { benchServer, streamRequest } from '../../bench/lib/grpc-service.js';
 
 const net = useNetwork({ checkLeaks: true });
 
-/** A gRPC server registered on a proxy, and a client manager with a bridge to it. */
-async function forwardTunnel(bridgeOptions: { listen?: string } = {}) {
-  const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
-  const serverManager = net.manager();
-  const registration = await serverManager.proxyListen('grpc', proxy.endpoint);
-  const { server, cancelled } = echoServer();
-  const serving = serveGrpc(serverManager, server);
-  net.defer(async () => {
-    server.forceShutdown();
-    await serving.close();
-  });
-  const clientManager = net.manager();
-  const bridge = await grpcBridge(clientManager, registration.endpoint, bridgeOptions);
-  net.defer(() => bridge.close());
-  const client = clientOf(bridge);
-  return { client, bridge, cancelled, serverManager, clientManager };
-}
-
-function clientOf(bridge: GrpcBridge): any {
-  const client = new EchoClient(bridge.target, credentials.createInsecure()) as Client & Record<string, any>;
-  net.defer(async () => client.close());
-  return client;
-}
-
-function unary(client: any, name: string, request: unknown, options: object = {}): Promise<any> {
-  return new Promise((resolve, reject) => client[name](request, options, (err: ServiceError | null, reply: unknown) => (err ? reject(err) : resolve(reply))));
-}
-
-function collect(call: NodeJS.EventEmitter): Promise<unknown[]> {
-  return new Promise((resolve, reject) => {
-    const got: unknown[] = [];
-    call.on('data', (m) => got.push(m));
-    call.on('error', reject);
-    call.on('end', () => resolve(got));
-  });
-}
-
 describe('gRPC forward tunnel through a proxy', () => {
   test('unary, server-streaming, client-streaming and bidi calls reach the server behind the proxy', async () => {
-    const { client } = await forwardTunnel();
+    const { client } = await forwardTunnel(net);
     expect(await unary(client, 'echo', { text: 'hi' })).toEqual({ text: 'hi', peer: 'server' });
 
     expect(await collect(client.count({ n: 5 }))).toEqual([0, 1, 2, 3, 4].map((i) => ({ i })));
@@ -67,13 +33,13 @@ describe('gRPC forward tunnel through a proxy', () => {
   });
 
   test('a bridge on 127.0.0.1 TCP carries calls as the Unix-socket one does', async () => {
-    const { client, bridge } = await forwardTunnel({ listen: '127.0.0.1:0' });
+    const { client, bridge } = await forwardTunnel(net, { bridge: { listen: '127.0.0.1:0' } });
     expect(bridge.target).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(await unary(client, 'echo', { text: 'tcp' })).toEqual({ text: 'tcp', peer: 'server' });
   });
 
   test('a deadline expires as DEADLINE_EXCEEDED at the client, and the server handler sees the call cancelled', async () => {
-    const { client, cancelled } = await forwardTunnel();
+    const { client, cancelled } = await forwardTunnel(net);
     await unary(client, 'echo', { text: 'warm up' });
     const started = Date.now();
     await expect(unary(client, 'hang', {}, { deadline: Date.now() + 300 })).rejects.toMatchObject({ code: status.DEADLINE_EXCEEDED });
@@ -82,7 +48,7 @@ describe('gRPC forward tunnel through a proxy', () => {
   });
 
   test('a client cancelling a call is seen by the server handler as cancelled', async () => {
-    const { client, cancelled } = await forwardTunnel();
+    const { client, cancelled } = await forwardTunnel(net);
     await unary(client, 'echo', { text: 'warm up' });
     const outcome = new Promise<ServiceError>((resolve) => {
       const call = client.hang({}, (err: ServiceError) => resolve(err));
@@ -93,39 +59,17 @@ describe('gRPC forward tunnel through a proxy', () => {
   });
 
   test('100 concurrent calls all get their own answer', async () => {
-    const { client } = await forwardTunnel();
+    const { client } = await forwardTunnel(net);
     const replies = await Promise.all(Array.from({ length: 100 }, (_, i) => unary(client, 'echo', { text: `call ${i}` })));
     expect(replies.map((r) => r.text)).toEqual(Array.from({ length: 100 }, (_, i) => `call ${i}`));
   });
 });
 
 describe('gRPC reverse tunnel', () => {
-  /** A hub listening on a proxy, and an agent that only dials it and serves gRPC on that VC. */
-  async function reverseTunnel() {
-    const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
-    const hub = net.manager();
-    const hubRegistration = await hub.proxyListen('hub', proxy.endpoint);
-    const agent = net.manager();
-    const { server } = echoServer();
-    const serving = serveGrpc(agent, server);
-    net.defer(async () => {
-      server.forceShutdown();
-      await serving.close();
-    });
-    // The agent's hello flow stays open: it is what keeps the VC (and so the tunnel) from idling out.
-    const hello = await agent.dial(hubRegistration.endpoint);
-    hello.write('agent up');
-    const arrived = await hub.accept();
-    return { hub, agent, agentRoutingId: arrived.conn.remoteRoutingId, hello, arrived };
-  }
-
   test('a hub calls an agent that listens nowhere, by its routing id, over the VC the agent dialed', async () => {
-    const { hub, agent, agentRoutingId } = await reverseTunnel();
+    const { agent, agentRoutingId, client } = await reverseTunnel(net);
     expect(agent.status().endpoints).toEqual([]);
     expect(agentRoutingId.toString()).toBe(agent.routingId.toString());
-    const bridge = await grpcBridge(hub, agentRoutingId, { reuseOnly: true });
-    net.defer(() => bridge.close());
-    const client = clientOf(bridge);
     expect(await unary(client, 'echo', { text: 'to the agent' })).toEqual({ text: 'to the agent', peer: 'server' });
     expect(await collect(client.count({ n: 3 }))).toEqual([{ i: 0 }, { i: 1 }, { i: 2 }]);
   });
@@ -135,7 +79,7 @@ describe('gRPC reverse tunnel', () => {
     const bridge = await grpcBridge(hub, RoutingId.fromPublicKey(Buffer.alloc(32, 7)), { reuseOnly: true });
     net.defer(() => bridge.close());
     const dialError = new Promise((resolve) => bridge.once('dialError', resolve));
-    const client = clientOf(bridge);
+    const client = clientOf(net, bridge.target);
     await expect(unary(client, 'echo', { text: 'x' }, { deadline: Date.now() + 5_000 })).rejects.toMatchObject({ code: status.UNAVAILABLE });
     expect(await dialError).toMatchObject({ code: 'ERR_NO_CACHED_VC' });
   });
@@ -169,6 +113,28 @@ describe('plain HTTP/2 over flows', () => {
     const [headers] = await Promise.all([new Promise<Record<string, unknown>>((resolve) => request.once('response', resolve)), new Promise((resolve) => request.once('end', resolve))]);
     expect(headers[':status']).toBe(200);
     expect(body).toBe('you asked for /hello');
+  });
+
+  test('node:http2 through createConnection calls a grpc-js server fed by serveGrpc: unary, a server stream, and an unknown method', async () => {
+    const proxy = await net.proxy({ host: '127.0.0.1', port: 0 });
+    const serverManager = net.manager();
+    const { endpoint } = await serverManager.proxyListen('grpc', proxy.endpoint);
+    const server = benchServer();
+    const serving = serveGrpc(serverManager, server);
+    net.defer(async () => {
+      server.forceShutdown();
+      await serving.close();
+    });
+    const clientManager = net.manager();
+    const session = connect('http://bench', { createConnection: () => createConnection(clientManager, endpoint) });
+    net.defer(() => new Promise((resolve) => session.close(() => resolve(undefined))));
+
+    expect((await http2Unary(session, '/bench.Bench/Unary', Buffer.from('ping'))).toString()).toBe('ping');
+    const sizes: number[] = [];
+    await http2Call(session, '/bench.Bench/Stream', streamRequest(1_000_000, 65_536), (message) => sizes.push(message.length));
+    expect(sizes.length).toBe(16);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(1_000_000);
+    await expect(http2Unary(session, '/bench.Bench/Nothing', Buffer.alloc(0))).rejects.toMatchObject({ code: status.UNIMPLEMENTED });
   });
 
   test('createConnection fails the HTTP/2 session with the dial error', async () => {

@@ -2,7 +2,7 @@ import { promisify } from 'node:util';
 import { credentials, Server } from '@grpc/grpc-js';
 import { expect, test } from 'vitest';
 import { Manager, Proxy } from '../../src/index.js';
-import { grpcBridge, serveGrpc } from '../../src/grpc/index.js';
+import { grpcBridge, serveGrpc, serveGrpcReverse } from '../../src/grpc/index.js';
 import { EchoClient, echoService } from './service.js';
 import { markedExample, readme } from '../readme.js';
 
@@ -29,16 +29,15 @@ test('the README example: a forward tunnel to a server behind a proxy, and a rev
   const agent = new Manager();
   const agentServer = new Server();
   agentServer.addService(echoService, echo);
-  const agentServing = serveGrpc(agent, agentServer);
-  const hello = await agent.dial(hubRegistration.endpoint); // keep it open: it holds the VC the hub calls back on
-  const arrived = await hub.accept(); // the hub learns who dialed
+  // It holds the VC open with one flow, and dials again (with backoff) whenever the VC is lost.
+  const agentServing = await serveGrpcReverse(agent, hubRegistration.endpoint, agentServer);
+  const arrived = await hub.accept(); // that flow: the hub learns who dialed, and leaves it open
   const toAgent = await grpcBridge(hub, arrived.conn.remoteRoutingId, { reuseOnly: true });
   const agentClient = new EchoClient(toAgent.target, credentials.createInsecure()) as any;
   const agentReply = await promisify(agentClient.echo.bind(agentClient))({ text: 'reverse' });
 
   for (const c of [client, agentClient]) c.close();
   await Promise.all([bridge.close(), toAgent.close(), serving.close(), agentServing.close()]);
-  hello.destroy();
   await Promise.all([clientManager.close(), serverManager.close(), agent.close(), hub.close()]);
   await proxy.close();
   // readme:end

@@ -1,4 +1,5 @@
-import { makeGenericClientConstructor, Server, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { makeGenericClientConstructor, Server, type ServiceDefinition, type ServiceError, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { grpcCaller } from '../../src/grpc/index.js';
 
 /** JSON on the wire keeps the tests free of .proto files and code generation. */
 const serialize = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
@@ -22,6 +23,9 @@ export const echoService: ServiceDefinition = {
   sum: method('Sum', true, false),
   chat: method('Chat', true, true),
   hang: method('Hang', false, false),
+  who: method('Who', false, false),
+  whoStream: method('WhoStream', true, true),
+  drip: method('Drip', false, true),
 };
 
 export const EchoClient = makeGenericClientConstructor(echoService, 'Echo');
@@ -48,8 +52,43 @@ export function echoServer(): { server: Server; cancelled: Promise<void> } {
       call.on('end', () => call.end());
     },
     hang: (call: any) => call.on('cancelled', onCancelled),
+    // A message every 5 ms until the call ends.
+    drip: (call: any) => {
+      let i = 0;
+      const timer = setInterval(() => call.write({ i: i++ }), 5);
+      call.on('cancelled', () => clearInterval(timer));
+    },
+    // Who grpcCaller() says is calling, read when the handler starts and again after a timer.
+    who: (call: any, callback: any) => {
+      const first = callerName();
+      const security = call.getAuthContext().transportSecurityType ?? null;
+      setTimeout(() => callback(null, { first, later: callerName(), claimed: call.metadata.get('x-ridproxy-caller')[0] ?? null, security }), 5);
+    },
+    // The same for each message of a stream, from the call's own 'data' events.
+    whoStream: (call: any) => {
+      call.on('data', (m: { i: number }) => setTimeout(() => call.write({ i: m.i, caller: callerName() }), m.i % 3));
+      call.on('end', () => setTimeout(() => call.end(), 10));
+    },
   };
   const server = new Server();
   server.addService(echoService, implementation);
   return { server, cancelled };
+}
+
+function callerName(): string | null {
+  const caller = grpcCaller();
+  return caller === undefined ? null : `${caller.routingId}:${caller.publicKey.toString('hex')}`;
+}
+
+export function unary(client: any, name: string, request: unknown, options: object = {}): Promise<any> {
+  return new Promise((resolve, reject) => client[name](request, options, (err: ServiceError | null, reply: unknown) => (err ? reject(err) : resolve(reply))));
+}
+
+export function collect(call: NodeJS.EventEmitter): Promise<any[]> {
+  return new Promise((resolve, reject) => {
+    const got: unknown[] = [];
+    call.on('data', (m) => got.push(m));
+    call.on('error', reject);
+    call.on('end', () => resolve(got));
+  });
 }

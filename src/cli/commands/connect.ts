@@ -6,11 +6,12 @@ import { Endpoint, parseAddress } from '../../id/endpoint.js';
 import { loadIdentity } from '../../id/identity.js';
 import type { Flow } from '../../manager/flow.js';
 import { Manager } from '../../manager/manager.js';
+import { splice } from '../../manager/splice.js';
 import { addTunnelOptions, type TunnelOptions } from '../common.js';
 import { describe } from '../describe.js';
 import { createLogger, type Logger } from '../logger.js';
 import { secretOption } from '../secrets.js';
-import { awaitServiceReady, splice } from '../tunnel.js';
+import { awaitServiceReady } from '../tunnel.js';
 
 const dialToken = secretOption('dial-token', 'dial', "the proxy's dial token, if it requires one (sent only as a MAC bound to the connection)");
 

@@ -4,13 +4,14 @@ import { ConnectionClosedError } from '../../errors.js';
 import { parseAddress, Endpoint } from '../../id/endpoint.js';
 import { Manager } from '../../manager/manager.js';
 import { PersistentRegistration } from '../../manager/persistent-registration.js';
+import { splice } from '../../manager/splice.js';
 import type { Flow } from '../../manager/flow.js';
 import { addTunnelOptions, type TunnelOptions } from '../common.js';
 import { defaultIdentityPath, defaultServeIdentityPath, defaultServeIdentityPattern, identityFrom } from '../identity-file.js';
 import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
 import { secretOption } from '../secrets.js';
-import { openServiceConnection, splice } from '../tunnel.js';
+import { openServiceConnection } from '../tunnel.js';
 
 const token = secretOption('token', 'registration', "the proxy's registration token, if it requires one (sent only as a MAC bound to the connection)");
 
