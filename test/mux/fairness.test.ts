@@ -35,7 +35,7 @@ describe('an interactive stream beside a bulk one', () => {
     const chunk = Buffer.alloc(MiB);
     let writing = true;
     const pump = (async () => {
-      while (writing) if (!bulk.write(chunk)) await new Promise((resolve) => bulk.once('drain', resolve));
+      while (writing && !bulk.destroyed) if (!bulk.write(chunk)) await new Promise((resolve) => bulk.once('drain', resolve).once('close', resolve));
     })();
     const interactive = pair.a.openStream();
     const samples: number[] = [];
