@@ -101,6 +101,57 @@ describe('proxy routing of VCs', () => {
     s.link.hop.socket.resume();
   });
 
+  it('holds no more than its budgets under a storm of stalled readers, and another client still gets a VC through', async () => {
+    const budget = 24 * MiB;
+    const perIdentity = 12 * MiB;
+    await proxy.close();
+    proxy = await Proxy.listen({ keepAliveInterval: 0, bufferBudget: budget, connectionBufferBudget: budget, identityBufferBudget: perIdentity, addressBufferBudget: budget });
+    const s = await server();
+    // One identity over 8 connections opens VCs until refused; the server never reads any of them.
+    const flooder = Identity.generate();
+    const stalled: VirtualCircuit[] = [];
+    const refusals: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const link = await linkTo(proxy, flooder);
+      links.push(link);
+      for (let j = 0; j < 8; j++) {
+        try {
+          stalled.push(await link.openVc(s.link.hop.routingId));
+        } catch (err) {
+          refusals.push((err as { code: string }).code);
+        }
+      }
+    }
+    const writers = stalled.map((vc) => writeRandom(vc, 64 * MiB, 64 * 1024, false).catch(() => undefined));
+    let peakReserved = 0;
+    const sampler = setInterval(() => {
+      peakReserved = Math.max(peakReserved, proxy.stats().reservedBytes);
+    }, 2);
+    await delay(500);
+    // Another client is not held up by the flood: its VC opens and carries 16 MiB intact.
+    const other = await linkTo(proxy);
+    links.push(other);
+    const moving = await other.openVc(s.link.hop.routingId);
+    await waitFor(() => s.circuits.length === stalled.length + 1, 'the server to see every VC');
+    const [sent, received] = await Promise.all([writeRandom(moving, 16 * MiB), digestStream(s.circuits[stalled.length])]);
+    clearInterval(sampler);
+    const stats = proxy.stats();
+    console.log(
+      `stalled-reader storm: ${stalled.length} stalled VCs (${refusals.length} refused: ${[...new Set(refusals)].join(', ')}); ` +
+        `proxy holds ${(stats.queuedBytes / MiB).toFixed(1)} MiB (peak ${(stats.peakQueuedBytes / MiB).toFixed(1)}), reserved at most ${(peakReserved / MiB).toFixed(1)} MiB of ${budget / MiB} (${perIdentity / MiB} per identity)`,
+    );
+    expect(received).toEqual({ sha256: sent, bytes: 16 * MiB });
+    expect(refusals.length).toBeGreaterThan(0);
+    expect(new Set(refusals)).toEqual(new Set(['ERR_LIMIT']));
+    expect(stats.queuedBytes).toBeGreaterThan(0);
+    expect(stats.peakQueuedBytes).toBeLessThanOrEqual(budget);
+    expect(peakReserved).toBeLessThanOrEqual(budget);
+    // The flooder's VCs together stay within its own share.
+    expect(stats.peakQueuedBytes).toBeLessThanOrEqual(perIdentity + 2 * DEFAULT_MAX_VC_WINDOW);
+    for (const vc of [...stalled, moving]) vc.destroy();
+    await Promise.all(writers);
+  });
+
   it('keeps a second VC on the same two hop connections moving while the reader of the first is stalled, within the budget', async () => {
     const budget = 8 * MiB;
     await proxy.close();
