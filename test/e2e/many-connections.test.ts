@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runPool } from '../../bench/lib/pool.js';
+import { delay } from '../helpers.js';
 import { isolatedConfig, killAll, runCli, runToExit } from './cli.js';
 
 /**
@@ -35,6 +36,7 @@ function echoOnce(port: number): Promise<Socket> {
     const chunks: Buffer[] = [];
     let received = 0;
     socket.once('error', reject);
+    socket.once('close', () => reject(new Error('the connection closed before its echo came back')));
     socket.once('connect', () => socket.write(message));
     socket.on('data', (chunk: Buffer) => {
       chunks.push(chunk);
@@ -76,4 +78,34 @@ describe('many connections through one tunnel', () => {
     expect(local.stderr()).not.toMatch(/cannot reach|ERR_/);
     for (const socket of sockets.splice(0)) socket.destroy();
   }, 180_000);
+
+  it('closes the connection past --max-flows and says which option to raise', async () => {
+    const config = isolatedConfig();
+    const service = await startEchoProcess();
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--log-level', 'warn'], { config });
+    const serve = runCli(['serve', '--proxy', await proxy.firstLine, '--forward', String(service.port), '--log-level', 'warn'], { config });
+    const local = runCli(['connect', await serve.firstLine, '--local', '0', '--max-flows', '2', '--log-level', 'warn'], { config });
+    const port = Number((await local.firstLine).split(':').pop());
+    try {
+      const held = [await echoOnce(port), await echoOnce(port)];
+      sockets.push(...held);
+      await expect(echoOnce(port)).rejects.toThrow();
+      expect(local.stderr()).toMatch(/ERR_STREAM_LIMIT/);
+      expect(local.stderr()).toMatch(/raise --max-flows/);
+      // Room again once a connection closes.
+      held[0].destroy();
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        try {
+          sockets.push(await echoOnce(port));
+          break;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await delay(100);
+        }
+      }
+    } finally {
+      service.kill();
+    }
+  }, 60_000);
 });
