@@ -17,7 +17,7 @@ export interface TunnelOptions extends CommonOptions {
 /** The tunnelling commands carry each TCP connection as one flow of one VC. */
 export function addTunnelOptions(command: Command): Command {
   return addCommonOptions(command).addOption(
-    new Option('--max-flows <n>', 'flows one VC may carry at once, both ways together: the concurrent TCP connections one tunnel takes (each costs a few KiB while open)')
+    new Option('--max-flows <n>', 'flows one VC may carry at once, both ways together: how many TCP connections one tunnel takes at once')
       .argParser(positiveInteger)
       .default(DEFAULT_MAX_FLOWS_PER_VC),
   );
