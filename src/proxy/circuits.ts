@@ -152,9 +152,8 @@ export class CircuitTable {
   }
 
   data(conn: ProxyConnection, frame: Frame): void {
-    const side = this.sideOf(conn, frame.vci);
-    if (side === undefined) return;
-    const dir = side.opener ? side.route.toAcceptor : side.route.toOpener;
+    const dir = this.directionOf(conn, frame, true);
+    if (dir === undefined) return;
     const length = frame.length;
     if (length > dir.senderCredit) {
       throw new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} sent a ${length}-byte Data frame with only ${dir.senderCredit} bytes of credit`);
@@ -174,10 +173,9 @@ export class CircuitTable {
   }
 
   credit(conn: ProxyConnection, frame: Frame): void {
-    const side = this.sideOf(conn, frame.vci);
-    if (side === undefined) return;
     // A receiver's Credit lets the proxy forward more toward it.
-    const dir = side.opener ? side.route.toOpener : side.route.toAcceptor;
+    const dir = this.directionOf(conn, frame, false);
+    if (dir === undefined) return;
     const amount = decodeCredit(payloadOf(frame));
     if (dir.receiverCredit + amount > MAX_VC_WINDOW) {
       throw new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} granted ${dir.receiverCredit + amount} bytes of credit, more than the largest VC window of ${MAX_VC_WINDOW} bytes`);
@@ -191,9 +189,8 @@ export class CircuitTable {
 
   /** A receiver asks back credit the proxy has not used toward it: give back what is left, up to the amount. */
   creditRevoke(conn: ProxyConnection, frame: Frame): void {
-    const side = this.sideOf(conn, frame.vci);
-    if (side === undefined) return;
-    const dir = side.opener ? side.route.toOpener : side.route.toAcceptor;
+    const dir = this.directionOf(conn, frame, false);
+    if (dir === undefined) return;
     const returned = Math.min(decodeCreditRevoke(payloadOf(frame)), dir.receiverCredit);
     dir.receiverCredit -= returned;
     conn.hop.send(FrameType.CreditReturn, frame.vci, encodeWindow(returned));
@@ -201,16 +198,15 @@ export class CircuitTable {
 
   /** A sender gave back credit the proxy revoked: the reservation shrinks with it. */
   creditReturn(conn: ProxyConnection, frame: Frame): void {
-    const side = this.sideOf(conn, frame.vci);
-    if (side === undefined) return;
-    const dir = side.opener ? side.route.toAcceptor : side.route.toOpener;
+    const dir = this.directionOf(conn, frame, true);
+    if (dir === undefined) return;
     const amount = decodeCreditReturn(payloadOf(frame));
     if (!dir.revoking || amount > dir.senderCredit) {
       throw new ProtocolError('ERR_PROTOCOL', `${conn.hop.peerLabel} returned ${amount} bytes of credit on VC id ${frame.vci}, which it was not asked for or does not have`);
     }
     dir.revoking = false;
     dir.senderCredit -= amount;
-    this.reserve(side.route);
+    this.reserve(dir.route);
   }
 
   private direction(route: VcRoute, toAcceptor: boolean, senderCredit: number, receiverCredit: number): VcDirection {
@@ -333,6 +329,13 @@ export class CircuitTable {
     if (this.attached(route, !side.opener)) peer.hop.send(type, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
     if (frame.type === FrameType.VcRejected) this.counters.vcsRejected++;
     this.forget(route);
+  }
+
+  /** The direction of the frame's VC that `conn` sends on (`sending`) or receives on; undefined as for sideOf. */
+  private directionOf(conn: ProxyConnection, frame: Frame, sending: boolean): VcDirection | undefined {
+    const side = this.sideOf(conn, frame.vci);
+    if (side === undefined) return undefined;
+    return side.opener === sending ? side.route.toAcceptor : side.route.toOpener;
   }
 
   /** The VC a frame belongs to; undefined for a frame that raced with the VC's close (dropped). */
