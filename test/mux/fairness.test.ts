@@ -35,7 +35,16 @@ describe('an interactive stream beside a bulk one', () => {
     const chunk = Buffer.alloc(MiB);
     let writing = true;
     const pump = (async () => {
-      while (writing && !bulk.destroyed) if (!bulk.write(chunk)) await new Promise((resolve) => bulk.once('drain', resolve).once('close', resolve));
+      while (writing && !bulk.destroyed) {
+        if (bulk.write(chunk)) continue;
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            bulk.off('drain', done).off('close', done);
+            resolve();
+          };
+          bulk.on('drain', done).on('close', done);
+        });
+      }
     })();
     const interactive = pair.a.openStream();
     const samples: number[] = [];
