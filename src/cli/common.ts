@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { DEFAULT_MAX_FLOWS_PER_VC } from '../manager/manager.js';
+import { DEFAULT_MAX_FLOWS_PER_VC } from '../manager/options.js';
 import { LOG_LEVELS } from './logger.js';
 import { positiveInteger } from './parse.js';
 

@@ -7,7 +7,8 @@ import { InvalidArgumentError, UnreachableError, type RidproxyError } from '../e
 import { Endpoint, parseAddress } from '../id/endpoint.js';
 import { RoutingId } from '../id/routing-id.js';
 import type { Flow } from '../manager/flow.js';
-import type { DialOptions, Manager } from '../manager/manager.js';
+import type { Manager } from '../manager/manager.js';
+import type { DialOptions } from '../manager/options.js';
 import { splice } from '../manager/splice.js';
 
 /** Whom a client-side helper reaches: an endpoint to dial, or (with `reuseOnly`) a peer already connected. */

@@ -2,7 +2,8 @@ import { Duplex } from 'node:stream';
 import { ManagerError } from '../errors.js';
 import type { Endpoint } from '../id/endpoint.js';
 import type { Flow } from '../manager/flow.js';
-import type { DialOptions, Manager } from '../manager/manager.js';
+import type { Manager } from '../manager/manager.js';
+import type { DialOptions } from '../manager/options.js';
 
 /**
  * A Duplex for `http2.connect(authority, { createConnection: () => createConnection(manager, endpoint) })`:

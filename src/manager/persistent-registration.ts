@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { ConnectionClosedError, Reason } from '../errors.js';
 import type { Endpoint } from '../id/endpoint.js';
-import type { Manager, ProxyListenOptions, ProxyRegistration } from './manager.js';
+import type { Manager } from './manager.js';
+import type { ProxyListenOptions, ProxyRegistration } from './options.js';
 
 export interface BackoffOptions {
   /** Delay before the second attempt, in ms; each later one doubles it. */
