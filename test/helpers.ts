@@ -115,8 +115,12 @@ export function activeResources(): Record<string, number> {
   return counts;
 }
 
-/** Waits until the process holds no more TCP sockets, servers or timers than at `baseline`. */
-export async function expectNoLeaks(baseline: Record<string, number>, timeout = 3000): Promise<void> {
+/**
+ * Waits until the process holds no more TCP sockets, servers or timers than at `baseline`. A
+ * leak stays forever, so waiting up to 10 s costs nothing when all is well and keeps a loaded
+ * machine, where a reset socket can take seconds to be reaped, from failing the check.
+ */
+export async function expectNoLeaks(baseline: Record<string, number>, timeout = 10_000): Promise<void> {
   const watched = ['TCPSocketWrap', 'TCPServerWrap', 'Timeout'];
   const excess = (): string[] => {
     const now = activeResources();

@@ -1,8 +1,7 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { EventEmitter, once, setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
-  AuthenticationError,
   InvalidArgumentError,
   ManagerError,
   Reason,
@@ -16,14 +15,14 @@ import {
 import { Endpoint, parseAddress } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import { RoutingId } from '../id/routing-id.js';
-import { HopConnection } from '../hop/connection.js';
-import { dialHop, unpinned } from '../hop/dial.js';
+import { unpinned } from '../hop/dial.js';
 import { secureChannel, secureContextFor } from '../secure/index.js';
 import type { VirtualCircuit } from '../hop/circuit.js';
 import { AcceptQueue } from './accept-queue.js';
 import { SharedAttempt } from './shared-attempt.js';
 import type { Flow } from './flow.js';
-import { Link, type IncomingVc, type VcDecision } from './link.js';
+import type { IncomingVc, Link, VcDecision } from './link.js';
+import { LinkPool } from './link-pool.js';
 import { DEFAULT_DRAIN_TIMEOUT, resolveManagerOptions, type AcceptOptions, type CloseOptions, type DialOptions, type ListenStatus, type ManagerOptions, type ProxyListenOptions, type ProxyRegistration, type ResolvedManagerOptions } from './options.js';
 import { VcSession } from './vc-session.js';
 
@@ -61,9 +60,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly closed: Promise<void>;
 
   private readonly options: ResolvedManagerOptions;
-  private readonly links = new Map<string, SharedAttempt<Link>>();
-  private readonly allLinks = new Set<Link>();
-  private readonly inboundSockets = new Set<Socket>();
+  private readonly links: LinkPool;
   private readonly directListeners: DirectListener[] = [];
   private readonly registrations = new Map<string, Registration>();
   private readonly proxyErrors = new Map<string, Error | null>();
@@ -82,6 +79,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
     super();
     this.identity = options.identity ?? Identity.generate();
     this.options = resolveManagerOptions(options);
+    this.links = new LinkPool({
+      identity: this.identity,
+      options: this.options,
+      isClosing: () => this.isClosing,
+      attempt: (what, run) => this.attempt(what, run),
+      decide: (incoming) => this.decideVc(incoming),
+      circuit: (circuit, local, remoteAt) => void this.acceptCircuit(circuit, local, remoteAt),
+    });
     this.acceptQueue = new AcceptQueue(this.options.acceptBacklog);
     // Every incoming handshake in progress listens for close(), and a busy server has many at
     // once; each removes its listener when done, so the count is bounded by the handshakes.
@@ -110,7 +115,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   async listen(address: string): Promise<string> {
     this.assertOpen();
     const { host, port } = parseAddress(address, '127.0.0.1');
-    const server = createServer({ noDelay: true }, (socket) => this.acceptSocket(socket));
+    const server = createServer({ noDelay: true }, (socket) => this.links.accept(socket));
     server.listen(port, host);
     try {
       await Promise.race([
@@ -144,7 +149,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     try {
       if (proxy.hopRoutingId.isNull() && !options.allowUnpinnedProxy) throw unpinned(proxy, 'register on it');
       link = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `registering on proxy ${proxy.address}`, (signal) =>
-        this.linkTo(proxy, signal),
+        this.links.linkTo(proxy, signal),
       );
       await link.register(options.token);
     } catch (err) {
@@ -295,13 +300,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     // Flows nobody accepted have no writer to drain.
     for (const flow of this.acceptQueue.drain()) flow.destroy();
     this.markDirty();
-    for (const socket of this.inboundSockets) socket.destroy();
+    this.links.dropHandshakes();
     const message = `the peer's manager (routing id ${this.routingId}) closed`;
     await Promise.all([...this.allSessions].map((session) => session.close(drainTimeout, message)));
-    // Links still connecting join allLinks when they settle; wait so none is left open.
-    await Promise.allSettled([...this.links.values()].map((attempt) => attempt.result));
-    for (const link of this.allLinks) link.close();
-    await Promise.all([...[...this.allLinks].map((link) => link.hop.closed), ...[...this.allSessions].map((s) => s.closed)]);
+    await Promise.all([this.links.close(), ...[...this.allSessions].map((s) => s.closed)]);
     // Pending accept() calls wait through the drain (no flow reaches them now) and end with close().
     this.acceptQueue.failWaiters(() => closed);
     this.dirty.resolve();
@@ -337,7 +339,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   }
 
   private async openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
-    const link = await this.linkTo(target, signal, options.allowUnpinnedProxy);
+    const link = await this.links.linkTo(target, signal, options.allowUnpinnedProxy);
     const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
     const circuit = await link.openVc(dst, signal, options.token);
     const remote = target.routingId.isNull() ? target.withRoutingId(dst) : target;
@@ -448,84 +450,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (!this.acceptQueue.offer(flow)) flow.destroy();
   }
 
-  /**
-   * The hop connection to `target.address`, shared by dials and registrations; made on first
-   * use. Its peer must be the process the endpoint pins (see `pinnedPeer`).
-   */
-  private async linkTo(target: Endpoint, signal: AbortSignal, allowUnpinnedProxy = false): Promise<Link> {
-    const expected = allowUnpinnedProxy && target.proxyRoutingId.isNull() ? RoutingId.NULL : target.hopRoutingId;
-    const link = await this.sharedLink(target, expected, signal);
-    if (!expected.isNull() && !link.hop.peerRoutingId.equals(expected)) throw pinMismatch(target, link.hop.peerRoutingId, expected);
-    return link;
-  }
-
-  private async sharedLink(target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
-    const key = target.address;
-    const attempt = this.links.get(key) ?? this.startLink(key, target, expected);
-    const link = await attempt.join(signal);
-    if (link.usable) return link;
-    // A link going away takes no new VCs: the first dial to notice replaces it, the others share the replacement.
-    if (this.links.get(key) === attempt) this.links.delete(key);
-    return (this.links.get(key) ?? this.startLink(key, target, expected)).join(signal);
-  }
-
-  private startLink(key: string, target: Endpoint, expected: RoutingId): SharedAttempt<Link> {
-    const attempt = this.attempt(`connecting to ${target.address}`, (setup) => this.connectLink(target, expected, setup));
-    this.links.set(key, attempt);
-    const forget = (): void => {
-      if (this.links.get(key) === attempt) this.links.delete(key);
-    };
-    attempt.signal.addEventListener('abort', forget, { once: true });
-    attempt.result.then((link) => link.on('close', forget), forget);
-    return attempt;
-  }
-
   /** A setup dials share, bounded by dialTimeout and ended by close(). */
   private attempt<T>(what: string, run: (signal: AbortSignal) => Promise<T>): SharedAttempt<T> {
     return new SharedAttempt(what, this.options.dialTimeout, this.closing.signal, run);
-  }
-
-  private async connectLink(target: Endpoint, expected: RoutingId, signal: AbortSignal): Promise<Link> {
-    try {
-      const hop = await dialHop(target, {
-        identity: this.identity,
-        expectedPeer: expected,
-        handshakeTimeout: this.options.handshakeTimeout,
-        keepAliveInterval: this.options.keepAliveInterval,
-        signal,
-      });
-      return this.adoptLink(hop);
-    } catch (err) {
-      if (err instanceof AuthenticationError && target.proxyRoutingId.isNull() && !expected.isNull()) {
-        throw new AuthenticationError(`${err.message}; if that process is a proxy, the endpoint must name it: ridp://<its routing id>@${target.address}/${target.routingId}`);
-      }
-      throw err;
-    }
-  }
-
-  private adoptLink(hop: HopConnection): Link {
-    const link = new Link(hop, this.identity, this.options.vcWindow, this.options.maxVcWindow);
-    this.allLinks.add(link);
-    link.decide = (incoming) => this.decideVc(incoming);
-    link.on('circuit', (circuit: VirtualCircuit) => {
-      const local = new Endpoint(hostOf(hop.socket.localAddress), hop.socket.localPort ?? 0, this.routingId).toString();
-      const remoteAt = (rid: RoutingId): string => new Endpoint(hostOf(hop.socket.remoteAddress), hop.socket.remotePort ?? 0, rid).toString();
-      void this.acceptCircuit(circuit, local, remoteAt);
-    });
-    let idleTimer: NodeJS.Timeout | undefined;
-    link.on('idle', () => {
-      if (idleTimer) clearTimeout(idleTimer);
-      idleTimer = setTimeout(() => {
-        if (link.circuitCount === 0 && !link.registered) link.close();
-      }, this.options.linkIdleTimeout);
-      idleTimer.unref();
-    });
-    link.on('close', () => {
-      if (idleTimer) clearTimeout(idleTimer);
-      this.allLinks.delete(link);
-    });
-    link.start();
-    return link;
   }
 
   private decideVc(incoming: IncomingVc): VcDecision {
@@ -534,32 +461,6 @@ export class Manager extends EventEmitter<ManagerEvents> {
     }
     if (!this.isListening || this.isClosing) return { reason: Reason.Refused, message: `process ${this.routingId} is not listening` };
     return undefined;
-  }
-
-  private acceptSocket(socket: Socket): void {
-    if (this.isClosing) {
-      socket.destroy();
-      return;
-    }
-    this.inboundSockets.add(socket);
-    socket.once('close', () => this.inboundSockets.delete(socket));
-    HopConnection.establish({
-      socket,
-      identity: this.identity,
-      initiator: false,
-      handshakeTimeout: this.options.handshakeTimeout,
-      keepAliveInterval: this.options.keepAliveInterval,
-    }).then(
-      (hop) => {
-        // From here its link owns the socket, and close() ends it gracefully, after its VCs.
-        this.inboundSockets.delete(socket);
-        if (this.isClosing) hop.destroy();
-        else this.adoptLink(hop);
-      },
-      () => {
-        // The handshake failure already closed the socket; the peer was told why when possible.
-      },
-    );
   }
 
   /** Runs `operation` with a signal that aborts on the caller's signal or after `timeout` ms. */
@@ -595,12 +496,4 @@ export class Manager extends EventEmitter<ManagerEvents> {
   }
 }
 
-function pinMismatch(target: Endpoint, proven: RoutingId, expected: RoutingId): AuthenticationError {
-  return new AuthenticationError(`the process at ${target.address} proved routing id ${proven}, not the expected ${expected}`);
-}
 
-/** Checked here so that a bad value fails the constructor, not every VC later. */
-function hostOf(address: string | undefined): string {
-  if (address === undefined) return '0.0.0.0';
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
-}
