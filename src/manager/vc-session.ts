@@ -36,8 +36,9 @@ export interface VcSessionInit {
  * keep it alive, and emits 'flow' for each flow the remote opens.
  */
 export class VcSession extends EventEmitter {
-  readonly circuit: VirtualCircuit;
-  readonly mux: YamuxSession;
+  // The layers below stay inside: a flow's `conn` is this VC, not a way into its multiplexer or circuit.
+  readonly #circuit: VirtualCircuit;
+  readonly #mux: YamuxSession;
   readonly remotePublicKey: Buffer;
   /** The routing ID of `remotePublicKey`: the identity the peer proved, not the one its open frame claimed. */
   readonly remoteRoutingId: RoutingId;
@@ -59,7 +60,7 @@ export class VcSession extends EventEmitter {
 
   constructor(init: VcSessionInit) {
     super();
-    this.circuit = init.circuit;
+    this.#circuit = init.circuit;
     this.remotePublicKey = init.remotePublicKey;
     this.remoteRoutingId = RoutingId.fromPublicKey(init.remotePublicKey);
     this.dialer = init.dialer;
@@ -67,7 +68,7 @@ export class VcSession extends EventEmitter {
     this.remoteEndpoint = init.remoteEndpoint;
     this.idleTimeout = init.idleTimeout;
     this.setupRtt = init.setupRtt;
-    this.mux = new YamuxSession(init.transport, {
+    this.#mux = new YamuxSession(init.transport, {
       client: init.dialer,
       streamWindow: init.streamWindow,
       maxStreamWindow: init.maxStreamWindow,
@@ -79,7 +80,7 @@ export class VcSession extends EventEmitter {
       maxPendingAccept: init.maxPendingAccept,
       createStream: (streamInit: YamuxStreamInit) => new Flow(streamInit, this),
     });
-    this.mux.on('stream', (flow: Flow) => {
+    this.#mux.on('stream', (flow: Flow) => {
       this.track(flow, false);
       this.emit('flow', flow);
     });
@@ -88,52 +89,60 @@ export class VcSession extends EventEmitter {
     // the multiplexer has ended the transport every flow is done both ways, and the VC failing
     // then (the peer's close crossing ours) loses nothing.
     const failFlows = (err: Error): void => {
-      if (!init.transport.writableEnded) this.mux.destroy(err);
+      if (!init.transport.writableEnded) this.#mux.destroy(err);
     };
-    this.circuit.prependListener('error', failFlows);
+    this.#circuit.prependListener('error', failFlows);
     if (init.transport !== init.circuit) init.transport.prependListener('error', failFlows);
-    this.circuit.once('close', () => {
+    this.#circuit.once('close', () => {
       // The secure channel may have torn the circuit down because of its own failure (an integrity check): that is the reason.
-      const reason = this.circuit.errored ?? init.transport.errored ?? new VcClosedError(Reason.Normal, `VC to ${this.remoteRoutingId} closed`);
-      if (!this.mux.isClosed) this.mux.destroy(reason);
+      const reason = this.#circuit.errored ?? init.transport.errored ?? new VcClosedError(Reason.Normal, `VC to ${this.remoteRoutingId} closed`);
+      if (!this.#mux.isClosed) this.#mux.destroy(reason);
     });
-    this.closed = this.mux.closed.then((err) => {
+    this.closed = this.#mux.closed.then((err) => {
       this.settled = true;
       this.clearIdle();
       init.transport.destroy();
-      this.circuit.destroy();
+      this.#circuit.destroy();
       return err;
     });
     // The flows' windows are tuned by the multiplexer's own round trip, so one ping measures it
     // now rather than at the first keepalive (it also gives `rtt` when no handshake timed it).
-    this.mux.ping().catch(() => undefined);
+    this.#mux.ping().catch(() => undefined);
     this.armIdle();
   }
 
   /** The receive window of this VC end now: it grows with the path from `vcWindow` toward `maxVcWindow`. */
   get receiveWindow(): number {
-    return this.circuit.receiveWindow;
+    return this.#circuit.receiveWindow;
+  }
+
+  /**
+   * Pings the peer's multiplexer and resolves to the round trip in milliseconds. Frames are
+   * ordered, so by then the peer has handled everything this side sent before the ping.
+   */
+  ping(): Promise<number> {
+    return this.#mux.ping();
   }
 
   /** Round-trip time in milliseconds: of the last keepalive ping, or of the VC's setup before one was answered. */
   get rtt(): number | undefined {
-    return this.mux.rtt ?? this.setupRtt;
+    return this.#mux.rtt ?? this.setupRtt;
   }
 
   get isOpen(): boolean {
-    return !this.mux.isClosed && !this.circuit.destroyed;
+    return !this.#mux.isClosed && !this.#circuit.destroyed;
   }
 
   openFlow(sideChannel: boolean): Flow {
     if (!this.isOpen) throw new MuxError('ERR_SESSION_CLOSED', `VC to ${this.remoteRoutingId} is closed`);
-    const flow = this.mux.openStream() as Flow;
+    const flow = this.#mux.openStream() as Flow;
     this.track(flow, sideChannel);
     return flow;
   }
 
   /** Closes the VC now; open flows are destroyed (with `err` if given, else without an error event). */
   destroy(err?: RidproxyError): void {
-    this.mux.destroy(err);
+    this.#mux.destroy(err);
   }
 
   /**
@@ -144,7 +153,7 @@ export class VcSession extends EventEmitter {
    * Past `drainTimeout` ms it is torn down that way regardless.
    */
   async close(drainTimeout: number, message: string): Promise<void> {
-    this.mux.close();
+    this.#mux.close();
     const flows = [...this.flows];
     for (const flow of flows) {
       // close() has taken the flows over: a peer resetting one now must not crash an application
@@ -154,7 +163,7 @@ export class VcSession extends EventEmitter {
     }
     const written = Promise.all(flows.map((flow) => (flow.writableFinished || flow.destroyed ? undefined : new Promise((resolve) => flow.once('close', resolve).once('finish', resolve)))));
     // Every byte of a finished flow is with the transport, so a ping written now follows them all.
-    const delivered = written.then(() => this.mux.ping()).catch(() => undefined);
+    const delivered = written.then(() => this.#mux.ping()).catch(() => undefined);
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, drainTimeout);
@@ -172,8 +181,8 @@ export class VcSession extends EventEmitter {
    * send a bare close of its own.
    */
   goAway(message: string): void {
-    this.circuit.abort(Reason.GoingAway, message);
-    this.mux.destroy();
+    this.#circuit.abort(Reason.GoingAway, message);
+    this.#mux.destroy();
   }
 
   private track(flow: Flow, sideChannel: boolean): void {

@@ -61,7 +61,7 @@ describe('flows waiting for accept', () => {
     await Promise.all(outcomes);
     // The server answers this ping after it has handled every frame sent before it, and any RST
     // it sent for them arrives here before the answer; the streams' 'error' events follow on the next tick.
-    await first.conn.mux.ping();
+    await first.conn.ping();
     await new Promise((resolve) => setImmediate(resolve));
     const resets = flows.filter((flow) => flow.errored !== null);
     for (const flow of resets) expect(flow.errored).toMatchObject({ code: 'ERR_STREAM_RESET' });
