@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, type Option } from 'commander';
+import { useConfigSources } from './config.js';
 import { describe } from './describe.js';
 import { registerConnect } from './commands/connect.js';
 import { registerKeygen } from './commands/keygen.js';
@@ -32,6 +33,8 @@ Example, in three terminals:
   registerServe(program);
   registerConnect(program);
   registerStatus(program);
+  // Before the required-option check: a config file or variable may be what supplies one.
+  useConfigSources(program);
   for (const command of program.commands) checkUnknownOptionsFirst(command);
   return program;
 }
