@@ -9,6 +9,7 @@ import { renderScenario, renderTargets } from './harness/table.js';
 import { evaluateTargets } from './harness/targets.js';
 import { ridproxyProblem } from './lib/ridproxy.js';
 import { cliProblem } from './paths/cli.js';
+import { sshProblem } from './paths/ssh.js';
 import { PATH_LABELS } from './paths/types.js';
 import type { Context } from './paths/topology.js';
 import { bulkScenario } from './scenarios/bulk.js';
@@ -38,6 +39,7 @@ async function main(options: Options): Promise<number> {
     problems['library-plain'] = problem;
   }
   if (options.paths.includes('cli')) problems.cli = cliProblem();
+  if (options.paths.includes('ssh')) problems.ssh = sshProblem();
   const ctx: Context = { options, problems, log };
 
   process.stdout.write(`ridproxy bench${options.quick ? ' (quick)' : ''}: ${options.rounds} rounds; scenarios ${options.scenarios.join(', ')}; load average ${loadAtStart.join(' ')}\n`);

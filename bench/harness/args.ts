@@ -3,12 +3,12 @@
 export const SCENARIOS = ['bulk', 'latency', 'setup', 'memory', 'fairness'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-export const PATHS = ['direct', 'relay', 'chain', 'library', 'library-plain', 'cli'] as const;
+export const PATHS = ['direct', 'relay', 'chain', 'ssh', 'library', 'library-plain', 'cli'] as const;
 export type PathName = (typeof PATHS)[number];
 
 /** Path groups accepted by --only, besides single names. */
 const PATH_GROUPS: Record<string, readonly PathName[]> = {
-  baselines: ['direct', 'relay', 'chain'],
+  baselines: ['direct', 'relay', 'chain', 'ssh'],
   ridproxy: ['library', 'library-plain', 'cli'],
   /** The library both ways: encrypted (the default) and with `encryption: false`. */
   libraries: ['library', 'library-plain'],

@@ -5,11 +5,12 @@ import type { SinkApi } from '../workers/sink.js';
 import { directRoute, startChainRoute, startRelayRoute } from './baselines.js';
 import { startCliPath } from './cli.js';
 import { startLibraryPath, type LibraryPath } from './library.js';
+import { startSshPath } from './ssh.js';
 import type { Route } from './types.js';
 
 export interface Context {
   options: Options;
-  /** Paths known not to work in this run (library not built, CLI missing), with the reason. */
+  /** Paths known not to work in this run (library not built, CLI or sshd missing), with the reason. */
   problems: Partial<Record<PathName, string>>;
   log(line: string): void;
 }
@@ -64,9 +65,9 @@ export async function openTopology(ctx: Context, paths: readonly PathName[]): Pr
           routes.push(started.route);
           if (path === 'library') library = started;
         } else {
-          const cli = await startCliPath(sinkPort);
-          kills.push(cli.kill);
-          routes.push(cli.route);
+          const started = await (path === 'ssh' ? startSshPath(sinkPort) : startCliPath(sinkPort));
+          kills.push(started.kill);
+          routes.push(started.route);
         }
       } catch (err) {
         skipped.push({ path, reason: `could not start: ${message(err)}` });
