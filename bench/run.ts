@@ -15,6 +15,7 @@ import type { Context } from './paths/topology.js';
 import { bulkScenario } from './scenarios/bulk.js';
 import { fairnessScenario } from './scenarios/fairness.js';
 import { latencyScenario } from './scenarios/latency.js';
+import { longpathScenario } from './scenarios/longpath.js';
 import { memoryScenario } from './scenarios/memory.js';
 import { setupScenario } from './scenarios/setup.js';
 
@@ -24,6 +25,7 @@ const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> =
   setup: setupScenario,
   memory: memoryScenario,
   fairness: fairnessScenario,
+  longpath: longpathScenario,
 };
 
 async function main(options: Options): Promise<number> {

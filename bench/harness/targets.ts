@@ -3,6 +3,7 @@ import type { BaselineName, Row, ScenarioReport, TargetResult } from './results.
 import { BULK_EIGHT, BULK_ONE } from '../scenarios/bulk.js';
 import { FAIRNESS_RATIO } from '../scenarios/fairness.js';
 import { P50_ADDED } from '../scenarios/latency.js';
+import { LONGPATH_RTTS_MS, longpathMetric } from '../scenarios/longpath.js';
 import { PER_IDLE_VC } from '../scenarios/memory.js';
 import { LIBRARY_PLAIN_VC, LIBRARY_VC, SETUP_METRIC } from '../scenarios/setup.js';
 
@@ -38,6 +39,24 @@ const TARGETS: TargetSpec[] = [
   { id: 'cli-bulk-1-ssh', description: 'cli bulk, 1 flow, vs ssh -R', scenario: 'bulk', path: 'cli', metric: BULK_ONE, ratioTo: 'ssh', comparison: '>=', threshold: 0.6, unit: 'x ssh' },
   { id: 'cli-bulk-8-ssh', description: 'cli bulk, 8 flows, vs ssh -R', scenario: 'bulk', path: 'cli', metric: BULK_EIGHT, ratioTo: 'ssh', comparison: '>=', threshold: 0.6, unit: 'x ssh' },
   { id: 'cli-latency-p50-ssh', description: "cli added p50 latency vs ssh -R's", scenario: 'latency', path: 'cli', metric: P50_ADDED, ratioTo: 'ssh', comparison: '<=', threshold: 1.5, unit: 'x ssh' },
+  // Over a long path both the CLI and the library should at least match ssh -R, whose channel window is 2 MiB.
+  ...LONGPATH_RTTS_MS.flatMap((rtt) =>
+    [1, 8].flatMap((flows) =>
+      (['cli', 'library'] as const).map(
+        (path): TargetSpec => ({
+          id: `longpath-${rtt}ms-${flows}-${path}`,
+          description: `${path} bulk over ${rtt} ms RTT, ${flows} flow${flows > 1 ? 's' : ''}, vs ssh -R`,
+          scenario: 'longpath',
+          path,
+          metric: longpathMetric(rtt, flows),
+          ratioTo: 'ssh',
+          comparison: '>=',
+          threshold: 1,
+          unit: 'x ssh',
+        }),
+      ),
+    ),
+  ),
 ];
 
 function find(reports: ScenarioReport[], spec: TargetSpec): Row | undefined {

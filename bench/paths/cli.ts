@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { endpointPort, startDelayedHops, viaPort, type DelayedHops } from './hops.js';
 import { freePort, OutputProcess, waitForPort } from './process.js';
 import type { Route } from './types.js';
 
@@ -48,11 +49,17 @@ function endpointOf(cli: OutputProcess, timeoutMs: number): Promise<string> {
   );
 }
 
-export async function startCliPath(sinkPort: number): Promise<{ route: Route; kill(): void }> {
+/**
+ * `rttMs` > 0 puts a delay relay on each hop to the proxy (hops.ts): `serve` registers through
+ * one, `connect` reaches the proxy through the other.
+ */
+export async function startCliPath(sinkPort: number, rttMs = 0): Promise<{ route: Route; kill(): void }> {
   const dir = mkdtempSync(join(tmpdir(), 'ridproxy-bench-'));
   const procs: OutputProcess[] = [];
+  let hops: DelayedHops | undefined;
   const kill = (): void => {
     for (const p of procs) p.kill();
+    hops?.kill();
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -64,9 +71,12 @@ export async function startCliPath(sinkPort: number): Promise<{ route: Route; ki
     const proxy = cliProcess('proxy start', ['start', '--listen', '127.0.0.1:0', '--identity', join(dir, 'proxy.pem'), ...quiet]);
     procs.push(proxy);
     const proxyEndpoint = await endpointOf(proxy, 15_000);
-    const serve = cliProcess('proxy serve', ['serve', '--proxy', proxyEndpoint, '--forward', `127.0.0.1:${sinkPort}`, '--identity', join(dir, 'server.pem'), ...quiet]);
+    if (rttMs > 0) hops = await startDelayedHops(endpointPort(proxyEndpoint), rttMs);
+    const registerAt = hops ? viaPort(proxyEndpoint, hops.acceptPort) : proxyEndpoint;
+    const serve = cliProcess('proxy serve', ['serve', '--proxy', registerAt, '--forward', `127.0.0.1:${sinkPort}`, '--identity', join(dir, 'server.pem'), ...quiet]);
     procs.push(serve);
-    const serverEndpoint = await endpointOf(serve, 15_000);
+    const printed = await endpointOf(serve, 15_000);
+    const serverEndpoint = hops ? viaPort(printed, hops.dialPort) : printed;
     const localPort = await freePort();
     const connect = cliProcess('proxy connect', ['connect', serverEndpoint, '--local', `127.0.0.1:${localPort}`, ...quiet]);
     procs.push(connect);

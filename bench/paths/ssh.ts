@@ -3,13 +3,17 @@
  * the ssh connection -> `ssh -N -R` -> TCP sink. sshd is a throwaway one on a free loopback port,
  * run as the current user with host and user keys made by ssh-keygen in a temporary directory
  * (no system configuration, PAM or strict modes); the ssh client uses aes128-gcm@openssh.com and
- * nothing from ~/.ssh.
+ * nothing from ~/.ssh. With `rttMs` > 0 a delay relay between the ssh client and sshd adds the
+ * whole RTT to the ssh connection (the path's one long hop).
  * When sshd is not installed, sshProblem() says so and the path is reported as SKIPPED.
  */
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { Worker } from '../harness/children.js';
+import type { RelayApi } from '../workers/relay.js';
+import { startDelay } from './baselines.js';
 import { freePort, OutputProcess, waitForPort } from './process.js';
 import type { Route } from './types.js';
 
@@ -93,15 +97,17 @@ function sshArgs(dir: string, port: number, sinkPort: number): string[] {
 
 const ALLOCATED_RE = /Allocated port (\d+) for remote forward/;
 
-export async function startSshPath(sinkPort: number): Promise<{ route: Route; kill(): void }> {
+export async function startSshPath(sinkPort: number, rttMs = 0): Promise<{ route: Route; kill(): void }> {
   const sshd = findProgram('sshd');
   const ssh = findProgram('ssh');
   if (!sshd || !ssh) throw new Error(sshProblem() ?? 'ssh not found');
   const dir = mkdtempSync(join(tmpdir(), 'ridproxy-bench-ssh-'));
   const procs: OutputProcess[] = [];
+  let delayRelay: Worker<RelayApi> | undefined;
   const kill = (): void => {
     // The client first: its connection closing ends sshd's per-connection process, which a kill of the listening sshd would leave behind.
     for (const p of [...procs].reverse()) p.kill();
+    delayRelay?.kill();
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -114,12 +120,18 @@ export async function startSshPath(sinkPort: number): Promise<{ route: Route; ki
     const server = new OutputProcess('sshd', sshd, sshdArgs(dir, sshdPort));
     procs.push(server);
     await waitForPort(sshdPort, 10_000, server);
-    const client = new OutputProcess('ssh -R', ssh, sshArgs(dir, sshdPort, sinkPort));
+    let port = sshdPort;
+    if (rttMs > 0) {
+      const relay = await startDelay('ssh delay', sshdPort, rttMs / 2);
+      delayRelay = relay.worker;
+      port = relay.port;
+    }
+    const client = new OutputProcess('ssh -R', ssh, sshArgs(dir, port, sinkPort));
     procs.push(client);
     const forwarded = await client.waitFor('"Allocated port" line', () => {
       const match = ALLOCATED_RE.exec(client.output);
       return match ? Number(match[1]) : undefined;
-    }, 15_000);
+    }, 15_000 + 10 * rttMs);
     await waitForPort(forwarded, 10_000, client);
     return { route: { path: 'ssh', target: { kind: 'tcp', host: '127.0.0.1', port: forwarded } }, kill };
   } catch (err) {
