@@ -25,7 +25,7 @@ export interface Options {
 }
 
 export const USAGE = `usage: npm run bench -- [--quick] [--rounds N] [--only LIST] [--no-write]
-  --quick       about a minute: smaller transfers and counts, 2 rounds
+  --quick       about 2 minutes: smaller transfers and counts, 2 rounds
   --rounds N    measured rounds per scenario (default 5, quick 2)
   --only LIST   comma-separated scenarios (${SCENARIOS.join(', ')})
                 and/or paths (${PATHS.join(', ')}, or the groups baselines, ridproxy, libraries);
