@@ -9,11 +9,13 @@ import { renderScenario, renderTargets } from './harness/table.js';
 import { evaluateTargets } from './harness/targets.js';
 import { ridproxyProblem } from './lib/ridproxy.js';
 import { cliProblem } from './paths/cli.js';
+import { sshProblem } from './paths/ssh.js';
 import { PATH_LABELS } from './paths/types.js';
 import type { Context } from './paths/topology.js';
 import { bulkScenario } from './scenarios/bulk.js';
 import { fairnessScenario } from './scenarios/fairness.js';
 import { latencyScenario } from './scenarios/latency.js';
+import { longpathScenario } from './scenarios/longpath.js';
 import { memoryScenario } from './scenarios/memory.js';
 import { setupScenario } from './scenarios/setup.js';
 
@@ -23,6 +25,7 @@ const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> =
   setup: setupScenario,
   memory: memoryScenario,
   fairness: fairnessScenario,
+  longpath: longpathScenario,
 };
 
 async function main(options: Options): Promise<number> {
@@ -38,6 +41,7 @@ async function main(options: Options): Promise<number> {
     problems['library-plain'] = problem;
   }
   if (options.paths.includes('cli')) problems.cli = cliProblem();
+  if (options.paths.includes('ssh')) problems.ssh = sshProblem();
   const ctx: Context = { options, problems, log };
 
   process.stdout.write(`ridproxy bench${options.quick ? ' (quick)' : ''}: ${options.rounds} rounds; scenarios ${options.scenarios.join(', ')}; load average ${loadAtStart.join(' ')}\n`);

@@ -1,14 +1,14 @@
 /** Command-line options of `npm run bench`. Unknown flags are an error so a typo does not silently run the full bench. */
 
-export const SCENARIOS = ['bulk', 'latency', 'setup', 'memory', 'fairness'] as const;
+export const SCENARIOS = ['bulk', 'latency', 'setup', 'memory', 'fairness', 'longpath'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-export const PATHS = ['direct', 'relay', 'chain', 'library', 'library-plain', 'cli'] as const;
+export const PATHS = ['direct', 'relay', 'chain', 'ssh', 'library', 'library-plain', 'cli'] as const;
 export type PathName = (typeof PATHS)[number];
 
 /** Path groups accepted by --only, besides single names. */
 const PATH_GROUPS: Record<string, readonly PathName[]> = {
-  baselines: ['direct', 'relay', 'chain'],
+  baselines: ['direct', 'relay', 'chain', 'ssh'],
   ridproxy: ['library', 'library-plain', 'cli'],
   /** The library both ways: encrypted (the default) and with `encryption: false`. */
   libraries: ['library', 'library-plain'],
@@ -25,7 +25,7 @@ export interface Options {
 }
 
 export const USAGE = `usage: npm run bench -- [--quick] [--rounds N] [--only LIST] [--no-write]
-  --quick       about a minute: smaller transfers and counts, 2 rounds
+  --quick       about 2 minutes: smaller transfers and counts, 2 rounds
   --rounds N    measured rounds per scenario (default 5, quick 2)
   --only LIST   comma-separated scenarios (${SCENARIOS.join(', ')})
                 and/or paths (${PATHS.join(', ')}, or the groups baselines, ridproxy, libraries);

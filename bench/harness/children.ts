@@ -122,7 +122,12 @@ export class Worker<Api extends WorkerApi<Api>> {
       }, timeoutMs);
       this.pending.set(id, { resolve: (value) => resolve(value as Result<Api[K]>), reject, timer });
       const request: RpcRequest = { id, method, params };
-      this.child.send(request);
+      // With a callback a failed send (the worker just died) rejects this call instead of emitting an unhandled 'error'.
+      this.child.send(request, (err) => {
+        if (!err || !this.pending.delete(id)) return;
+        clearTimeout(timer);
+        reject(new Error(`${this.name}.${method}: ${err.message}`));
+      });
     });
   }
 
@@ -131,7 +136,11 @@ export class Worker<Api extends WorkerApi<Api>> {
   }
 
   kill(): void {
-    if (this.alive) stop(this.child);
+    if (!this.alive) return;
+    stop(this.child);
+    // Dead from now on, not only once its 'exit' arrives: a call in between (WorkerSlot starting
+    // the next call after a timeout) would write to a closed channel, an EPIPE that kills the bench.
+    this.exitError = new Error(`${this.name} was stopped`);
   }
 }
 

@@ -4,12 +4,12 @@ import type { Options, ScenarioName } from './args.js';
 import { median } from './stats.js';
 
 /** The paths whose medians are ratio denominators, in table order. */
-export const BASELINES = ['direct', 'relay', 'chain'] as const;
+export const BASELINES = ['direct', 'relay', 'chain', 'ssh'] as const;
 export type BaselineName = (typeof BASELINES)[number];
 
 /** One path's figure for one metric across the measured rounds. */
 export interface Row {
-  /** 'direct', 'relay', 'chain', 'library', 'cli', or a labelled variant such as 'library (flows in 1 VC)'. */
+  /** 'direct', 'relay', 'chain', 'ssh', 'library', 'cli', or a labelled variant such as 'library (flows in 1 VC)'. */
   path: string;
   /** Rows are compared (ratios) only with baseline rows of the same metric. */
   metric: string;
@@ -81,8 +81,9 @@ export class SampleTable {
     for (const row of rows) {
       for (const base of BASELINES) {
         const denominator = rows.find((r) => r.path === base && r.metric === row.metric);
-        // A zero baseline (e.g. direct TCP's added latency) gives no meaningful ratio.
-        if (denominator && denominator.median !== 0 && Number.isFinite(denominator.median)) row.ratios[base] = row.median / denominator.median;
+        // A zero baseline (direct TCP's added latency) gives no meaningful ratio, nor a negative one
+        // (ssh's added p99 can come out below direct's when the machine is busy).
+        if (denominator && denominator.median > 0 && Number.isFinite(denominator.median)) row.ratios[base] = row.median / denominator.median;
       }
     }
     return rows;

@@ -23,13 +23,15 @@ export function fmt(value: number): string {
 }
 
 export function renderScenario(report: ScenarioReport): string {
-  const header = ['path', 'metric', 'median', 'unit', ...BASELINES.map((b) => `x ${b}`), 'rounds min..max'];
+  // A column per baseline that this scenario ran (e.g. no relay or chain on the long path).
+  const baselines = BASELINES.filter((b) => report.rows.some((row) => row.ratios[b] !== undefined));
+  const header = ['path', 'metric', 'median', 'unit', ...baselines.map((b) => `x ${b}`), 'rounds min..max'];
   const body = report.rows.map((row) => [
     row.path,
     row.metric,
     fmt(row.median),
     row.unit,
-    ...BASELINES.map((b) => {
+    ...baselines.map((b) => {
       const ratio = row.ratios[b];
       return ratio === undefined ? '—' : `${ratio.toFixed(2)}x`;
     }),

@@ -3,6 +3,7 @@ import type { BaselineName, Row, ScenarioReport, TargetResult } from './results.
 import { BULK_EIGHT, BULK_ONE } from '../scenarios/bulk.js';
 import { FAIRNESS_RATIO } from '../scenarios/fairness.js';
 import { P50_ADDED } from '../scenarios/latency.js';
+import { LONGPATH_RTTS_MS, longpathMetric } from '../scenarios/longpath.js';
 import { PER_IDLE_VC } from '../scenarios/memory.js';
 import { LIBRARY_PLAIN_VC, LIBRARY_VC, SETUP_METRIC } from '../scenarios/setup.js';
 
@@ -34,6 +35,28 @@ const TARGETS: TargetSpec[] = [
   { id: 'latency-p50-plain', description: 'library-plain added p50 latency vs relay\'s', scenario: 'latency', path: 'library-plain', metric: P50_ADDED, ratioTo: 'relay', comparison: '<=', threshold: 2, unit: 'x relay' },
   { id: 'vc-setup-plain', description: 'library-plain VC setups per second', scenario: 'setup', path: LIBRARY_PLAIN_VC, metric: SETUP_METRIC, comparison: '>=', threshold: 2000, unit: '/s' },
   { id: 'fairness-plain', description: 'library-plain beside a stall / alone', scenario: 'fairness', path: 'library-plain', metric: FAIRNESS_RATIO, comparison: '>=', threshold: 0.8, unit: 'ratio' },
+  // What users compare: ridproxy against ssh -R (aes128-gcm through its own sshd) in the same run.
+  { id: 'cli-bulk-1-ssh', description: 'cli bulk, 1 flow, vs ssh -R', scenario: 'bulk', path: 'cli', metric: BULK_ONE, ratioTo: 'ssh', comparison: '>=', threshold: 0.6, unit: 'x ssh' },
+  { id: 'cli-bulk-8-ssh', description: 'cli bulk, 8 flows, vs ssh -R', scenario: 'bulk', path: 'cli', metric: BULK_EIGHT, ratioTo: 'ssh', comparison: '>=', threshold: 0.6, unit: 'x ssh' },
+  { id: 'cli-latency-p50-ssh', description: "cli added p50 latency vs ssh -R's", scenario: 'latency', path: 'cli', metric: P50_ADDED, ratioTo: 'ssh', comparison: '<=', threshold: 1.5, unit: 'x ssh' },
+  // Over a long path both the CLI and the library should at least match ssh -R, whose channel window is 2 MiB.
+  ...LONGPATH_RTTS_MS.flatMap((rtt) =>
+    [1, 8].flatMap((flows) =>
+      (['cli', 'library'] as const).map(
+        (path): TargetSpec => ({
+          id: `longpath-${rtt}ms-${flows}-${path}`,
+          description: `${path} bulk over ${rtt} ms RTT, ${flows} flow${flows > 1 ? 's' : ''}, vs ssh -R`,
+          scenario: 'longpath',
+          path,
+          metric: longpathMetric(rtt, flows),
+          ratioTo: 'ssh',
+          comparison: '>=',
+          threshold: 1,
+          unit: 'x ssh',
+        }),
+      ),
+    ),
+  ),
 ];
 
 function find(reports: ScenarioReport[], spec: TargetSpec): Row | undefined {
@@ -50,7 +73,7 @@ export function evaluateTargets(reports: ScenarioReport[]): TargetResult[] {
       ? 'not measured in this run'
       : !measured
         ? `no ${spec.ratioTo ?? 'value'} figure to compare with`
-        : `median of ${row.samples.length} round${row.samples.length === 1 ? '' : 's'}`;
+        : `median of ${row.samples.length} round${row.samples.length === 1 ? '' : 's'}${spec.ratioTo && spec.ratioTo !== 'direct' && row.ratios.direct !== undefined ? `; ${row.ratios.direct.toFixed(2)}x direct` : ''}`;
     return {
       id: spec.id,
       description: spec.description,

@@ -49,7 +49,13 @@ export async function startDelayRelay(targetPort: number, oneWayMs: number, maxI
       ended = true;
       if (held.length === 0) to.end();
     });
-    from.on('close', () => clearTimeout(timer));
+    // Not on `from`'s close: a socket that has ended both ways closes while what it sent last is
+    // still held here, and that must still be delivered. Only a closed `to` cannot take it.
+    to.on('close', () => {
+      clearTimeout(timer);
+      held.length = 0;
+      heldBytes = 0;
+    });
   };
   const server: Server = createServer({ allowHalfOpen: true, noDelay: true }, (inbound) => {
     const outbound = connect({ host: '127.0.0.1', port: targetPort, allowHalfOpen: true, noDelay: true });

@@ -5,15 +5,13 @@
  * Identities are made with `proxy keygen` in a temporary directory, never in the user's ~/.config.
  * If the CLI is not built, cliProblem() says why and the path is reported as SKIPPED.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { track } from '../harness/children.js';
-import { delay } from '../lib/payload.js';
-import { connectTcp } from '../lib/target.js';
+import { endpointPort, startDelayedHops, viaPort, type DelayedHops } from './hops.js';
+import { freePort, OutputProcess, waitForPort } from './process.js';
 import type { Route } from './types.js';
 
 // dist/bench/paths/cli.js -> <repo>/bin/proxy.js and <repo>/dist/src/cli/main.js
@@ -31,95 +29,37 @@ export function cliProblem(): string | undefined {
   return undefined;
 }
 
-/** A CLI process whose output is kept (the last few KiB) for endpoint parsing and error messages. */
-class CliProcess {
-  readonly child: ChildProcess;
-  private stdout = '';
-  private output = '';
-  private readonly waiters = new Set<() => void>();
-
-  constructor(readonly label: string, args: string[]) {
-    this.child = track(spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
-    // Both pipes are always drained: a CLI that logs a lot must never block on a full pipe.
-    const onChunk = (chunk: Buffer): void => {
-      this.output = (this.output + chunk.toString('utf8')).slice(-16_384);
-      for (const wake of this.waiters) wake();
-    };
-    this.child.stdout?.on('data', (chunk: Buffer) => {
-      // The endpoint is the first line of stdout; nothing later matters.
-      if (this.stdout.length < 4096) this.stdout += chunk.toString('utf8');
-      onChunk(chunk);
-    });
-    this.child.stderr?.on('data', onChunk);
-    this.child.once('exit', () => {
-      for (const wake of this.waiters) wake();
-    });
-  }
-
-  /** The endpoint on the first line of stdout. */
-  async endpoint(timeoutMs: number): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const newline = this.stdout.indexOf('\n');
-      if (newline >= 0) {
-        const found = this.stdout.slice(0, newline).match(ENDPOINT_RE)?.[0];
-        if (!found) throw new Error(`${this.label} printed ${JSON.stringify(this.stdout.slice(0, newline))}, not an endpoint`);
-        return found;
-      }
-      if (this.child.exitCode !== null) throw new Error(`${this.label} exited (code ${this.child.exitCode}): ${this.tail()}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${this.label} printed no endpoint within ${timeoutMs / 1000} s: ${this.tail()}`);
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        this.waiters.add(done);
-      });
-    }
-  }
-
-  tail(): string {
-    return this.output.slice(-400).trim().replace(/\s+/g, ' ');
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-  }
+/** A CLI process: bin/proxy.js run by this Node. */
+function cliProcess(label: string, args: string[]): OutputProcess {
+  return new OutputProcess(label, process.execPath, [BIN, ...args]);
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('no TCP address');
-  return address.port;
+/** The endpoint a CLI process prints as the first line of its stdout. */
+function endpointOf(cli: OutputProcess, timeoutMs: number): Promise<string> {
+  return cli.waitFor(
+    'endpoint',
+    () => {
+      const newline = cli.stdout.indexOf('\n');
+      if (newline < 0) return undefined;
+      const found = cli.stdout.slice(0, newline).match(ENDPOINT_RE)?.[0];
+      if (!found) throw new Error(`${cli.label} printed ${JSON.stringify(cli.stdout.slice(0, newline))}, not an endpoint`);
+      return found;
+    },
+    timeoutMs,
+  );
 }
 
-/** Polls until `connect --local` accepts; the probe connection reaches the sink and is closed at once. */
-async function waitForPort(port: number, timeoutMs: number, owner: CliProcess): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const socket = await connectTcp('127.0.0.1', port);
-      socket.end();
-      return;
-    } catch {
-      if (owner.child.exitCode !== null) throw new Error(`${owner.label} exited: ${owner.tail()}`);
-      if (Date.now() > deadline) throw new Error(`${owner.label} did not listen on ${port} within ${timeoutMs / 1000} s: ${owner.tail()}`);
-      await delay(100);
-    }
-  }
-}
-
-export async function startCliPath(sinkPort: number): Promise<{ route: Route; kill(): void }> {
+/**
+ * `rttMs` > 0 puts a delay relay on each hop to the proxy (hops.ts): `serve` registers through
+ * one, `connect` reaches the proxy through the other.
+ */
+export async function startCliPath(sinkPort: number, rttMs = 0): Promise<{ route: Route; kill(): void }> {
   const dir = mkdtempSync(join(tmpdir(), 'ridproxy-bench-'));
-  const procs: CliProcess[] = [];
+  const procs: OutputProcess[] = [];
+  let hops: DelayedHops | undefined;
   const kill = (): void => {
     for (const p of procs) p.kill();
+    hops?.kill();
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -128,14 +68,17 @@ export async function startCliPath(sinkPort: number): Promise<{ route: Route; ki
       if (keygen.status !== 0) throw new Error(`proxy keygen failed: ${keygen.stderr}`);
     }
     const quiet = ['--log-level', 'warn'];
-    const proxy = new CliProcess('proxy start', ['start', '--listen', '127.0.0.1:0', '--identity', join(dir, 'proxy.pem'), ...quiet]);
+    const proxy = cliProcess('proxy start', ['start', '--listen', '127.0.0.1:0', '--identity', join(dir, 'proxy.pem'), ...quiet]);
     procs.push(proxy);
-    const proxyEndpoint = await proxy.endpoint(15_000);
-    const serve = new CliProcess('proxy serve', ['serve', '--proxy', proxyEndpoint, '--forward', `127.0.0.1:${sinkPort}`, '--identity', join(dir, 'server.pem'), ...quiet]);
+    const proxyEndpoint = await endpointOf(proxy, 15_000);
+    if (rttMs > 0) hops = await startDelayedHops(endpointPort(proxyEndpoint), rttMs);
+    const registerAt = hops ? viaPort(proxyEndpoint, hops.acceptPort) : proxyEndpoint;
+    const serve = cliProcess('proxy serve', ['serve', '--proxy', registerAt, '--forward', `127.0.0.1:${sinkPort}`, '--identity', join(dir, 'server.pem'), ...quiet]);
     procs.push(serve);
-    const serverEndpoint = await serve.endpoint(15_000);
+    const printed = await endpointOf(serve, 15_000);
+    const serverEndpoint = hops ? viaPort(printed, hops.dialPort) : printed;
     const localPort = await freePort();
-    const connect = new CliProcess('proxy connect', ['connect', serverEndpoint, '--local', `127.0.0.1:${localPort}`, ...quiet]);
+    const connect = cliProcess('proxy connect', ['connect', serverEndpoint, '--local', `127.0.0.1:${localPort}`, ...quiet]);
     procs.push(connect);
     await waitForPort(localPort, 15_000, connect);
     return { route: { path: 'cli', target: { kind: 'tcp', host: '127.0.0.1', port: localPort } }, kill };

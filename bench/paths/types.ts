@@ -20,6 +20,7 @@ export const PATH_LABELS: Record<PathName, string> = {
   direct: 'direct TCP, client to sink (the limit)',
   relay: 'plain Node relay (net + pipe), 1 process',
   chain: 'plain Node relay chain, 2 processes in series',
+  ssh: 'ssh -R (aes128-gcm@openssh.com) through a throwaway sshd on loopback: sshd -> ssh -> TCP sink',
   library: 'ridproxy library: dialing Manager -> Proxy -> accepting Manager, 3 processes (end-to-end encryption, the default)',
   'library-plain': 'the same with encryption: false on both Managers (no end-to-end encryption)',
   cli: 'ridproxy CLI: connect -> proxy start -> serve -> TCP sink',

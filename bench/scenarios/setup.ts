@@ -36,7 +36,8 @@ export async function setupScenario(ctx: Context): Promise<ScenarioReport> {
   const table = new SampleTable();
   const skipped: Skip[] = [];
   const notes: string[] = [];
-  const topo = await openTopology(ctx, ctx.options.paths);
+  // ssh -R is compared for throughput and latency (bulk, latency, longpath), not for setups.
+  const topo = await openTopology(ctx, ctx.options.paths.filter((p) => p !== 'ssh'));
   skipped.push(...topo.skipped);
   const clients = Array.from({ length: CLIENTS }, (_, i) => new WorkerSlot<ClientApi>('client', `client ${i + 1}`));
   try {

@@ -18,9 +18,12 @@ export interface BulkParams {
   /** Bytes each way in total, split evenly over the flows. */
   bytesEachWay: number;
   flows: number;
+  /** Upload only: the sink sends nothing back but its receipt. */
+  upOnly?: boolean;
 }
 export interface BulkResult {
   upGbps: number;
+  /** NaN with upOnly. */
   downGbps: number;
 }
 
@@ -97,14 +100,14 @@ async function closeStreams(streams: Duplex[], manager: Manager | undefined): Pr
   await manager?.close();
 }
 
-async function bulk({ target, bytesEachWay, flows }: BulkParams): Promise<BulkResult> {
+async function bulk({ target, bytesEachWay, flows, upOnly = false }: BulkParams): Promise<BulkResult> {
   const manager = await managerFor(target);
   const streams: Duplex[] = [];
   try {
     // Open every flow before any byte moves, so setup time is not in the transfer time.
     for (let i = 0; i < flows; i++) streams.push(await openStream(target, manager));
     const share = Math.floor(bytesEachWay / flows);
-    const results = await Promise.all(streams.map((s) => bulkClient(s, share, share)));
+    const results = await Promise.all(streams.map((s) => bulkClient(s, share, upOnly ? 0 : share)));
     // Upload receipts are timed by the sink, download by us; each direction on one clock.
     return { upGbps: aggregateGbits(results.map((r) => r.up)), downGbps: aggregateGbits(results.map((r) => r.down)) };
   } finally {

@@ -1,15 +1,19 @@
 /**
  * The plain Node relay the issue names as a baseline: accept, connect onward, `pipe` both ways.
  * Deliberately nothing more (no pooling, no tuning), as a user would write it. Two of these in
- * series make the two-process chain.
+ * series make the two-process chain. The same process can instead be a delay relay
+ * (lib/delay-relay.ts), which makes a hop of the long-path scenario a long one.
  */
 import { connect, createServer, type Socket } from 'node:net';
 import { serveRpc } from '../harness/rpc.js';
 import { settledMemory, type MemorySample } from '../lib/memory.js';
 import { listenOnLoopback } from '../lib/listen.js';
+import { startDelayRelay } from '../lib/delay-relay.js';
 
 export interface RelayApi {
   start(p: { host: string; port: number }): Promise<{ port: number }>;
+  /** A delay relay to 127.0.0.1:port instead: every byte is held `oneWayMs` in each direction. */
+  startDelay(p: { port: number; oneWayMs: number }): Promise<{ port: number }>;
   memory(p: Record<string, never>): Promise<MemorySample & { connections: number }>;
 }
 
@@ -43,5 +47,6 @@ async function start({ host, port }: { host: string; port: number }): Promise<{ 
 
 serveRpc<RelayApi>({
   start,
+  startDelay: async ({ port, oneWayMs }) => ({ port: (await startDelayRelay(port, oneWayMs)).port }),
   memory: async () => ({ ...(await settledMemory()), connections }),
 });
