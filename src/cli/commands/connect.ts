@@ -118,7 +118,6 @@ async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local
   server.on('error', (err) => log.warn({ reason: err.message }, 'failed to accept a local connection'));
   const bound = server.address();
   const address = bound !== null && typeof bound === 'object' ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : local;
-  process.stdout.write(`${address}\n`);
   log.info({ local: address, endpoint: endpoint.toString() }, 'accepting local connections');
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {
@@ -129,6 +128,8 @@ async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
+    // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
+    process.stdout.write(`${address}\n`);
   });
   server.close();
   for (const socket of active) socket.destroy();

@@ -61,7 +61,6 @@ export function registerServe(program: Command): void {
       await manager.close();
       throw err;
     }
-    process.stdout.write(`${registration.endpoint}\n`);
     log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: `${forward.host}:${forward.port}` }, 'registered on the proxy');
     registration.on('lost', (err) => log.warn({ reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting'));
     registration.on('retrying', ({ attempt, delay, error }) =>
@@ -95,6 +94,8 @@ export function registerServe(program: Command): void {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
     });
+    // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
+    process.stdout.write(`${registration.endpoint}\n`);
     const accepting = (async () => {
       for await (const flow of manager) void serveFlow(flow);
     })();

@@ -105,7 +105,6 @@ export function registerStart(program: Command): void {
       idleTimeout: options.idleTimeout,
       maxPayload: options.maxFrameSize,
     });
-    process.stdout.write(`${proxy.endpoint}\n`);
     const described = () => ({
       token: token !== undefined,
       tokenSource: token?.source,
@@ -148,6 +147,8 @@ export function registerStart(program: Command): void {
       };
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
+      // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
+      process.stdout.write(`${proxy.endpoint}\n`);
     });
   });
 }
