@@ -4,6 +4,7 @@ export { Identity, loadIdentity, saveIdentity } from './id/identity.js';
 export { Endpoint, parseAddress } from './id/endpoint.js';
 export { Proxy, type ProxyOptions, type ProxyServerReport, type ProxyStats, type ProxyStatusReport, type ReloadableProxyOptions } from './proxy/proxy.js';
 export { queryProxyStatus, type StatusQueryOptions } from './proxy/status-client.js';
+export type * from './proxy/events.js';
 export { Manager, type ManagerEvents } from './manager/manager.js';
 export type { AcceptOptions, Authorize, CloseOptions, DialOptions, ListenStatus, ManagerOptions, ProxyListenOptions, ProxyRegistration } from './manager/options.js';
 export { Flow, MAX_MESSAGE_SIZE } from './manager/flow.js';

@@ -91,7 +91,7 @@ function normalizeHost(host: string): string {
 }
 
 /** `host:port`, with IPv6 hosts in brackets. */
-function formatAddress(host: string, port: number): string {
+export function formatAddress(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 

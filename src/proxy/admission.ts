@@ -74,13 +74,21 @@ export class Admission {
 
   constructor(private readonly limits: AdmissionLimits) {}
 
-  /** The group `address` counts under if a new connection from it is admitted (with `open` connections held now), else undefined. */
-  admit(address: string, open: number): string | undefined {
+  /**
+   * The group `address` counts under, and whether a new connection from it is admitted (with
+   * `open` connections held now): `refused` says why not.
+   */
+  admit(address: string, open: number): { group: string; refused?: { code: 'ERR_LIMIT' | 'ERR_UNAUTHORIZED'; reason: string } } {
     const group = addressGroup(address, this.limits.ipv6PrefixLength);
-    if (open >= this.limits.maxConnections || this.connectionsByGroup.get(group) >= this.limits.maxConnectionsPerAddress) return undefined;
-    if (this.lockedOut(group)) return undefined;
+    if (open >= this.limits.maxConnections) return { group, refused: { code: 'ERR_LIMIT', reason: `the proxy holds its limit of ${this.limits.maxConnections} connections` } };
+    if (this.connectionsByGroup.get(group) >= this.limits.maxConnectionsPerAddress) {
+      return { group, refused: { code: 'ERR_LIMIT', reason: `address ${group} holds its limit of ${this.limits.maxConnectionsPerAddress} connections` } };
+    }
+    if (this.lockedOut(group)) {
+      return { group, refused: { code: 'ERR_UNAUTHORIZED', reason: `address ${group} presented ${this.limits.maxTokenFailures} wrong tokens within a minute` } };
+    }
     this.connectionsByGroup.add(group, 1);
-    return group;
+    return { group };
   }
 
   release(group: string): void {

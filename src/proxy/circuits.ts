@@ -1,4 +1,5 @@
-import { ProtocolError, Reason, type RidproxyError } from '../errors.js';
+import type { EventEmitter } from 'node:events';
+import { ProtocolError, Reason, codeForReason, type RidproxyError } from '../errors.js';
 import { ReceiveWindow, WINDOW_IDLE_MS } from '../flow-control/receive-window.js';
 import { DEFAULT_VC_WINDOW, MAX_DATA_FRAME, MAX_VC_WINDOW } from '../hop/circuit.js';
 import { TokenPurpose } from '../hop/handshake.js';
@@ -7,6 +8,7 @@ import { KeyedCounter } from './admission.js';
 import type { ResolvedProxyOptions } from './options.js';
 import type { ProxyConnection, ProxyCounters, VcDirection, VcRoute, VcSide } from './proxy-connection.js';
 import type { Registry } from './registry.js';
+import type { ProxyEvents, ProxyVcClosedEvent, ProxyVcEvent } from './events.js';
 
 /** What the VC table needs from the proxy that owns it. */
 export interface CircuitHost {
@@ -16,6 +18,8 @@ export interface CircuitHost {
   refuseToken(conn: ProxyConnection, message: string): void;
   /** `conn` gained or lost a VC (it may now be idle, or done going away). */
   vcsChanged(conn: ProxyConnection): void;
+  /** Where VC refusals, opens and closes are reported. */
+  events: EventEmitter<ProxyEvents>;
 }
 
 /**
@@ -58,6 +62,15 @@ export class CircuitTable {
     const reject = (reason: Reason, message: string): void => {
       this.counters.vcsRejected++;
       hop.send(FrameType.VcRejected, vci, encodeReason(reason, message));
+      this.host.events.emit('refused', {
+        kind: 'vc',
+        code: codeForReason(reason),
+        reason: message,
+        address: hop.peerLabel,
+        addressGroup: conn.group,
+        routingId: conn.identity,
+        destination: open.dst.toString(),
+      });
     };
     if (this.host.draining() || hop.localGoAway) {
       reject(Reason.GoingAway, `proxy ${this.endpoint} is shutting down`);
@@ -109,6 +122,8 @@ export class CircuitTable {
       toOpener: undefined!,
       reserved: 0,
       openTimer: undefined,
+      openedAt: Date.now(),
+      closed: false,
     };
     // The opener may send once VcAccepted grants it the proxy's window; the acceptor at once.
     route.toAcceptor = this.direction(route, true, 0, 0);
@@ -149,6 +164,7 @@ export class CircuitTable {
     toAcceptor.receiverCredit = window;
     toAcceptor.senderCredit = toAcceptor.window.size;
     route.opener.hop.send(FrameType.VcAccepted, route.openerVci, encodeVcAccepted(toAcceptor.senderCredit, publicKey));
+    this.host.events.emit('vcOpened', vcEnds(route));
   }
 
   data(conn: ProxyConnection, frame: Frame): void {
@@ -217,7 +233,7 @@ export class CircuitTable {
       this.armSweep();
       return true;
     });
-    const dir: VcDirection = { route, toAcceptor, senderCredit, receiverCredit, queue: [], queued: 0, window, revoking: false, closing: undefined, drainWaiter: undefined! };
+    const dir: VcDirection = { route, toAcceptor, senderCredit, receiverCredit, queue: [], queued: 0, window, revoking: false, closing: undefined, drainWaiter: undefined!, forwarded: 0 };
     dir.drainWaiter = {
       onDrain: () => {
         this.flush(dir, 1);
@@ -238,8 +254,10 @@ export class CircuitTable {
   private forward(dir: VcDirection, parts: readonly Buffer[], length: number): void {
     const receiver = this.receiverOf(dir);
     dir.receiverCredit -= length;
+    dir.forwarded += length;
     receiver.bytesOut += length;
     this.counters.bytesForwarded += length;
+    if (dir.toAcceptor) this.counters.bytesToServers += length;
     receiver.hop.send(FrameType.Data, dir.toAcceptor ? dir.route.acceptorVci : dir.route.openerVci, parts.length === 1 ? parts[0] : parts);
     const buffered = receiver.hop.bufferedBytes;
     if (buffered > this.counters.peakConnectionBufferedBytes) this.counters.peakConnectionBufferedBytes = buffered;
@@ -284,7 +302,7 @@ export class CircuitTable {
       const payload = dir.closing;
       dir.closing = undefined;
       receiver.hop.send(FrameType.CloseVc, dir.toAcceptor ? dir.route.acceptorVci : dir.route.openerVci, payload);
-      this.forget(dir.route);
+      this.forget(dir.route, dir.toAcceptor ? 'client' : 'server', closeReason(payload));
     }
   }
 
@@ -316,7 +334,8 @@ export class CircuitTable {
       throw new ProtocolError('ERR_PROTOCOL', `VcRejected for VC id ${frame.vci}, which is not awaiting acceptance from this side`);
     }
     const dir = side.opener ? route.toAcceptor : route.toOpener;
-    if (frame.type === FrameType.CloseVc && route.accepted && dir.queued > 0 && decodeReason(payloadOf(frame)).reason === Reason.Normal) {
+    const why = closeReason(payloadOf(frame));
+    if (frame.type === FrameType.CloseVc && route.accepted && dir.queued > 0 && why.reason === Reason.Normal) {
       // A clean close follows the data the sender sent before it; the sender is done with the VC.
       dir.closing = Buffer.from(payloadOf(frame));
       this.detach(conn, frame.vci);
@@ -328,7 +347,7 @@ export class CircuitTable {
     // The peer may have closed its end already, with data still draining toward this side.
     if (this.attached(route, !side.opener)) peer.hop.send(type, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
     if (frame.type === FrameType.VcRejected) this.counters.vcsRejected++;
-    this.forget(route);
+    this.forget(route, side.opener ? 'client' : 'server', why);
   }
 
   /** The direction of the frame's VC that `conn` sends on (`sending`) or receives on; undefined as for sideOf. */
@@ -354,7 +373,7 @@ export class CircuitTable {
     const payload = encodeReason(reason, message);
     if (this.attached(route, true)) route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
     if (this.attached(route, false)) route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
-    this.forget(route);
+    this.forget(route, 'proxy', { reason, message });
   }
 
   /** Whether the opener's (or the acceptor's) end of `route` is still open: it has not closed it cleanly while data drains. */
@@ -372,7 +391,10 @@ export class CircuitTable {
     conn.hop.cancelDrain(dir.drainWaiter);
   }
 
-  private forget(route: VcRoute): void {
+  /** Drops a VC from the table, and reports its close (once) with who ended it and why. */
+  private forget(route: VcRoute, closedBy: ProxyVcClosedEvent['closedBy'], why: { reason: number; message: string }): void {
+    if (route.closed) return;
+    route.closed = true;
     clearTimeout(route.openTimer);
     this.detach(route.opener, route.openerVci);
     this.detach(route.acceptor, route.acceptorVci);
@@ -386,6 +408,16 @@ export class CircuitTable {
     this.adjustReservation(route, 0);
     this.host.vcsChanged(route.opener);
     if (route.acceptor !== route.opener) this.host.vcsChanged(route.acceptor);
+    this.host.events.emit('vcClosed', {
+      ...vcEnds(route),
+      accepted: route.accepted,
+      bytesToServer: route.toAcceptor.forwarded,
+      bytesToClient: route.toOpener.forwarded,
+      durationMs: Date.now() - route.openedAt,
+      code: codeForReason(why.reason),
+      reason: why.message,
+      closedBy,
+    });
   }
 
   /** Charges the route's directions: each its window, or what it holds and granted if that is more (a window that just shrank). */
@@ -468,7 +500,16 @@ export class CircuitTable {
       } else if (this.attached(route, true)) {
         route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
       }
-      this.forget(route);
+      this.forget(route, role, { reason: Reason.ConnectionLost, message });
     }
   }
+}
+
+function vcEnds(route: VcRoute): ProxyVcEvent {
+  return { client: route.opener.identity, clientAddress: route.opener.hop.peerLabel, server: route.acceptor.identity, serverAddress: route.acceptor.hop.peerLabel };
+}
+
+/** The reason a CloseVc or VcRejected carries, for the VC's close event; one too short to hold one is forwarded as it is, and reported as a protocol error. */
+function closeReason(payload: Buffer): { reason: number; message: string } {
+  return payload.length >= 2 ? decodeReason(payload) : { reason: Reason.Protocol, message: 'the close carried no reason' };
 }

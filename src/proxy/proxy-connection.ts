@@ -35,6 +35,8 @@ export interface VcDirection {
   closing: Buffer | undefined;
   /** Registered with the receiver's connection while its socket is too full for more data. */
   drainWaiter: DrainWaiter;
+  /** Payload bytes forwarded to the receiver, for the VC's close event. */
+  forwarded: number;
 }
 
 export interface VcRoute {
@@ -49,6 +51,10 @@ export interface VcRoute {
   reserved: number;
   /** Until the acceptor answers: refuses the VC when the destination never does. */
   openTimer: NodeJS.Timeout | undefined;
+  /** Date.now() at the OpenVc, for the VC's duration. */
+  openedAt: number;
+  /** Set once the route is forgotten, so that its close is reported once. */
+  closed: boolean;
 }
 
 export interface ProxyConnection {
@@ -91,6 +97,8 @@ export function newProxyConnection(hop: HopConnection, group: string): ProxyConn
 /** What the proxy counts, for `stats()`; every part of it adds to the same record. */
 export interface ProxyCounters {
   bytesForwarded: number;
+  /** The part of bytesForwarded delivered to the VCs' acceptors (servers); the rest went to their openers. */
+  bytesToServers: number;
   vcsRejected: number;
   protocolErrors: number;
   staleFrames: number;

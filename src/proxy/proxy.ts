@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { once } from 'node:events';
-import { ConnectionClosedError, ProtocolError, Reason, cannotListen, type RidproxyError } from '../errors.js';
+import { EventEmitter, once } from 'node:events';
+import { ConnectionClosedError, ProtocolError, Reason, cannotListen, codeForReason, type RidproxyError } from '../errors.js';
 import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
@@ -11,6 +11,7 @@ import { CircuitTable } from './circuits.js';
 import { resolveProxyOptions, type ProxyOptions, type ReloadableProxyOptions, type ResolvedProxyOptions } from './options.js';
 import { newProxyConnection, type ProxyConnection, type ProxyCounters } from './proxy-connection.js';
 import { Registry } from './registry.js';
+import type { ProxyEvents, ProxyRefusedEvent } from './events.js';
 import { MAX_STATUS_SERVERS, sendStatus, sendStatusRefusal, statusRefusal, type ProxyServerReport, type ProxyStatusReport } from './status.js';
 
 export * from './options.js';
@@ -35,6 +36,9 @@ export interface ProxyStats {
   queuedBytes: number;
   peakQueuedBytes: number;
   bytesForwarded: number;
+  /** The part of bytesForwarded delivered to servers (the VCs' acceptors), and to clients (their openers). */
+  bytesToServers: number;
+  bytesToClients: number;
   vcsRejected: number;
   protocolErrors: number;
   /** Connections refused or dropped by a limit (count, per address, handshake or idle time). */
@@ -47,9 +51,10 @@ export interface ProxyStats {
  * A ridproxy proxy: it admits hop connections (admission.ts), keeps the registrations
  * (registry.ts) and routes VCs between them (circuits.ts), never reading what they carry. This
  * class owns the listening socket and the connections' lifecycle: idle timeouts, going away and
- * shutdown.
+ * shutdown. It reports each registration, refusal and VC as an event (events.ts), never one per
+ * frame.
  */
-export class Proxy {
+export class Proxy extends EventEmitter<ProxyEvents> {
   readonly identity: Identity;
   readonly endpoint: string;
   readonly host: string;
@@ -61,7 +66,7 @@ export class Proxy {
   private readonly handshaking = new Set<Socket>();
   /** Every accepted socket until it closes, so shutdown can bound the wait for lingering ones. */
   private readonly sockets = new Set<Socket>();
-  private readonly counters: ProxyCounters = { bytesForwarded: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0, queuedBytes: 0, peakQueuedBytes: 0, connectionsRefused: 0 };
+  private readonly counters: ProxyCounters = { bytesForwarded: 0, bytesToServers: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0, queuedBytes: 0, peakQueuedBytes: 0, connectionsRefused: 0 };
   private readonly admission: Admission;
   private readonly registry: Registry;
   private readonly circuits: CircuitTable;
@@ -69,6 +74,7 @@ export class Proxy {
   private readonly startedAt = Date.now();
 
   private constructor(server: Server, identity: Identity, host: string, port: number, options: ResolvedProxyOptions) {
+    super();
     this.server = server;
     this.identity = identity;
     this.host = host;
@@ -80,6 +86,7 @@ export class Proxy {
     this.circuits = new CircuitTable(this.options, this.registry, this.counters, this.endpoint, {
       draining: () => this.closing !== undefined,
       refuseToken: (conn, message) => this.refuseToken(conn, message),
+      events: this,
       vcsChanged: (conn) => {
         this.closeIfIdle(conn);
         this.watchIdle(conn);
@@ -113,6 +120,11 @@ export class Proxy {
     return this.identity.routingId;
   }
 
+  /** True while the proxy accepts connections: from `listen()` until `close()` is called. */
+  get listening(): boolean {
+    return this.closing === undefined && this.server.listening;
+  }
+
   /**
    * Replaces the admission settings given: the registration allow-list and the tokens (a key
    * present with the value undefined turns that check off; a key left out keeps its setting).
@@ -143,6 +155,8 @@ export class Proxy {
       queuedBytes: this.counters.queuedBytes,
       peakQueuedBytes: this.counters.peakQueuedBytes,
       bytesForwarded: this.counters.bytesForwarded,
+      bytesToServers: this.counters.bytesToServers,
+      bytesToClients: this.counters.bytesForwarded - this.counters.bytesToServers,
       vcsRejected: this.counters.vcsRejected,
       protocolErrors: this.counters.protocolErrors,
       staleFrames: this.counters.staleFrames,
@@ -224,11 +238,13 @@ export class Proxy {
       socket.destroy();
       return;
     }
-    const group = this.admission.admit(socket.remoteAddress ?? 'unknown', this.handshaking.size + this.connections.size);
-    if (group === undefined) {
+    const address = `${socket.remoteAddress}:${socket.remotePort}`;
+    const { group, refused } = this.admission.admit(socket.remoteAddress ?? 'unknown', this.handshaking.size + this.connections.size);
+    if (refused !== undefined) {
       // Refused before any parsing: a flood must cost the proxy as little as possible.
       this.counters.connectionsRefused++;
       socket.destroy();
+      this.refused({ kind: 'connection', ...refused, address, addressGroup: group });
       return;
     }
     this.sockets.add(socket);
@@ -257,6 +273,10 @@ export class Proxy {
         this.handshaking.delete(socket);
         if (err.code === 'ERR_TIMEOUT') this.counters.connectionsRefused++;
         else if (!(err instanceof ConnectionClosedError)) this.counters.protocolErrors++;
+        // A peer that just hangs up (a port probe) is no refusal.
+        if (!(err instanceof ConnectionClosedError) || err.code === 'ERR_TIMEOUT') {
+          this.refused({ kind: 'handshake', code: err.code, reason: err.message, address, addressGroup: group });
+        }
       },
     );
   }
@@ -283,7 +303,9 @@ export class Proxy {
       conn.idleTimer = undefined;
       if (conn.vcs.size > 0 || this.registry.isRegistered(conn)) return;
       this.counters.connectionsRefused++;
-      conn.hop.close(Reason.Timeout, `idle for ${this.options.idleTimeout} ms with no VCs and no registration`);
+      const reason = `idle for ${this.options.idleTimeout} ms with no VCs and no registration`;
+      this.refused({ kind: 'connection', code: 'ERR_TIMEOUT', reason, ...this.peerOf(conn) });
+      conn.hop.close(Reason.Timeout, reason);
     }, this.options.idleTimeout);
     conn.idleTimer.unref();
   }
@@ -313,8 +335,7 @@ export class Proxy {
         this.circuits.close(conn, frame);
         return;
       case FrameType.Register:
-        if (this.registry.register(conn, frame, this.closing !== undefined) === 'tokenFailed') this.refuseToken(conn, this.registry.tokenRefusal());
-        this.watchIdle(conn);
+        this.register(conn, frame);
         return;
       case FrameType.Unregister:
         this.unregister(conn);
@@ -325,6 +346,7 @@ export class Proxy {
           sendStatus(conn, this.report());
         } else {
           sendStatusRefusal(conn, refusal);
+          this.refused({ kind: 'status', code: 'ERR_UNAUTHORIZED', reason: refusal, ...this.peerOf(conn) });
           this.refuseToken(conn, refusal);
         }
         return;
@@ -332,6 +354,25 @@ export class Proxy {
       default:
         throw new ProtocolError('ERR_PROTOCOL', `frame type ${frame.type} is not valid from a process to the proxy`);
     }
+  }
+
+  private register(conn: ProxyConnection, frame: Frame): void {
+    const result = this.registry.register(conn, frame, this.closing !== undefined);
+    if (result.outcome === 'registered') {
+      this.emit('registered', { routingId: conn.identity, address: conn.hop.peerLabel, ...(result.superseded !== undefined && { superseded: result.superseded }) });
+    } else {
+      this.refused({ kind: 'registration', code: codeForReason(result.reason), reason: result.message, ...this.peerOf(conn) });
+      if (result.outcome === 'tokenFailed') this.refuseToken(conn, result.message);
+    }
+    this.watchIdle(conn);
+  }
+
+  private peerOf(conn: ProxyConnection): Pick<ProxyRefusedEvent, 'address' | 'addressGroup' | 'routingId'> {
+    return { address: conn.hop.peerLabel, addressGroup: conn.group, routingId: conn.identity };
+  }
+
+  private refused(event: ProxyRefusedEvent): void {
+    this.emit('refused', event);
   }
 
   /**
@@ -344,7 +385,7 @@ export class Proxy {
   }
 
   private unregister(conn: ProxyConnection): void {
-    this.registry.unregister(conn);
+    this.withdraw(conn, 'ERR_CLOSED', 'the server unregistered or is going away');
     this.closeIfIdle(conn);
     this.watchIdle(conn);
   }
@@ -359,7 +400,14 @@ export class Proxy {
     if (!this.connections.delete(conn)) return;
     if (conn.idleTimer) clearTimeout(conn.idleTimer);
     if (err instanceof ProtocolError) this.counters.protocolErrors++;
-    this.registry.unregister(conn);
+    this.withdraw(conn, err?.code ?? 'ERR_CLOSED', err?.message ?? 'the connection closed');
     this.circuits.dropConnection(conn, err);
+  }
+
+  /** Withdraws `conn`'s registration, if it holds one, and reports why it ended. */
+  private withdraw(conn: ProxyConnection, code: RidproxyError['code'], reason: string): void {
+    if (!this.registry.isRegistered(conn)) return;
+    this.registry.unregister(conn);
+    this.emit('unregistered', { routingId: conn.identity, address: conn.hop.peerLabel, code, reason });
   }
 }

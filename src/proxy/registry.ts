@@ -13,8 +13,11 @@ export function supersededMessage(rid: string, newHolder: string): string {
   return `routing id ${rid} was registered by another connection from ${newHolder}`;
 }
 
-/** The outcome of a Register frame; `tokenFailed` means the connection must be closed. */
-export type RegisterOutcome = 'registered' | 'refused' | 'tokenFailed';
+/**
+ * The outcome of a Register frame: registered (replacing the connection from `superseded`), or
+ * refused with the reason sent; `tokenFailed` means the connection must be closed.
+ */
+export type RegisterOutcome = { outcome: 'registered'; superseded?: string } | { outcome: 'refused' | 'tokenFailed'; reason: Reason; message: string };
 
 /**
  * Which connection serves each routing ID, and who may register: the registration token, the
@@ -49,13 +52,14 @@ export class Registry {
     const { hop } = conn;
     const refuse = (reason: Reason, message: string): RegisterOutcome => {
       hop.send(FrameType.RegisterError, 0, encodeReason(reason, message));
-      return 'refused';
+      return { outcome: 'refused', reason, message };
     };
     const token = this.options.registrationToken;
     const mac = decodeRegister(payloadOf(frame));
     if (token !== undefined && !hop.tokenMatches(TokenPurpose.Register, 0, token, mac)) {
-      refuse(Reason.Unauthorized, this.tokenRefusal());
-      return 'tokenFailed';
+      const message = this.tokenRefusal();
+      refuse(Reason.Unauthorized, message);
+      return { outcome: 'tokenFailed', reason: Reason.Unauthorized, message };
     }
     if (draining || hop.localGoAway) return refuse(Reason.GoingAway, 'the proxy is shutting down');
     const key = conn.identity;
@@ -65,7 +69,9 @@ export class Registry {
     if (previous === undefined && this.routes.size >= this.options.maxRegistrations) {
       return refuse(Reason.Limit, `proxy ${this.endpoint} has reached its limit of ${this.options.maxRegistrations} registered servers`);
     }
+    let superseded: string | undefined;
     if (previous !== undefined && previous !== conn) {
+      superseded = previous.hop.peerLabel;
       // The newcomer wins, whoever it is: a restarted process must get its routing id back at once,
       // even while its old connection (dead host, network cut) still looks open here. The old
       // holder learns who took it (docs/protocol.md 7.2): if it still holds that connection, it is
@@ -74,10 +80,10 @@ export class Registry {
     }
     this.routes.set(key, conn);
     hop.send(FrameType.RegisterOk, 0);
-    return 'registered';
+    return { outcome: 'registered', superseded };
   }
 
-  tokenRefusal(): string {
+  private tokenRefusal(): string {
     return `proxy ${this.endpoint} requires a valid registration token`;
   }
 

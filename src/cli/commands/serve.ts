@@ -70,9 +70,14 @@ export function registerServe(program: Command): void {
     registration.on('conflict', (err) => log.error({ reason: describe(err), code: err.code }, 'another process registered this identity; stopping'));
 
     const serveFlow = async (flow: Flow): Promise<void> => {
-      const peer = flow.remoteEndpoint;
+      const peer = flow.conn.remoteRoutingId.toString();
+      const startedAt = Date.now();
       // A flow can fail at any point (the client vanished, the proxy went away); that is logged, never fatal.
-      flow.on('error', (err) => log.debug({ peer, reason: describe(err) }, 'flow failed'));
+      let failure: Error | undefined;
+      flow.on('error', (err) => {
+        failure ??= err;
+        log.debug({ peer, reason: describe(err) }, 'flow failed');
+      });
       let socket;
       try {
         socket = await openServiceConnection(flow, forward.host, forward.port);
@@ -82,7 +87,11 @@ export function registerServe(program: Command): void {
       }
       log.debug({ peer }, 'flow connected to the local service');
       await splice(flow, socket);
-      log.debug({ peer }, 'flow finished');
+      // The local socket counts what crossed it: read from the service went to the peer.
+      log.info(
+        { event: 'flow', peer, bytesToPeer: socket.bytesRead, bytesFromPeer: socket.bytesWritten, durationMs: Date.now() - startedAt, ...(failure && { reason: describe(failure) }) },
+        failure ? 'flow failed' : 'flow finished',
+      );
     };
 
     let onSignal!: (signal: NodeJS.Signals) => void;

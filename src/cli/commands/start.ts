@@ -1,5 +1,6 @@
+import type { Server } from 'node:http';
 import { Option, type Command } from 'commander';
-import { parseAddress } from '../../id/endpoint.js';
+import { formatAddress, parseAddress } from '../../id/endpoint.js';
 import { defaultProxyIdentityPath, identityFrom } from '../identity-file.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT } from '../../hop/connection.js';
 import {
@@ -24,6 +25,8 @@ import { addCommonOptions, type CommonOptions } from '../common.js';
 import { positiveInteger } from '../parse.js';
 import { secretOption, type Secret } from '../secrets.js';
 import { describe } from '../describe.js';
+import { proxyMetrics, serveMetrics } from '../metrics.js';
+import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
 const dialToken = secretOption('dial-token', 'dial', 'require this token from clients that open VCs (`proxy connect --dial-token`)');
@@ -48,6 +51,8 @@ interface StartOptions extends CommonOptions {
   handshakeTimeout: number;
   idleTimeout: number;
   maxFrameSize: number;
+  metrics?: string;
+  refusalLogInterval: number;
 }
 
 export function registerStart(program: Command): void {
@@ -74,11 +79,20 @@ export function registerStart(program: Command): void {
     .addOption(limit('--handshake-timeout <ms>', 'time a new connection has to prove its identity', DEFAULT_HANDSHAKE_TIMEOUT))
     .addOption(limit('--idle-timeout <ms>', 'time a connection with no VCs and no registration may stay open (0: forever)', DEFAULT_IDLE_TIMEOUT))
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
+    .option('--metrics <[host:]port>', 'serve Prometheus metrics at http://<host:port>/metrics and a health check at /healthz (200 "ok" while the proxy accepts connections); host defaults to 127.0.0.1, so --metrics 9464 is local only')
+    .addOption(
+      limit(
+        '--refusal-log-interval <ms>',
+        'refusals of one kind and reason from one address are logged once, then counted: one line per interval says how many more came',
+        DEFAULT_REFUSAL_LOG_INTERVAL,
+      ),
+    )
     .addHelpText('after', '\nExample:\n  $ npx proxy start --listen 127.0.0.1:8100\n  ridp://127.0.0.1:8100/9a0c...   <- give this to `proxy serve --proxy`');
   addCommonOptions(command).action(async (options: StartOptions) => {
     let { token, dial, status, allowList } = await admissionSettings(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
+    const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
     const identityPath = options.identity ?? defaultProxyIdentityPath();
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new proxy identity');
@@ -105,6 +119,18 @@ export function registerStart(program: Command): void {
       idleTimeout: options.idleTimeout,
       maxPayload: options.maxFrameSize,
     });
+    const refusals = logProxyEvents(proxy, log, options.refusalLogInterval);
+    let metricsServer: Server | undefined;
+    if (metricsAddress !== undefined) {
+      const metrics = proxyMetrics(proxy, { bufferBudget: options.bufferBudget });
+      try {
+        metricsServer = await serveMetrics(metricsAddress.host, metricsAddress.port, metrics.scrape, metrics.registry.contentType, () => proxy.listening, log);
+      } catch (err) {
+        await proxy.close();
+        throw err;
+      }
+      log.info({ metrics: `http://${formatAddress(metricsAddress.host, metricsAddress.port)}/metrics` }, 'serving metrics');
+    }
     const described = () => ({
       token: token !== undefined,
       tokenSource: token?.source,
@@ -141,6 +167,9 @@ export function registerStart(program: Command): void {
         const stats = proxy.stats();
         log.info({ signal, drainTimeoutMs: options.drainTimeout, connections: stats.connections, vcs: stats.vcs }, 'shutting down: telling connected processes the proxy is going away');
         void proxy.close({ drainTimeout: options.drainTimeout }).then(() => {
+          refusals.flush();
+          metricsServer?.close();
+          metricsServer?.closeAllConnections();
           log.info({ bytesForwarded: proxy.stats().bytesForwarded }, 'proxy stopped');
           resolve();
         });
