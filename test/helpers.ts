@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, createServer, Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { listenOnLoopback } from '../bench/lib/listen.js';
@@ -99,6 +99,16 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** The TCP sockets still open, by their addresses and state, so a leak report says which. */
+function describeSockets(): string {
+  const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
+  const sockets = handles.filter((h): h is Socket => h instanceof Socket);
+  if (sockets.length === 0) return '';
+  const describe = (s: Socket): string =>
+    `${s.localAddress}:${s.localPort} -> ${s.remoteAddress}:${s.remotePort} (${s.readyState}, readable ${s.readable}, writable ${s.writable}, pending ${s.pending})`;
+  return `; sockets: ${sockets.map(describe).join(', ')}`;
+}
+
 /** Every .ts file below `dir`, at any depth. */
 export function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -128,7 +138,7 @@ export async function expectNoLeaks(baseline: Record<string, number>, timeout = 
   };
   const deadline = Date.now() + timeout;
   while (excess().length > 0) {
-    if (Date.now() > deadline) throw new Error(`resources left open: ${excess().join('; ')}`);
+    if (Date.now() > deadline) throw new Error(`resources left open: ${excess().join('; ')}${describeSockets()}`);
     await delay(10);
   }
 }
@@ -245,7 +255,12 @@ export async function startRelay(port: number, { tap = (_, chunk) => chunk, endA
   });
   const relayPort = await listenOnLoopback(server);
   const cut = (): void => {
-    for (const socket of sockets) socket.resetAndDestroy();
+    // resetAndDestroy() on a socket still connecting waits for the connection to be made before
+    // it lets go of the handle, which a loaded machine can leave pending for good: drop those now.
+    for (const socket of sockets) {
+      if (socket.pending) socket.destroy();
+      else socket.resetAndDestroy();
+    }
   };
   return {
     port: relayPort,
