@@ -18,6 +18,9 @@ export interface DialHopOptions extends Omit<HopConnectionOptions, 'socket' | 'i
 export async function dialHop(target: Endpoint, options: DialHopOptions): Promise<HopConnection> {
   const { signal } = options;
   if (signal?.aborted) throw abortReason(signal);
+  if (!target.hasAddress) {
+    throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `endpoint ${target} names no address to connect to; it names a process that listens nowhere, reachable only over a VC it opened`);
+  }
   const socket = connect({ host: target.host, port: target.port, noDelay: true });
   const abort = (): void => {
     socket.destroy();

@@ -3,7 +3,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { RoutingId, ridHexProblem } from './routing-id.js';
 
 const SCHEME = 'ridp';
-const ENDPOINT_FORM = 'expected ridp://host:port/<routing id> or ridp://<proxy routing id>@host:port/<routing id> (routing ids are 32 hex characters)';
+const ENDPOINT_FORM = 'expected ridp://host:port/<routing id>, ridp://<proxy routing id>@host:port/<routing id> or ridp:///<routing id> (routing ids are 32 hex characters)';
 const ADDRESS_FORM = 'expected host:port, [ipv6]:port or port';
 const LABEL_RE = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 
@@ -100,24 +100,38 @@ export function formatAddress(host: string, port: number): string {
  * The null routing id means "whatever process answers at that address". When a proxy is in
  * between, `proxyRoutingId` pins it: the process at the address must prove that key before
  * anything secret is sent to it.
+ *
+ * An endpoint may also name a routing id and no address (`ridp:///<rid>`, host "" and port 0):
+ * a process that listens nowhere is still reachable over the VCs it dialed, so this is what it
+ * reports as its endpoint, and only a VC already open to it can carry a flow there.
  */
 export class Endpoint {
-  /** Lowercase (except an IPv6 zone), without IPv6 brackets. */
+  /** Lowercase (except an IPv6 zone), without IPv6 brackets; "" when the endpoint has no address. */
   readonly host: string;
+  /** 0 when the endpoint has no address. */
   readonly port: number;
   readonly routingId: RoutingId;
   /** The proxy's routing id, or the null one when the process at the address is the destination itself. */
   readonly proxyRoutingId: RoutingId;
 
   constructor(host: string, port: number, routingId: RoutingId, proxyRoutingId: RoutingId = RoutingId.NULL) {
+    if (!(routingId instanceof RoutingId) || !(proxyRoutingId instanceof RoutingId)) {
+      throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: routing ids must be RoutingIds');
+    }
+    if (host === '' && port === 0) {
+      if (routingId.isNull()) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: an endpoint without an address must name a routing id');
+      if (!proxyRoutingId.isNull()) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: an endpoint without an address cannot name a proxy');
+      this.host = host;
+      this.port = port;
+      this.routingId = routingId;
+      this.proxyRoutingId = proxyRoutingId;
+      return;
+    }
     const bare = typeof host === 'string' && host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
     const hp = typeof bare === 'string' ? hostProblem(bare) : 'host must be a string';
     if (hp !== undefined) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `invalid endpoint: ${hp}`);
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `invalid endpoint: port ${String(port)} is out of range (1-65535)`);
-    }
-    if (!(routingId instanceof RoutingId) || !(proxyRoutingId instanceof RoutingId)) {
-      throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: routing ids must be RoutingIds');
     }
     this.host = normalizeHost(bare);
     this.port = port;
@@ -125,8 +139,14 @@ export class Endpoint {
     this.proxyRoutingId = proxyRoutingId;
   }
 
+  /** False for `ridp:///<rid>`, which only a VC already open to that routing id can reach. */
+  get hasAddress(): boolean {
+    return this.port !== 0;
+  }
+
+  /** `host:port`, or "" when the endpoint has no address. */
   get address(): string {
-    return formatAddress(this.host, this.port);
+    return this.hasAddress ? formatAddress(this.host, this.port) : '';
   }
 
   /**
@@ -140,8 +160,9 @@ export class Endpoint {
 
   /**
    * Accepts `ridp://host:port/<rid>`, `ridp://host:port` (null routing id),
-   * `ridp://<proxy rid>@host:port/<rid>`, and the same without the scheme. Surrounding whitespace
-   * is ignored, as pasted endpoints often carry a newline.
+   * `ridp://<proxy rid>@host:port/<rid>`, `ridp:///<rid>` (no address), and the same without the
+   * scheme (then the address-less form is `/<rid>`). Surrounding whitespace is ignored, as pasted
+   * endpoints often carry a newline.
    */
   static parse(s: string): Endpoint {
     if (typeof s !== 'string') {
@@ -170,8 +191,6 @@ export class Endpoint {
       authority = authority.slice(at + 1);
     }
     const path = slash < 0 ? '' : rest.slice(slash + 1);
-    const hp = splitHostPort(authority, 1, undefined);
-    if ('problem' in hp) return fail(hp.problem);
     let rid = RoutingId.NULL;
     if (path.length > 0) {
       if (path.includes('/')) fail(`unexpected path ${quote(path.slice(path.indexOf('/')))} after the routing id`);
@@ -179,11 +198,17 @@ export class Endpoint {
       if (problem !== undefined) fail(`bad routing id ${quote(path)}: ${problem}`);
       rid = RoutingId.parse(path);
     }
+    if (authority.length === 0 && slash === 0) {
+      if (rid.isNull()) fail('an endpoint without an address must name a routing id that is not the null one');
+      return new Endpoint('', 0, rid);
+    }
+    const hp = splitHostPort(authority, 1, undefined);
+    if ('problem' in hp) return fail(hp.problem);
     if (!proxyRid.isNull() && rid.isNull()) fail('an endpoint naming a proxy routing id must name the destination routing id too');
     return new Endpoint(hp.host, hp.port, rid, proxyRid);
   }
 
-  /** The null routing id is left out, so an address-only endpoint prints as `ridp://host:port`. */
+  /** The null routing id is left out, so an address-only endpoint prints as `ridp://host:port`; a routing-id-only one prints as `ridp:///<rid>`. */
   toString(): string {
     const base = `${SCHEME}://${this.proxyRoutingId.isNull() ? '' : `${this.proxyRoutingId}@`}${this.address}`;
     return this.routingId.isNull() ? base : `${base}/${this.routingId}`;

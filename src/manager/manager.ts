@@ -195,9 +195,15 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return registration;
   }
 
+  /** Where this Manager can be reached; one that listens nowhere is still reachable, by routing id, over the VCs it dialed. */
+  private endpoints(): string[] {
+    const listening = [...this.directListeners.map((l) => l.endpoint), ...[...this.registrations.values()].map((r) => r.endpoint)];
+    return listening.length > 0 ? listening : [new Endpoint('', 0, this.routingId).toString()];
+  }
+
   status(): ListenStatus {
     return {
-      endpoints: [...this.directListeners.map((l) => l.endpoint), ...[...this.registrations.values()].map((r) => r.endpoint)],
+      endpoints: this.endpoints(),
       routingId: this.routingId.toString(),
       proxyErrors: new Map(this.proxyErrors),
       dirty: this.dirty.promise,
@@ -255,7 +261,11 @@ export class Manager extends EventEmitter<ManagerEvents> {
     }
   }
 
-  /** Opens a flow to the process named by `endpoint`, reusing the VC to its routing ID if there is one. */
+  /**
+   * Opens a flow to the process named by `endpoint`, reusing the VC to its routing ID if there is
+   * one. An address-less endpoint (`ridp:///<rid>`) can only use such a VC: ERR_NO_CACHED_VC
+   * without one.
+   */
   async dial(endpoint: string | Endpoint, options: DialOptions = {}): Promise<Flow> {
     this.assertOpen();
     const target = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
@@ -322,6 +332,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const cached = this.sessions.get(key);
     if (shareable && cached?.isOpen) return Promise.resolve(cached);
     let attempt = shareable ? this.pendingSessions.get(key) : undefined;
+    if (attempt === undefined && !target.hasAddress) {
+      return Promise.reject(new ManagerError('ERR_NO_CACHED_VC', `no open VC to routing id ${target.routingId}, and endpoint ${target} names no address to open one at`));
+    }
     if (attempt === undefined) {
       const created = this.attempt(`opening a VC to ${target}`, (setup) => this.openSession(target, setup, options));
       if (shareable) {

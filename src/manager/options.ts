@@ -109,13 +109,14 @@ export interface ProxyListenOptions {
 }
 
 export interface ListenStatus {
-  /** Endpoints clients can dial to reach this process; the first is the one to hand out. Empty while it does not listen. */
-  endpoints: string[];
   /**
-   * This process's routing ID, listening or not. A process that only dials is still reachable
-   * by it on the VCs it opened (Vanadium's Status() gives an address-less endpoint for that,
-   * which no ridp:// endpoint can express): peers call it back with `dialCached` or `flow.conn`.
+   * Endpoints clients can dial to reach this process; the first is the one to hand out. While it
+   * listens nowhere, the one address-less endpoint `ridp:///<routing id>`: a process that only
+   * dials is still reachable by peers over the VCs it opened (`dial` or `dialCached` of that
+   * endpoint), as with Vanadium's Status().
    */
+  endpoints: string[];
+  /** This process's routing ID, listening or not. */
   routingId: string;
   /** Per proxyListen name: null while registered, the error that ended it otherwise. */
   proxyErrors: Map<string, Error | null>;

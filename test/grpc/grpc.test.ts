@@ -68,7 +68,7 @@ describe('gRPC forward tunnel through a proxy', () => {
 describe('gRPC reverse tunnel', () => {
   test('a hub calls an agent that listens nowhere, by its routing id, over the VC the agent dialed', async () => {
     const { agent, agentRoutingId, client } = await reverseTunnel(net);
-    expect(agent.status().endpoints).toEqual([]);
+    expect(agent.status().endpoints).toEqual([`ridp:///${agent.routingId}`]);
     expect(agentRoutingId.toString()).toBe(agent.routingId.toString());
     expect(await unary(client, 'echo', { text: 'to the agent' })).toEqual({ text: 'to the agent', peer: 'server' });
     expect(await collect(client.count({ n: 3 }))).toEqual([{ i: 0 }, { i: 1 }, { i: 2 }]);

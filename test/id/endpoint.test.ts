@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { Endpoint, RoutingId, parseAddress } from '../../src/id/index.js';
 
 const RID = '0123456789abcdef0123456789abcdef';
-const FORM = 'expected ridp://host:port/<routing id> or ridp://<proxy routing id>@host:port/<routing id> (routing ids are 32 hex characters)';
+const FORM = 'expected ridp://host:port/<routing id>, ridp://<proxy routing id>@host:port/<routing id> or ridp:///<routing id> (routing ids are 32 hex characters)';
 
 function errorOf(fn: () => unknown): { code?: string; message: string } {
   try {
@@ -69,6 +69,23 @@ describe('Endpoint', () => {
     expect(ep.withRoutingId(RoutingId.parse(proxyRid)).proxyRoutingId.toString()).toBe(proxyRid);
   });
 
+  it('names a routing id with no address as ridp:///<rid>, and round-trips it', () => {
+    const ep = Endpoint.parse(`ridp:///${RID}`);
+    expect([ep.host, ep.port, ep.hasAddress, ep.address, ep.routingId.toString()]).toEqual(['', 0, false, '', RID]);
+    expect(ep.toString()).toBe(`ridp:///${RID}`);
+    expect(Endpoint.parse(`/${RID}`).equals(ep)).toBe(true);
+    expect(new Endpoint('', 0, RoutingId.parse(RID)).equals(ep)).toBe(true);
+    expect(ep.equals(Endpoint.parse(`ridp://h:1/${RID}`))).toBe(false);
+    expect(Endpoint.parse(`ridp://h:1/${RID}`).hasAddress).toBe(true);
+    fc.assert(
+      fc.property(ridArb.filter((rid) => !rid.isNull()), (rid) => {
+        const back = Endpoint.parse(new Endpoint('', 0, rid).toString());
+        expect(back.hasAddress).toBe(false);
+        expect(back.routingId.equals(rid)).toBe(true);
+      }),
+    );
+  });
+
   it('equals compares host, port and routing id', () => {
     const ep = Endpoint.parse(`ridp://h:1/${RID}`);
     expect(ep.equals(Endpoint.parse(`ridp://H:1/${RID}`))).toBe(true);
@@ -102,6 +119,10 @@ describe('Endpoint', () => {
     [`ridp://abc@h:80/${RID}`, /bad proxy routing id "abc" before "@"/],
     [`ridp://${'00'.repeat(16)}@h:80/${RID}`, /the proxy routing id before "@" is the null routing id/],
     [`ridp://${RID}@h:80`, /must name the destination routing id too/],
+    ['ridp:///', /an endpoint without an address must name a routing id/],
+    [`ridp:///${'00'.repeat(16)}`, /an endpoint without an address must name a routing id that is not the null one/],
+    [`ridp://${RID}@/${RID}`, /missing host and port/],
+    ['ridp://', /missing host and port/],
   ];
   for (const [input, message] of bad) {
     it(`rejects ${JSON.stringify(input)}`, () => {
@@ -123,6 +144,8 @@ describe('Endpoint', () => {
     expect(errorOf(() => new Endpoint('h', 1.5, RoutingId.NULL)).message).toMatch(/port 1.5 is out of range/);
     expect(errorOf(() => new Endpoint('', 1, RoutingId.NULL)).message).toMatch(/missing host/);
     expect(errorOf(() => new Endpoint('h', 1, 'x' as unknown as RoutingId)).message).toMatch(/routing ids must be RoutingIds/);
+    expect(errorOf(() => new Endpoint('', 0, RoutingId.NULL)).message).toMatch(/without an address must name a routing id/);
+    expect(errorOf(() => new Endpoint('', 0, RoutingId.parse(RID), RoutingId.parse(RID))).message).toMatch(/without an address cannot name a proxy/);
   });
 });
 

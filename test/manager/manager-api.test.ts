@@ -12,7 +12,7 @@ describe('Manager API', () => {
     const pending = server.accept();
     await server.stopListening();
     await expect(pending).rejects.toMatchObject({ code: 'ERR_NOT_LISTENING' });
-    expect(server.status().endpoints).toEqual([]);
+    expect(server.status().endpoints).toEqual([`ridp:///${server.routingId}`]);
 
     const second = await server.listen('127.0.0.1:0');
     expect(second).not.toBe(first);
@@ -38,7 +38,7 @@ describe('Manager API', () => {
     const proxy = await net.proxy();
     const server = net.manager();
     const before = server.status();
-    expect(before.endpoints).toEqual([]);
+    expect(before.endpoints).toEqual([`ridp:///${server.routingId}`]);
     const registration = await server.proxyListen('relay', proxy.endpoint);
     await before.dirty;
     const during = server.status();
@@ -49,7 +49,7 @@ describe('Manager API', () => {
     await during.dirty;
     await registration.closed;
     const after = server.status();
-    expect(after.endpoints).toEqual([]);
+    expect(after.endpoints).toEqual([`ridp:///${server.routingId}`]);
     expect(after.proxyErrors.get('relay')).toMatchObject({ code: 'ERR_GOING_AWAY' });
   });
 

@@ -172,14 +172,31 @@ describe('a manager that only dials', () => {
     expect(err).toMatchObject({ code: 'ERR_STREAM_RESET' });
   });
 
-  it('reports its routing id in status, with no endpoint to dial', async () => {
+  it('reports an address-less endpoint while it listens nowhere, which peers dial back over its VCs', async () => {
     const proxy = await net.proxy();
+    const server = net.manager();
+    const serverEndpoint = (await server.proxyListen('main', proxy.endpoint)).endpoint;
     const client = net.manager();
-    expect(client.status()).toMatchObject({ endpoints: [], routingId: client.routingId.toString() });
+    const own = `ridp:///${client.routingId}`;
+    expect(client.status()).toMatchObject({ endpoints: [own], routingId: client.routingId.toString() });
     const registration = await client.proxyListen('main', proxy.endpoint);
-    expect(client.status()).toMatchObject({ endpoints: [registration.endpoint], routingId: client.routingId.toString() });
+    expect(client.status().endpoints).toEqual([registration.endpoint]);
     await client.stopListening();
-    expect(client.status()).toMatchObject({ endpoints: [], routingId: client.routingId.toString() });
+    expect(client.status().endpoints).toEqual([own]);
+
+    // The server was handed only the client's status endpoint, and calls it back on the VC the client dialed.
+    const incoming = server.accept();
+    (await client.dial(serverEndpoint)).end();
+    await incoming;
+    serveEcho(client);
+    expect(await echoes(await server.dial(own), 'dial')).toBe('dial');
+    expect(await echoes(server.dialCached(own), 'dialCached')).toBe('dialCached');
+
+    // Without such a VC the endpoint leads nowhere: a clear error, and no attempt to connect.
+    const stranger = net.manager();
+    await expect(stranger.dial(own)).rejects.toMatchObject({ code: 'ERR_NO_CACHED_VC', message: expect.stringMatching(/names no address/) });
+    expect(() => stranger.dialCached(own)).toThrow(expect.objectContaining({ code: 'ERR_NO_CACHED_VC' }));
+    await expect(stranger.proxyListen('x', own)).rejects.toMatchObject({ code: 'ERR_INVALID_ENDPOINT', message: expect.stringMatching(/names no address to connect to/) });
   });
 
   it('waits in accept() across stopListening(): pending calls end with ERR_NOT_LISTENING, later ones get call backs', async () => {
