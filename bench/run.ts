@@ -17,6 +17,7 @@ import { fairnessScenario } from './scenarios/fairness.js';
 import { latencyScenario } from './scenarios/latency.js';
 import { longpathScenario } from './scenarios/longpath.js';
 import { memoryScenario } from './scenarios/memory.js';
+import { reconnectScenario } from './scenarios/reconnect.js';
 import { setupScenario } from './scenarios/setup.js';
 
 const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> = {
@@ -26,6 +27,7 @@ const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> =
   memory: memoryScenario,
   fairness: fairnessScenario,
   longpath: longpathScenario,
+  reconnect: reconnectScenario,
 };
 
 async function main(options: Options): Promise<number> {

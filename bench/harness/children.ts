@@ -51,7 +51,7 @@ function installExitHandlers(): void {
 type Params<F> = F extends (params: infer P) => Promise<unknown> ? P : never;
 type Result<F> = F extends (params: never) => Promise<infer R> ? R : never;
 
-export type WorkerName = 'client' | 'sink' | 'relay' | 'proxy' | 'grpc-server';
+export type WorkerName = 'client' | 'sink' | 'relay' | 'proxy' | 'grpc-server' | 'fleet';
 
 /** A forked bench worker (bench/workers/<name>.ts) and typed calls into its API. */
 export class Worker<Api extends WorkerApi<Api>> {

@@ -5,6 +5,7 @@ import { FAIRNESS_RATIO } from '../scenarios/fairness.js';
 import { P50_ADDED } from '../scenarios/latency.js';
 import { LONGPATH_RTTS_MS, longpathMetric } from '../scenarios/longpath.js';
 import { PER_IDLE_VC } from '../scenarios/memory.js';
+import { RECONNECT_BOUND_MS, RECONNECT_OUTAGES_S, REREG_MAX, outageLabel } from '../scenarios/reconnect.js';
 import { LIBRARY_PLAIN_VC, LIBRARY_VC, SETUP_METRIC } from '../scenarios/setup.js';
 
 interface TargetSpec {
@@ -56,6 +57,19 @@ const TARGETS: TargetSpec[] = [
         }),
       ),
     ),
+  ),
+  // Issue 13: after an outage of any length every server is registered again within 3 s of the proxy's return.
+  ...RECONNECT_OUTAGES_S.full.map(
+    (seconds): TargetSpec => ({
+      id: `reconnect-${seconds}s`,
+      description: `last server back after a ${seconds} s outage`,
+      scenario: 'reconnect',
+      path: outageLabel(seconds),
+      metric: REREG_MAX,
+      comparison: '<=',
+      threshold: RECONNECT_BOUND_MS,
+      unit: 'ms',
+    }),
   ),
 ];
 

@@ -15,7 +15,7 @@ import { freePort, OutputProcess, waitForPort } from './process.js';
 import type { Route } from './types.js';
 
 // dist/bench/paths/cli.js -> <repo>/bin/proxy.js and <repo>/dist/src/cli/main.js
-const BIN = fileURLToPath(new URL('../../../bin/proxy.js', import.meta.url));
+export const BIN = fileURLToPath(new URL('../../../bin/proxy.js', import.meta.url));
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const ENDPOINT_RE = /ridp:\/\/\S+\/[0-9a-f]{32}/;
 
@@ -30,12 +30,12 @@ export function cliProblem(): string | undefined {
 }
 
 /** A CLI process: bin/proxy.js run by this Node. */
-function cliProcess(label: string, args: string[]): OutputProcess {
+export function cliProcess(label: string, args: string[]): OutputProcess {
   return new OutputProcess(label, process.execPath, [BIN, ...args]);
 }
 
 /** The endpoint a CLI process prints as the first line of its stdout. */
-function endpointOf(cli: OutputProcess, timeoutMs: number): Promise<string> {
+export function endpointOf(cli: OutputProcess, timeoutMs: number): Promise<string> {
   return cli.waitFor(
     'endpoint',
     () => {
