@@ -1,10 +1,11 @@
-import { createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
+import { describe, expect, it, vi } from 'vitest';
 import { AuthenticationError } from '../../src/errors.js';
 import {
   TokenPurpose,
   deriveTokenKey,
   ephemeralFromPrivate,
+  generateEphemeral,
   proofMessage,
   signProof,
   tokenMac,
@@ -179,5 +180,37 @@ describe('hop handshake checks', () => {
     expect(tokenMacMatches(key, TokenPurpose.Register, 0, TOKEN, Buffer.alloc(0))).toBe(false);
     // Another connection's key.
     expect(tokenMacMatches(Buffer.alloc(32, 0x07), TokenPurpose.Register, 0, TOKEN, hex(MAC_REGISTER))).toBe(false);
+  });
+});
+
+describe('ephemeral keys', () => {
+  it('takes the public key from the key generation, never by exporting a generated key (Node 20 deadlock)', () => {
+    // Node 20 exports an X25519 key as JWK holding the key's mutex while it allocates; a GC
+    // there that frees the finished generateKeyPairSync job, whose destructor takes the same
+    // mutex, hangs the process for good (seen in bench/scenarios/reconnect.ts, about once per
+    // 100,000 proxy handshakes). A spy catches any export, of any format, of the new keys.
+    const sample = generateKeyPairSync('x25519');
+    const exports = [Object.getPrototypeOf(sample.publicKey) as object, Object.getPrototypeOf(sample.privateKey) as object].map((proto) =>
+      vi.spyOn(proto as { export: (...args: unknown[]) => unknown }, 'export'),
+    );
+    try {
+      for (let i = 0; i < 10; i++) generateEphemeral();
+      for (const spy of exports) expect(spy).not.toHaveBeenCalled();
+    } finally {
+      for (const spy of exports) spy.mockRestore();
+    }
+  });
+
+  it("sends the raw 32-byte public key of the pair's private key", () => {
+    const ephemeral = generateEphemeral();
+    expect(ephemeral.publicKey.length).toBe(32);
+    const spki = createPublicKey(ephemeral.privateKey).export({ format: 'der', type: 'spki' });
+    expect(ephemeral.publicKey.equals(spki.subarray(spki.length - 32))).toBe(true);
+    // And the pair agrees with a peer's, both ways, as a handshake needs.
+    const peer = generateEphemeral();
+    const raw = (key: Buffer) => createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: key.toString('base64url') }, format: 'jwk' });
+    expect(diffieHellman({ privateKey: ephemeral.privateKey, publicKey: raw(peer.publicKey) })).toEqual(
+      diffieHellman({ privateKey: peer.privateKey, publicKey: raw(ephemeral.publicKey) }),
+    );
   });
 });
