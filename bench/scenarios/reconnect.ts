@@ -10,7 +10,7 @@ import { percentileOfSorted, sorted } from '../harness/stats.js';
 import { delay } from '../lib/payload.js';
 import { ridproxyProblem } from '../lib/ridproxy.js';
 import { BIN, cliProblem, cliProcess } from '../paths/cli.js';
-import { freePort, type OutputProcess } from '../paths/process.js';
+import { freePort, OutputProcess } from '../paths/process.js';
 import type { Context } from '../paths/topology.js';
 import type { FleetApi, FleetSnapshot } from '../workers/fleet.js';
 
@@ -76,6 +76,19 @@ function listenDrops(): { overflows: number; drops: number } {
   }
 }
 
+/** Busy and total CPU time of the whole machine (all cores), in seconds, from /proc/stat. */
+function machineCpu(): { busy: number; total: number } {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0];
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: (total - v[3] - v[4]) / CLOCK_TICKS, total: total / CLOCK_TICKS };
+  } catch {
+    return { busy: Number.NaN, total: Number.NaN };
+  }
+}
+
 /** `name{labels}` -> value for every sample of a Prometheus text page (the bench's own use; the tests use a real parser). */
 function parseMetrics(text: string): Map<string, number> {
   const out = new Map<string, number>();
@@ -117,16 +130,55 @@ interface ProxyRun {
   /** The `time` of its "proxy listening" line (pino, wall ms): just before it prints the endpoint, after it listens. */
   listeningAt: number | undefined;
   log: { registered: number; unregistered: number; refused: number; refusedBy: Record<string, number>; errors: number; lastRegisteredAt: number | undefined };
+  /** A signal the proxy logged receiving: never sent by this scenario (it SIGKILLs), so another process on the machine did. */
+  signalled: string | undefined;
+  /** Set when this scenario kills it; an exit without it is a crash or someone else's doing. */
+  killedByUs: boolean;
+  /** Wall ms of the last chunk read from its stderr. */
+  lastStderrAt: number;
 }
 
+/**
+ * What the process is doing, for a proxy that stops making progress: its scheduler state
+ * (R running, S sleeping, T stopped, D in uninterruptible I/O), the kernel function it waits
+ * in, and the system call its main thread is in (number first; x86-64: 232 epoll_wait, 202 futex, 1 write).
+ */
+function processState(pid: number): string {
+  const read = (file: string): string => {
+    try {
+      return readFileSync(`/proc/${pid}/${file}`, 'utf8').trim();
+    } catch (err) {
+      return `(${message(err)})`;
+    }
+  };
+  const stat = read('stat');
+  const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  return `state ${state}, wchan ${read('wchan')}, syscall ${read('syscall').split(' ').slice(0, 3).join(' ')}`;
+}
+
+/** Throws if the proxy was signalled or exited behind the scenario's back: the round's figures would mean nothing. */
+function checkProxy(run: ProxyRun): void {
+  if (run.signalled) throw new Error(`${run.proc.label} was sent ${run.signalled} by another process on the machine (its log says so); run again`);
+  if (run.proc.exited && !run.killedByUs) throw new Error(`${run.proc.label} exited (${run.proc.child.signalCode ?? `code ${run.proc.child.exitCode}`}): ${run.proc.tail()}`);
+}
+
+/**
+ * BENCH_CPU_PROF=<dir> (as for the workers, harness/children.ts): the proxy runs with --cpu-prof
+ * and the last one is stopped with SIGTERM, not SIGKILL, so it writes the profile of the last storm.
+ */
+const PROFILE_DIR = process.env.BENCH_CPU_PROF;
+
 async function startProxy(args: string[], label: string): Promise<ProxyRun> {
-  const proc = cliProcess(label, args);
+  const proc = PROFILE_DIR === undefined ? cliProcess(label, args) : new OutputProcess(label, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, BIN, ...args]);
   const run: ProxyRun = {
     proc,
     pid: proc.child.pid ?? -1,
     endpointAt: Number.NaN,
     listeningAt: undefined,
     log: { registered: 0, unregistered: 0, refused: 0, refusedBy: {}, errors: 0, lastRegisteredAt: undefined },
+    signalled: undefined,
+    killedByUs: false,
+    lastStderrAt: Date.now(),
   };
   let seen = '';
   proc.child.stdout?.on('data', function onData(chunk: Buffer) {
@@ -137,10 +189,11 @@ async function startProxy(args: string[], label: string): Promise<ProxyRun> {
   });
   let partial = '';
   proc.child.stderr?.on('data', (chunk: Buffer) => {
+    run.lastStderrAt = Date.now();
     const lines = (partial + chunk.toString('utf8')).split('\n');
     partial = lines.pop() ?? '';
     for (const line of lines) {
-      let entry: { event?: string; msg?: string; time?: number; level?: number; kind?: string; code?: string; suppressed?: number };
+      let entry: { event?: string; msg?: string; time?: number; level?: number; kind?: string; code?: string; suppressed?: number; signal?: string };
       try {
         entry = JSON.parse(line) as typeof entry;
       } catch {
@@ -148,6 +201,7 @@ async function startProxy(args: string[], label: string): Promise<ProxyRun> {
       }
       if ((entry.level ?? 0) >= 50) run.log.errors++;
       if (entry.msg === 'proxy listening') run.listeningAt = entry.time;
+      if (entry.signal !== undefined) run.signalled ??= entry.signal;
       if (entry.event === 'registered') {
         run.log.registered++;
         run.log.lastRegisteredAt = entry.time;
@@ -166,10 +220,11 @@ async function startProxy(args: string[], label: string): Promise<ProxyRun> {
   return run;
 }
 
-async function killProxy(run: ProxyRun): Promise<void> {
+async function killProxy(run: ProxyRun, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  run.killedByUs = true;
   if (run.proc.exited) return;
   const exited = once(run.proc.child, 'exit');
-  run.proc.child.kill('SIGKILL');
+  run.proc.child.kill(signal);
   await exited;
 }
 
@@ -194,9 +249,24 @@ interface RoundResult {
   listenOverflows: number;
   logged: ProxyRun['log'];
   listeningToEndpointMs: number;
+  /** CPU seconds the fleet processes used, together, from the restart until all were back. */
+  fleetCpuSeconds: number;
+  /** The longest event-loop delay in any fleet process during the storm. */
+  fleetLagMaxMs: number;
+  /** Busy share of the whole machine (both cores, everything on it) during the storm. */
+  machineBusyPercent: number;
+  /** No server came back for 3 s while some were still missing. */
+  stalled: boolean;
 }
 
-function merge(snapshots: FleetSnapshot[]): { reRegisteredAt: Array<number | null>; failures: Record<string, number>; lost: number; attempts: number; stopped: number } {
+function merge(snapshots: FleetSnapshot[]): {
+  reRegisteredAt: Array<number | null>;
+  failures: Record<string, number>;
+  lost: number;
+  attempts: number;
+  stopped: number;
+  examples: Record<string, string[]>;
+} {
   const failures: Record<string, number> = {};
   for (const s of snapshots) for (const [code, n] of Object.entries(s.failuresSince)) failures[code] = (failures[code] ?? 0) + n;
   return {
@@ -205,6 +275,7 @@ function merge(snapshots: FleetSnapshot[]): { reRegisteredAt: Array<number | nul
     lost: snapshots.reduce((n, s) => n + s.lostSince, 0),
     attempts: snapshots.reduce((n, s) => n + s.attemptsSince, 0),
     stopped: snapshots.reduce((n, s) => n + s.stopped, 0),
+    examples: Object.assign({}, ...snapshots.map((s) => s.examples)) as Record<string, string[]>,
   };
 }
 
@@ -219,20 +290,25 @@ interface Fleet {
 
 /** Kills the proxy, waits `outageS`, starts it again on the same port and identity, and times the servers' return. */
 async function outageRound(ctx: Context, fleet: Fleet, outageS: number): Promise<RoundResult> {
+  checkProxy(fleet.proxy);
   await Promise.all(fleet.workers.map((w) => w.call('mark', {}, 30_000)));
   const killedAt = Date.now();
   await killProxy(fleet.proxy);
   await delay(outageS * 1000 - (Date.now() - killedAt));
+  // The fleets' event-loop lag is measured from here: the storm, not the losses at the kill.
+  await Promise.all(fleet.workers.map((w) => w.call('progress', {}, 30_000)));
   const netBefore = listenDrops();
   fleet.restarts++;
   const proxy = await startProxy(fleet.args, `proxy start (restart ${fleet.restarts})`);
   fleet.proxy = proxy;
   const restartAt = proxy.endpointAt;
+  const machineAtRestart = machineCpu();
 
   // CPU and RSS from /proc, event-loop lag from /metrics, every SAMPLE_MS until every server is back.
   let last = readProc(proxy.pid);
   const first = last;
-  let lastAt = Date.now();
+  const firstAt = Date.now();
+  let lastAt = firstAt;
   let cpuPeak = 0;
   let lagMax = 0;
   let scraping = false;
@@ -259,20 +335,47 @@ async function outageRound(ctx: Context, fleet: Fleet, outageS: number): Promise
     );
   };
   const sampler = setInterval(sample, SAMPLE_MS);
-  let merged: ReturnType<typeof merge>;
+  let fleetCpuAtRestart: number | undefined;
+  let fleetCpu = Number.NaN;
+  let fleetLagMax = 0;
+  let lastBack = 0;
+  let lastProgressAt = Date.now();
+  let stallReports = 0;
+  let stalled = false;
   try {
     for (;;) {
-      merged = merge(await Promise.all(fleet.workers.map((w) => w.call('snapshot', { since: restartAt }, 30_000))));
-      const missing = merged.reRegisteredAt.filter((t) => t === null).length;
-      if (missing === 0 || Date.now() - restartAt > STORM_TIMEOUT_MS || merged.stopped > 0) break;
+      const progress = await Promise.all(fleet.workers.map((w) => w.call('progress', {}, 30_000)));
+      fleetCpu = progress.reduce((n, p) => n + p.cpuSeconds, 0);
+      fleetCpuAtRestart ??= fleetCpu;
+      fleetLagMax = Math.max(fleetLagMax, ...progress.map((p) => p.lagMaxMs));
+      const back = progress.reduce((n, p) => n + p.back, 0);
+      if (back > lastBack) {
+        lastBack = back;
+        lastProgressAt = Date.now();
+      } else if (Date.now() - lastProgressAt > 3_000 && stallReports < 3) {
+        // Nobody came back for 3 s with servers still missing: say what the proxy is doing.
+        stallReports++;
+        lastProgressAt = Date.now();
+        stalled = true;
+        ctx.log(`    STALL at +${Date.now() - restartAt} ms, ${back}/${fleet.servers} back: proxy ${processState(proxy.pid)}; its last log line ${Date.now() - proxy.lastStderrAt} ms ago`);
+        // BENCH_RECONNECT_GDB=1: the proxy's native stacks too, once (how the Node 20 keygen deadlock was found).
+        if (stallReports === 1 && process.env.BENCH_RECONNECT_GDB) {
+          const gdb = spawnSync('gdb', ['-p', String(proxy.pid), '-batch', '-ex', 'info threads', '-ex', 'thread apply all bt 25'], { encoding: 'utf8', timeout: 60_000 });
+          ctx.log(`      gdb:\n${gdb.stdout}\n${gdb.stderr}`);
+        }
+      }
+      if (back === fleet.servers || Date.now() - restartAt > STORM_TIMEOUT_MS || progress.some((p) => p.stopped > 0)) break;
       await delay(POLL_MS);
     }
     sample();
   } finally {
     clearInterval(sampler);
   }
-  const allBackAt = Math.max(...merged.reRegisteredAt.map((t) => t ?? Date.now()));
+  checkProxy(proxy);
+  const merged = merge(await Promise.all(fleet.workers.map((w) => w.call('snapshot', { since: restartAt }, 30_000))));
   const end = readProc(proxy.pid);
+  const endAt = Date.now();
+  const machineAtEnd = machineCpu();
   const cpuSeconds = end && first ? end.cpuSeconds - first.cpuSeconds : Number.NaN;
   // One scrape after the storm for the counters (they only grow) and the lag since the last one.
   const final = await scrape(fleet.metricsPort).catch(() => lastMetrics);
@@ -292,7 +395,7 @@ async function outageRound(ctx: Context, fleet: Fleet, outageS: number): Promise
     servers: fleet.servers,
     times,
     cpuPeakPercent: cpuPeak * 100,
-    cpuMeanPercent: (cpuSeconds * 1000 * 100) / Math.max(1, allBackAt - restartAt),
+    cpuMeanPercent: (cpuSeconds * 1000 * 100) / Math.max(1, endAt - firstAt),
     cpuSeconds,
     peakRssMiB: (end?.peakRssBytes ?? Number.NaN) / MiB,
     lagMaxMs: lagMax * 1000,
@@ -307,8 +410,13 @@ async function outageRound(ctx: Context, fleet: Fleet, outageS: number): Promise
     listenOverflows: netAfter.overflows - netBefore.overflows,
     logged: { ...proxy.log, refusedBy: { ...proxy.log.refusedBy } },
     listeningToEndpointMs: proxy.listeningAt === undefined ? Number.NaN : restartAt - proxy.listeningAt,
+    fleetCpuSeconds: fleetCpu - (fleetCpuAtRestart ?? Number.NaN),
+    fleetLagMaxMs: fleetLagMax,
+    stalled,
+    machineBusyPercent: ((machineAtEnd.busy - machineAtRestart.busy) / (machineAtEnd.total - machineAtRestart.total)) * 100,
   };
   logRound(ctx, result, merged.stopped);
+  if (Object.keys(merged.failures).length > 0) ctx.log(`    last failures: ${JSON.stringify(merged.examples)}`);
   return result;
 }
 
@@ -335,6 +443,7 @@ function logRound(ctx: Context, r: RoundResult, stopped: number): void {
     `    servers: ${r.attemptsAfterRestart} attempts after the restart, failed ${JSON.stringify(r.failedAttempts)}, ${r.lostAgain} lost again; ` +
       `${r.outageAttemptsPerSecond.toFixed(0)} attempts/s during the outage; listen queue overflows ${r.listenOverflows}; listening line to endpoint ${r.listeningToEndpointMs} ms`,
   );
+  ctx.log(`    fleet processes: ${r.fleetCpuSeconds.toFixed(2)} CPU s during the storm, event-loop lag max ${r.fleetLagMaxMs.toFixed(0)} ms; machine ${r.machineBusyPercent.toFixed(0)}% busy`);
 }
 
 /**
@@ -361,6 +470,8 @@ export async function reconnectScenario(ctx: Context): Promise<ScenarioReport> {
     `the proxy runs as a user would (bin/proxy.js, --log-level info: one JSON line per registration, --metrics) except the caps all ${servers.toLocaleString('en-US')} servers from 127.0.0.1 would hit: --max-connections, --max-connections-per-address and --max-registrations ${cap.toLocaleString('en-US')}`,
     `proxy CPU: user + system time from /proc over ${SAMPLE_MS} ms windows (peak) and from the endpoint line until the last server was back (mean); peak RSS is VmHWM of the restarted process; lag is the max of nodejs_eventloop_lag_max_seconds over scrapes every ${SAMPLE_MS} ms`,
     'refusals and handshake failures: ridproxy_refusals_total and ridproxy_handshake_failures_total of the restarted proxy once all servers were back; failed attempts are the servers\' own count after the restart',
+    'the servers\' processes do the other end of every handshake on the same 2 cores: their CPU during the storm, the whole machine\'s busy share and the host-wide listen-queue overflows are in the JSON (detail)',
+    'no server back for 3 s while some are missing is logged as a STALL with the proxy\'s scheduler state (BENCH_RECONNECT_GDB=1 adds its native stacks); a proxy signalled by another process on the machine ends the scenario, reported',
   ];
   if (!ctx.options.paths.includes('cli') && !ctx.options.paths.includes('library')) {
     return { name: 'reconnect', title: 'reconnect', rows: [], detail: [], skipped: [{ path: 'cli', reason: 'needs the cli or library path selected' }], notes };
@@ -399,6 +510,7 @@ export async function reconnectScenario(ctx: Context): Promise<ScenarioReport> {
         return w.call('start', { proxyEndpoint: endpoint, count, concurrency: CONCURRENCY }, 60_000 + count * 50);
       }),
     );
+    checkProxy(proxy);
     const failed = registered.reduce((n, r) => n + r.failures, 0);
     if (failed > 0) throw new Error(`${failed} of ${servers} first registrations failed; first: ${registered.find((r) => r.firstError)?.firstError}`);
     const gauge = (await scrape(metricsPort)).get('ridproxy_registrations');
@@ -416,12 +528,12 @@ export async function reconnectScenario(ctx: Context): Promise<ScenarioReport> {
         table.add(path, WITHIN, `of ${servers.toLocaleString('en-US')}`, s.filter((t) => t <= RECONNECT_BOUND_MS).length);
         table.add(path, 'proxy CPU, peak 500 ms', '%', r.cpuPeakPercent);
         table.add(path, 'proxy CPU, mean until all back', '%', r.cpuMeanPercent);
+        table.add(path, 'proxy CPU per re-registration', 'ms', (r.cpuSeconds * 1000) / r.servers);
         table.add(path, 'proxy peak RSS', 'MiB', r.peakRssMiB);
         table.add(path, 'proxy event-loop lag, max', 'ms', r.lagMaxMs);
         table.add(path, 'refusals', 'count', r.refusals);
         table.add(path, 'handshake failures', 'count', r.handshakeFailures);
         table.add(path, 'failed attempts after restart', 'count', Object.values(r.failedAttempts).reduce((a, b) => a + b, 0));
-        detail.add(path, 'proxy CPU per re-registration', 'ms', (r.cpuSeconds * 1000) / r.servers);
         detail.add(path, 'registrations lost again after restart', 'count', r.lostAgain);
         detail.add(path, 'attempts after restart', 'count', r.attemptsAfterRestart);
         detail.add(path, 'attempts during the outage', '/s', r.outageAttemptsPerSecond);
@@ -429,13 +541,17 @@ export async function reconnectScenario(ctx: Context): Promise<ScenarioReport> {
         detail.add(path, 'registrations logged by the proxy', 'count', r.logged.registered);
         detail.add(path, 'refusals logged by the proxy', 'count', r.logged.refused);
         detail.add(path, 'registrations gauge when all back', 'count', r.registrationsGauge);
+        detail.add(path, 'fleet processes CPU during the storm', 's', r.fleetCpuSeconds);
+        detail.add(path, 'fleet event-loop lag, max', 'ms', r.fleetLagMaxMs);
+        detail.add(path, 'machine busy during the storm (all cores)', '%', r.machineBusyPercent);
+        detail.add(path, 'stalled (no server back for 3 s)', 'rounds', r.stalled ? 1 : 0);
       }
     }
   } catch (err) {
     skipped.push({ path: 'cli', reason: message(err) });
   } finally {
     for (const w of workers) w.kill();
-    if (fleet) await killProxy(fleet.proxy).catch(() => undefined);
+    if (fleet) await killProxy(fleet.proxy, PROFILE_DIR === undefined ? 'SIGKILL' : 'SIGTERM').catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
   return {

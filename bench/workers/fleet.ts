@@ -5,6 +5,7 @@
  * it registered again after `mark()` and why its attempts failed, in wall-clock milliseconds
  * (Date.now()), so the parent can compare them with the moment it saw the proxy come back.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Manager, PersistentRegistration } from '../../src/index.js';
 import { serveRpc } from '../harness/rpc.js';
 import { runPool } from '../lib/pool.js';
@@ -23,6 +24,18 @@ export interface FleetSnapshot {
   attemptsSince: number;
   /** Servers that stopped for good (conflict): none should. */
   stopped: number;
+  /** The last few messages of each failure code, for reading (not only the ones after `since`). */
+  examples: Record<string, string[]>;
+}
+
+export interface FleetProgress {
+  /** Servers registered again since mark(). */
+  back: number;
+  stopped: number;
+  /** This process's CPU time (user + system) since mark(), in seconds. */
+  cpuSeconds: number;
+  /** The longest event-loop delay of this process since the last progress() or mark(), in ms: how late its timers and events ran. */
+  lagMaxMs: number;
 }
 
 export interface FleetApi {
@@ -31,6 +44,8 @@ export interface FleetApi {
   /** Forgets what happened so far: from now on reRegisteredAt records each server's next registration. */
   mark(p: Record<string, never>): Promise<{ registeredNow: number }>;
   snapshot(p: { since: number }): Promise<FleetSnapshot>;
+  /** Cheap enough to poll during the storm (snapshot() walks every failure). */
+  progress(p: Record<string, never>): Promise<FleetProgress>;
 }
 
 interface Server {
@@ -47,6 +62,12 @@ let failures: Array<[number, string]> = [];
 let losses: number[] = [];
 /** Wall ms of every successful re-registration since mark() (also in reRegisteredAt, first only). */
 let successes: number[] = [];
+let back = 0;
+const EXAMPLES = 3;
+const examples = new Map<string, string[]>();
+let cpuAtMark = process.cpuUsage();
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
 
 function codeOf(err: Error): string {
   return (err as { code?: string }).code ?? err.name;
@@ -63,10 +84,19 @@ serveRpc<FleetApi>({
       registration.on('registered', () => {
         const now = Date.now();
         successes.push(now);
-        server.reRegisteredAt ??= now;
+        if (server.reRegisteredAt === null) {
+          server.reRegisteredAt = now;
+          back++;
+        }
       });
       registration.on('lost', () => losses.push(Date.now()));
-      registration.on('retrying', ({ error }) => failures.push([Date.now(), codeOf(error)]));
+      registration.on('retrying', ({ error }) => {
+        const code = codeOf(error);
+        failures.push([Date.now(), code]);
+        const list = examples.get(code) ?? [];
+        list.push(error.message);
+        examples.set(code, list.slice(-EXAMPLES));
+      });
       void registration.done.then(() => {
         server.stopped = true;
       });
@@ -78,6 +108,10 @@ serveRpc<FleetApi>({
     failures = [];
     losses = [];
     successes = [];
+    back = 0;
+    examples.clear();
+    cpuAtMark = process.cpuUsage();
+    loopDelay.reset();
     return { registeredNow: servers.filter((s) => s.registration.isRegistered).length };
   },
   snapshot: async ({ since }) => {
@@ -96,6 +130,13 @@ serveRpc<FleetApi>({
       lostSince: losses.filter((t) => t >= since).length,
       attemptsSince: failed + successes.filter((t) => t >= since).length,
       stopped: servers.filter((s) => s.stopped).length,
+      examples: Object.fromEntries(examples),
     };
+  },
+  progress: async () => {
+    const lagMaxMs = loopDelay.max / 1e6;
+    loopDelay.reset();
+    const cpu = process.cpuUsage(cpuAtMark);
+    return { back, stopped: servers.filter((s) => s.stopped).length, cpuSeconds: (cpu.user + cpu.system) / 1e6, lagMaxMs };
   },
 });
