@@ -9,8 +9,6 @@ import { EPHEMERAL_KEY_SIZE, HELLO_SIZE, TOKEN_MAC_SIZE, expectSize, type Hello 
 // known-answer vectors in the tests exercise exactly what the wire uses.
 
 const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
-/** SubjectPublicKeyInfo of an X25519 key up to the raw 32-byte key (RFC 8410). */
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 const TRANSCRIPT_CONTEXT = Buffer.from('ridproxy/2 hop handshake', 'latin1');
 const PROOF_CONTEXT = { initiator: Buffer.from('ridproxy/2 hop proof by initiator', 'latin1'), responder: Buffer.from('ridproxy/2 hop proof by responder', 'latin1') };
 const TOKEN_KEY_INFO = Buffer.from('ridproxy/2 token key', 'latin1');
@@ -31,22 +29,24 @@ export interface EphemeralKey {
 }
 
 /**
- * A fresh X25519 key pair. The public key comes out of the key generation already encoded
- * (SPKI DER, the raw key after a fixed prefix), never from `publicKey.export({ format: 'jwk' })`
+ * A fresh X25519 key pair. The public key comes out of the key generation already encoded (JWK,
+ * as fast as generating the pair alone), never from `publicKey.export({ format: 'jwk' })`
  * afterwards: Node 20 (20.20.2 here) exports an OKP key as JWK holding the key's mutex while it
  * allocates strings, and when that allocation runs a GC which frees the finished key generation
  * job (unreachable once generateKeyPairSync returns), the job's destructor takes the same mutex
- * and the thread deadlocks for good. A proxy hit it about once per 100,000 handshakes (5,000
- * servers reconnecting at once, bench/RESULTS.md "Reconnect storm"); a loop of keygen + JWK
- * export under --min-semi-space-size=1 --max-semi-space-size=1 hits it in seconds.
+ * and the thread deadlocks for good. A proxy hit it a few times per 100,000 handshakes (5,000
+ * servers reconnecting at once, bench/RESULTS.md "Reconnect storm"). Encoded inside the job, the
+ * key is exported while its job is still running, so no destructor can want that mutex.
  */
 export function generateEphemeral(): EphemeralKey {
   // @types/node has no overload for an encoded public key beside a KeyObject private key, which Node returns.
-  const { privateKey, publicKey } = generateKeyPairSync('x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } }) as unknown as { privateKey: KeyObject; publicKey: Buffer };
-  if (publicKey.length !== X25519_SPKI_PREFIX.length + EPHEMERAL_KEY_SIZE || !publicKey.subarray(0, X25519_SPKI_PREFIX.length).equals(X25519_SPKI_PREFIX)) {
-    throw new Error(`unexpected X25519 SPKI encoding ${publicKey.toString('hex')}`);
-  }
-  return { privateKey, publicKey: publicKey.subarray(X25519_SPKI_PREFIX.length) };
+  const { privateKey, publicKey } = generateKeyPairSync('x25519', { publicKeyEncoding: { format: 'jwk' } }) as unknown as {
+    privateKey: KeyObject;
+    publicKey: { x?: string };
+  };
+  const raw = Buffer.from(publicKey.x ?? '', 'base64url');
+  if (raw.length !== EPHEMERAL_KEY_SIZE) throw new Error(`unexpected X25519 public key encoding ${JSON.stringify(publicKey)}`);
+  return { privateKey, publicKey: raw };
 }
 
 // Peer keys cross node:crypto as JWK: importing one is several times faster than the equivalent
