@@ -1,6 +1,8 @@
 import { Option, type Command } from 'commander';
 import { DEFAULT_MAX_FLOWS_PER_VC } from '../manager/options.js';
-import { LOG_LEVELS } from './logger.js';
+import { reloadedOption } from './config.js';
+import { describe } from './describe.js';
+import { LOG_LEVELS, type Logger } from './logger.js';
 import { positiveInteger } from './parse.js';
 
 /** Options every long-running command shares. */
@@ -27,4 +29,27 @@ export function addCommonOptions(command: Command): Command {
   return command
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'))
     .option('--pretty', 'human-readable logs (the default when stderr is a terminal)');
+}
+
+/**
+ * On SIGHUP: the log level as the config file now says (the command line and the environment
+ * still win over it). The change is logged at the more verbose of the two levels; a file that
+ * cannot be read keeps the level in force.
+ */
+export function reloadLogLevel(command: Command, log: Logger): void {
+  let next: ReturnType<typeof reloadedOption>;
+  try {
+    next = reloadedOption(command, 'logLevel');
+  } catch (err) {
+    log.error({ signal: 'SIGHUP', reason: describe(err) }, `SIGHUP: cannot read the config file; the log level stays ${log.level}`);
+    return;
+  }
+  const previous = log.level;
+  const level = String(next.value);
+  if (level === previous) return;
+  const report = (): void => log.info({ signal: 'SIGHUP', previous, logLevel: level, source: next.source }, `SIGHUP: log level ${previous} -> ${level}`);
+  const louder = log.levels.values[level] < log.levels.values[previous];
+  if (!louder) report();
+  log.level = level;
+  if (louder) report();
 }

@@ -7,7 +7,7 @@ import { loadIdentity } from '../../id/identity.js';
 import type { Flow } from '../../manager/flow.js';
 import { Manager } from '../../manager/manager.js';
 import { splice } from '../../manager/splice.js';
-import { addTunnelOptions, type TunnelOptions } from '../common.js';
+import { addTunnelOptions, reloadLogLevel, type TunnelOptions } from '../common.js';
 import { describe } from '../describe.js';
 import { createLogger, type Logger } from '../logger.js';
 import { secretOption } from '../secrets.js';
@@ -26,7 +26,7 @@ export function registerConnect(program: Command): void {
   const command = program
     .command('connect')
     .description(
-      'Reach a service exported with `proxy serve`: each local TCP connection (or stdin/stdout) becomes a flow to it, all on one VC. If the VC is lost, it logs a warning and the next connection dials a new one.',
+      'Reach a service exported with `proxy serve`: each local TCP connection (or stdin/stdout) becomes a flow to it, all on one VC. If the VC is lost, it logs a warning and the next connection dials a new one. SIGHUP reloads the log level from --config.',
     )
     .argument('<endpoint>', 'the endpoint `proxy serve` printed (ridp://<proxy rid>@host:port/<rid>): the proxy and the server must each prove their routing id')
     .option('--local <[host:]port>', 'accept local TCP connections here (host defaults to 127.0.0.1)')
@@ -41,7 +41,7 @@ Examples:
   127.0.0.1:9000        <- point your client here
   $ ssh -o ProxyCommand='npx proxy connect ridp://9a0c...@203.0.113.7:8100/4f1c... --stdio' user@anything`,
     );
-  addTunnelOptions(dialToken.addTo(command)).action(async (endpointText: string, options: ConnectOptions) => {
+  addTunnelOptions(dialToken.addTo(command)).action(async (endpointText: string, options: ConnectOptions, self: Command) => {
     const token = await dialToken.resolve(options);
     const endpoint = Endpoint.parse(endpointText);
     if ((options.local === undefined) === (options.stdio === undefined)) {
@@ -66,11 +66,14 @@ Examples:
       });
       return flow;
     };
+    const reload = (): void => reloadLogLevel(self, log);
+    process.on('SIGHUP', reload);
     try {
       const dial = async (): Promise<Flow> => watch(await manager.dial(endpoint, { token: token?.value, allowUnpinnedProxy: options.insecureAnyProxy }));
       if (options.stdio) await connectStdio(dial, endpoint, log);
       else await connectLocal(dial, endpoint, options.local!, log);
     } finally {
+      process.off('SIGHUP', reload);
       closing = true;
       await manager.close();
     }

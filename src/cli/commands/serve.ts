@@ -6,7 +6,7 @@ import { Manager } from '../../manager/manager.js';
 import { PersistentRegistration } from '../../manager/persistent-registration.js';
 import { splice } from '../../manager/splice.js';
 import type { Flow } from '../../manager/flow.js';
-import { addTunnelOptions, type TunnelOptions } from '../common.js';
+import { addTunnelOptions, reloadLogLevel, type TunnelOptions } from '../common.js';
 import { defaultIdentityPath, defaultServeIdentityPath, defaultServeIdentityPattern, identityFrom } from '../identity-file.js';
 import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
@@ -26,7 +26,7 @@ export function registerServe(program: Command): void {
   const command = program
     .command('serve')
     .description(
-      'Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself within about 2 s whenever the proxy comes back. Exits with status 1 if another process registers the same identity on the proxy.',
+      'Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself within about 2 s whenever the proxy comes back. Exits with status 1 if another process registers the same identity on the proxy. SIGHUP reloads the log level from --config.',
     )
     .requiredOption('--proxy <endpoint>', 'required: the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent (a bare host:port needs --insecure-any-proxy)')
     .requiredOption('--forward <[host:]port>', 'required: the local service each incoming flow is connected to (host defaults to 127.0.0.1: --forward 3000 is 127.0.0.1:3000)')
@@ -36,7 +36,7 @@ export function registerServe(program: Command): void {
     )
     .option('--insecure-any-proxy', 'accept whatever process answers at a --proxy host:port that names no routing id (its key is not checked: an impostor could take over, and attack a token offline)')
     .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
-  addTunnelOptions(token.addTo(command)).action(async (options: ServeOptions) => {
+  addTunnelOptions(token.addTo(command)).action(async (options: ServeOptions, self: Command) => {
     const registrationToken = await token.resolve(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const proxy = Endpoint.parse(options.proxy);
@@ -103,6 +103,8 @@ export function registerServe(program: Command): void {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
     });
+    const reload = (): void => reloadLogLevel(self, log);
+    process.on('SIGHUP', reload);
     // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
     process.stdout.write(`${registration.endpoint}\n`);
     const accepting = (async () => {
@@ -111,6 +113,7 @@ export function registerServe(program: Command): void {
     const conflict = await Promise.race([stop.then(() => undefined), registration.done]);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', reload);
     registration.close();
     // After a conflict the proxy has dropped the connection, and with it every VC: nothing to drain.
     await manager.close(conflict ? { drainTimeout: 0 } : undefined);

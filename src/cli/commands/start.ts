@@ -21,7 +21,7 @@ import {
 import { DEFAULT_MAX_PAYLOAD } from '../../wire/index.js';
 import { loadAllowList } from '../allow-list.js';
 import { createLogger } from '../logger.js';
-import { addCommonOptions, type CommonOptions } from '../common.js';
+import { addCommonOptions, reloadLogLevel, type CommonOptions } from '../common.js';
 import { positiveInteger } from '../parse.js';
 import { secretOption, type Secret } from '../secrets.js';
 import { describe } from '../describe.js';
@@ -58,7 +58,7 @@ interface StartOptions extends CommonOptions {
 export function registerStart(program: Command): void {
   const command = program
     .command('start')
-    .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM. SIGHUP reloads --allow-file and the token files and variables, keeping every connection.')
+    .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM. SIGHUP reloads the log level (from --config), --allow-file and the token files and variables, keeping every connection.')
     .option('--listen <host:port>', 'address to accept connections on (use 0.0.0.0:8100 to accept from other machines)', '127.0.0.1:8100')
     .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (mode 0600: a file group or others may access is refused; default: ${defaultProxyIdentityPath()}, created on first use)`);
   for (const secret of [registrationToken, dialToken, statusToken]) secret.addTo(command);
@@ -88,7 +88,7 @@ export function registerStart(program: Command): void {
       ),
     )
     .addHelpText('after', '\nExample:\n  $ npx proxy start --listen 127.0.0.1:8100\n  ridp://127.0.0.1:8100/9a0c...   <- give this to `proxy serve --proxy`');
-  addCommonOptions(command).action(async (options: StartOptions) => {
+  addCommonOptions(command).action(async (options: StartOptions, self: Command) => {
     let { token, dial, status, allowList } = await admissionSettings(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
@@ -142,11 +142,12 @@ export function registerStart(program: Command): void {
     });
     log.info({ endpoint: proxy.endpoint, routingId: proxy.routingId.toString(), ...described() }, 'proxy listening');
 
-    // SIGHUP reads the allow-list and the token files (and variables) again, as they are now; a
-    // bad file keeps the settings in force. Connections, registrations and VCs are kept.
+    // SIGHUP reads the log level, the allow-list and the token files (and variables) again, as
+    // they are now; a bad file keeps the settings in force. Connections, registrations and VCs are kept.
     let reloading = Promise.resolve();
     const reload = (): void => {
       reloading = reloading.then(async () => {
+        reloadLogLevel(self, log);
         try {
           ({ token, dial, status, allowList } = await admissionSettings(options));
         } catch (err) {
