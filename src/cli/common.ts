@@ -14,15 +14,21 @@ export interface CommonOptions {
 /** What the tunnelling commands (connect, serve) share on top of CommonOptions. */
 export interface TunnelOptions extends CommonOptions {
   maxFlows: number;
+  metrics?: string;
 }
 
 /** The tunnelling commands carry each TCP connection as one flow of one VC. */
-export function addTunnelOptions(command: Command): Command {
-  return addCommonOptions(command).addOption(
-    new Option('--max-flows <n>', 'flows one VC may carry at once, both ways together: how many TCP connections one tunnel takes at once')
-      .argParser(positiveInteger)
-      .default(DEFAULT_MAX_FLOWS_PER_VC),
-  );
+export function addTunnelOptions(command: Command, health: string): Command {
+  return addCommonOptions(command)
+    .addOption(
+      new Option('--max-flows <n>', 'flows one VC may carry at once, both ways together: how many TCP connections one tunnel takes at once')
+        .argParser(positiveInteger)
+        .default(DEFAULT_MAX_FLOWS_PER_VC),
+    )
+    .option(
+      '--metrics <[host:]port>',
+      `serve Prometheus metrics (connections carried and how they ended, bytes each way) at http://<host:port>/metrics, and /healthz: 200 "ok" ${health}; host defaults to 127.0.0.1`,
+    );
 }
 
 export function addCommonOptions(command: Command): Command {

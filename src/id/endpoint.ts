@@ -191,19 +191,21 @@ export class Endpoint {
       authority = authority.slice(at + 1);
     }
     const path = slash < 0 ? '' : rest.slice(slash + 1);
-    let rid = RoutingId.NULL;
-    if (path.length > 0) {
+    const routingId = (): RoutingId => {
+      if (path.length === 0) return RoutingId.NULL;
       if (path.includes('/')) fail(`unexpected path ${quote(path.slice(path.indexOf('/')))} after the routing id`);
       const problem = ridHexProblem(path);
       if (problem !== undefined) fail(`bad routing id ${quote(path)}: ${problem}`);
-      rid = RoutingId.parse(path);
-    }
+      return RoutingId.parse(path);
+    };
     if (authority.length === 0 && slash === 0) {
+      const rid = routingId();
       if (rid.isNull()) fail('an endpoint without an address must name a routing id that is not the null one');
       return new Endpoint('', 0, rid);
     }
     const hp = splitHostPort(authority, 1, undefined);
     if ('problem' in hp) return fail(hp.problem);
+    const rid = routingId();
     if (!proxyRid.isNull() && rid.isNull()) fail('an endpoint naming a proxy routing id must name the destination routing id too');
     return new Endpoint(hp.host, hp.port, rid, proxyRid);
   }

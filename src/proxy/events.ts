@@ -19,6 +19,9 @@ export interface ProxyUnregisteredEvent {
   /** Why, as an error code (`ERR_CLOSED` for an Unregister or a clean close), and the message. */
   code: ErrorCode;
   reason: string;
+  /** Payload bytes the server sent and received through the proxy on that connection, as `proxy status` counts them. */
+  bytesSent: number;
+  bytesReceived: number;
 }
 
 /**

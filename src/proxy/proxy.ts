@@ -164,20 +164,28 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     };
   }
 
-  /** What `proxy status` shows: registered servers (at most MAX_STATUS_SERVERS of them) and traffic. */
-  report(): ProxyStatusReport {
+  /** Every registered server, as `proxy status` shows one. */
+  *servers(): Generator<ProxyServerReport> {
     const now = Date.now();
-    const servers: ProxyServerReport[] = [];
     for (const [routingId, conn] of this.registry.entries()) {
-      if (servers.length === MAX_STATUS_SERVERS) break;
-      servers.push({
+      yield {
         routingId,
         address: conn.hop.peerLabel,
         vcs: conn.vcs.size,
         bytesSent: conn.bytesIn,
         bytesReceived: conn.bytesOut,
         connectedSeconds: Math.round((now - conn.connectedAt) / 1000),
-      });
+      };
+    }
+  }
+
+  /** What `proxy status` shows: registered servers (at most MAX_STATUS_SERVERS of them) and traffic. */
+  report(): ProxyStatusReport {
+    const now = Date.now();
+    const servers: ProxyServerReport[] = [];
+    for (const server of this.servers()) {
+      if (servers.length === MAX_STATUS_SERVERS) break;
+      servers.push(server);
     }
     const stats = this.stats();
     return {
@@ -408,6 +416,6 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   private withdraw(conn: ProxyConnection, code: RidproxyError['code'], reason: string): void {
     if (!this.registry.isRegistered(conn)) return;
     this.registry.unregister(conn);
-    this.emit('unregistered', { routingId: conn.identity, address: conn.hop.peerLabel, code, reason });
+    this.emit('unregistered', { routingId: conn.identity, address: conn.hop.peerLabel, code, reason, bytesSent: conn.bytesIn, bytesReceived: conn.bytesOut });
   }
 }

@@ -10,6 +10,7 @@ import { addTunnelOptions, reloadLogLevel, type TunnelOptions } from '../common.
 import { defaultIdentityPath, defaultServeIdentityPath, defaultServeIdentityPattern, identityFrom } from '../identity-file.js';
 import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
+import { exposeMetrics, TunnelMetrics } from '../metrics.js';
 import { secretOption } from '../secrets.js';
 import { openServiceConnection } from '../tunnel.js';
 
@@ -36,11 +37,12 @@ export function registerServe(program: Command): void {
     )
     .option('--insecure-any-proxy', 'accept whatever process answers at a --proxy host:port that names no routing id (its key is not checked: an impostor could take over, and attack a token offline)')
     .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
-  addTunnelOptions(token.addTo(command)).action(async (options: ServeOptions, self: Command) => {
+  addTunnelOptions(token.addTo(command), 'while registered on the proxy, 503 while reconnecting').action(async (options: ServeOptions, self: Command) => {
     const registrationToken = await token.resolve(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const proxy = Endpoint.parse(options.proxy);
     const forward = parseAddress(options.forward, '127.0.0.1');
+    const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
     const identityPath = options.identity ?? defaultServeIdentityPath(forward.host, forward.port);
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) {
@@ -62,11 +64,32 @@ export function registerServe(program: Command): void {
       throw err;
     }
     log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: `${forward.host}:${forward.port}` }, 'registered on the proxy');
-    registration.on('lost', (err) => log.warn({ reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting'));
+    const metrics = new TunnelMetrics();
+    let registered = true;
+    metrics.gauge('ridproxy_serve_registered', '1 while registered on the proxy, 0 while reconnecting.', () => Number(registered));
+    const registrationsLost = metrics.counter('ridproxy_serve_registrations_lost_total', 'Times the registration on the proxy was lost (each followed by reconnecting).');
+    let stopMetrics: (() => void) | undefined;
+    if (metricsAddress !== undefined) {
+      try {
+        stopMetrics = await exposeMetrics(metricsAddress, () => metrics.scrape(), metrics.registry.contentType, () => registered, log);
+      } catch (err) {
+        registration.close();
+        await manager.close();
+        throw err;
+      }
+    }
+    registration.on('lost', (err) => {
+      registered = false;
+      registrationsLost.inc();
+      log.warn({ reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting');
+    });
     registration.on('retrying', ({ attempt, delay, error }) =>
       log.info({ attempt, retryInMs: delay, reason: describe(error) }, 'registration failed; will retry'),
     );
-    registration.on('registered', ({ attempt }) => log.info({ endpoint: registration.endpoint, attempts: attempt }, 're-registered on the proxy'));
+    registration.on('registered', ({ attempt }) => {
+      registered = true;
+      log.info({ endpoint: registration.endpoint, attempts: attempt }, 're-registered on the proxy');
+    });
     registration.on('conflict', (err) => log.error({ reason: describe(err), code: err.code }, 'another process registered this identity; stopping'));
 
     const serveFlow = async (flow: Flow): Promise<void> => {
@@ -82,11 +105,14 @@ export function registerServe(program: Command): void {
       try {
         socket = await openServiceConnection(flow, forward.host, forward.port);
       } catch (err) {
+        metrics.refused((err as { code?: string }).code ?? 'ERR_SERVICE_UNREACHABLE');
         log.warn({ peer, forward: `${forward.host}:${forward.port}`, reason: describe(err) }, 'local service refused a flow');
         return;
       }
       log.debug({ peer }, 'flow connected to the local service');
+      const ended = metrics.carry(socket);
       await splice(flow, socket);
+      ended(failure ? ((failure as { code?: string }).code ?? 'error') : 'ok');
       // The local socket counts what crossed it: read from the service went to the peer.
       log.info(
         { event: 'flow', peer, bytesToPeer: socket.bytesRead, bytesFromPeer: socket.bytesWritten, durationMs: Date.now() - startedAt, ...(failure && { reason: describe(failure) }) },
@@ -115,6 +141,7 @@ export function registerServe(program: Command): void {
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', reload);
     registration.close();
+    stopMetrics?.();
     // After a conflict the proxy has dropped the connection, and with it every VC: nothing to drain.
     await manager.close(conflict ? { drainTimeout: 0 } : undefined);
     await accepting;

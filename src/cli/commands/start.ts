@@ -1,6 +1,5 @@
-import type { Server } from 'node:http';
 import { Option, type Command } from 'commander';
-import { formatAddress, parseAddress } from '../../id/endpoint.js';
+import { parseAddress } from '../../id/endpoint.js';
 import { defaultProxyIdentityPath, identityFrom } from '../identity-file.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT } from '../../hop/connection.js';
 import {
@@ -25,7 +24,7 @@ import { addCommonOptions, reloadLogLevel, type CommonOptions } from '../common.
 import { positiveInteger } from '../parse.js';
 import { secretOption, type Secret } from '../secrets.js';
 import { describe } from '../describe.js';
-import { proxyMetrics, serveMetrics } from '../metrics.js';
+import { exposeMetrics, proxyMetrics } from '../metrics.js';
 import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
@@ -52,6 +51,7 @@ interface StartOptions extends CommonOptions {
   idleTimeout: number;
   maxFrameSize: number;
   metrics?: string;
+  metricsPerRid?: boolean;
   refusalLogInterval: number;
 }
 
@@ -80,6 +80,7 @@ export function registerStart(program: Command): void {
     .addOption(limit('--idle-timeout <ms>', 'time a connection with no VCs and no registration may stay open (0: forever)', DEFAULT_IDLE_TIMEOUT))
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .option('--metrics <[host:]port>', 'serve Prometheus metrics at http://<host:port>/metrics and a health check at /healthz (200 "ok" while the proxy accepts connections); host defaults to 127.0.0.1, so --metrics 9464 is local only')
+    .option('--metrics-per-rid', 'add ridproxy_server_bytes_total{routing_id, direction}, the bytes each registered server sent and received: one series per routing id, so off by default')
     .addOption(
       limit(
         '--refusal-log-interval <ms>',
@@ -120,16 +121,17 @@ export function registerStart(program: Command): void {
       maxPayload: options.maxFrameSize,
     });
     const refusals = logProxyEvents(proxy, log, options.refusalLogInterval);
-    let metricsServer: Server | undefined;
+    let stopMetrics: (() => void) | undefined;
     if (metricsAddress !== undefined) {
-      const metrics = proxyMetrics(proxy, { bufferBudget: options.bufferBudget });
+      const metrics = proxyMetrics(proxy, { bufferBudget: options.bufferBudget, perRoutingId: options.metricsPerRid });
       try {
-        metricsServer = await serveMetrics(metricsAddress.host, metricsAddress.port, metrics.scrape, metrics.registry.contentType, () => proxy.listening, log);
+        stopMetrics = await exposeMetrics(metricsAddress, metrics.scrape, metrics.registry.contentType, () => proxy.listening, log);
       } catch (err) {
         await proxy.close();
         throw err;
       }
-      log.info({ metrics: `http://${formatAddress(metricsAddress.host, metricsAddress.port)}/metrics` }, 'serving metrics');
+    } else if (options.metricsPerRid) {
+      log.warn('--metrics-per-rid does nothing without --metrics');
     }
     const described = () => ({
       token: token !== undefined,
@@ -169,8 +171,7 @@ export function registerStart(program: Command): void {
         log.info({ signal, drainTimeoutMs: options.drainTimeout, connections: stats.connections, vcs: stats.vcs }, 'shutting down: telling connected processes the proxy is going away');
         void proxy.close({ drainTimeout: options.drainTimeout }).then(() => {
           refusals.flush();
-          metricsServer?.close();
-          metricsServer?.closeAllConnections();
+          stopMetrics?.();
           log.info({ bytesForwarded: proxy.stats().bytesForwarded }, 'proxy stopped');
           resolve();
         });
