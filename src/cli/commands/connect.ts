@@ -1,5 +1,6 @@
-import { createServer, type Socket } from 'node:net';
-import { Duplex } from 'node:stream';
+import { closeSync, fstatSync } from 'node:fs';
+import { createServer, Socket } from 'node:net';
+import { Duplex, type Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { InvalidArgumentError, cannotListen } from '../../errors.js';
 import { Endpoint, parseAddress } from '../../id/endpoint.js';
@@ -102,7 +103,24 @@ async function connectStdio(dial: () => Promise<Flow>, endpoint: Endpoint, log: 
   flow.on('error', (err) => log.debug({ reason: describe(err) }, 'flow failed'));
   await awaitServiceReady(flow);
   log.debug({ endpoint: endpoint.toString() }, 'connected');
-  await splice(flow, Duplex.from({ readable: process.stdin, writable: process.stdout }));
+  await splice(flow, Duplex.from({ readable: process.stdin, writable: closableStdout() }));
+}
+
+/**
+ * The remote's end must reach the local program as EOF, as with ssh -W: a ProxyCommand's ssh
+ * waits for it when the server hangs up without a word. process.stdout never closes its
+ * descriptor, so a pipe or socket on fd 1 gets a stream of its own that does; a file or a
+ * terminal is closed by the process's exit.
+ */
+function closableStdout(): Writable {
+  const stat = fstatSync(1);
+  if (!stat.isFIFO() && !stat.isSocket()) return process.stdout;
+  const socket = new Socket({ fd: 1, readable: false, writable: true });
+  // libuv never closes descriptors 0-2, even with their handle: once the handle is gone (nothing
+  // watches the descriptor any more), close it here, which is the EOF.
+  socket.once('finish', () => socket.destroy());
+  socket.once('close', () => closeSync(1));
+  return socket;
 }
 
 async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local: string, log: Logger, metrics: TunnelMetrics): Promise<void> {
