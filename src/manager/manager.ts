@@ -13,8 +13,9 @@ import {
   abortReason,
 } from '../errors.js';
 import { Endpoint, parseAddress } from '../id/endpoint.js';
+import { checkHostname } from '../id/hostname.js';
 import { Identity } from '../id/identity.js';
-import { RoutingId } from '../id/routing-id.js';
+import { RoutingId, ridHexProblem } from '../id/routing-id.js';
 import { unpinned } from '../hop/dial.js';
 import { secureChannel, secureContextFor } from '../secure/index.js';
 import type { VirtualCircuit } from '../hop/circuit.js';
@@ -23,7 +24,7 @@ import { SharedAttempt } from './shared-attempt.js';
 import type { Flow } from './flow.js';
 import type { IncomingVc, Link, VcDecision } from './link.js';
 import { LinkPool } from './link-pool.js';
-import { DEFAULT_DRAIN_TIMEOUT, resolveManagerOptions, type AcceptOptions, type CloseOptions, type DialOptions, type ListenStatus, type ManagerOptions, type ProxyListenOptions, type ProxyRegistration, type ResolvedManagerOptions } from './options.js';
+import { DEFAULT_DRAIN_TIMEOUT, resolveManagerOptions, type AcceptOptions, type CloseOptions, type DialOptions, type IngressInfo, type ListenStatus, type ManagerOptions, type ProxyListenOptions, type ProxyRegistration, type ResolvedManagerOptions } from './options.js';
 import { VcSession } from './vc-session.js';
 
 interface DirectListener {
@@ -34,6 +35,13 @@ interface DirectListener {
 interface Registration extends ProxyRegistration {
   link: Link;
   finish(err: Error | undefined): void;
+}
+
+/** A RegisterOk document's ingress fields (docs/protocol.md 5.5), keeping only what has the right type. */
+function ingressInfo(document: Record<string, unknown>): IngressInfo {
+  const strings = (value: unknown): string[] => (Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []);
+  const ingress = typeof document.ingress === 'string' && ridHexProblem(document.ingress) === undefined ? document.ingress : undefined;
+  return { hostnames: strings(document.hostnames), urls: strings(document.urls), ...(ingress !== undefined && { routingId: ingress }) };
 }
 
 /** Who a failed incoming VC came from. */
@@ -146,12 +154,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (this.registrations.has(name)) throw new ManagerError('ERR_NAME_IN_USE', `a proxy registration named "${name}" is already active`);
     const proxy = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
     let link: Link;
+    let info: Record<string, unknown>;
     try {
       if (proxy.hopRoutingId.isNull() && !options.allowUnpinnedProxy) throw unpinned(proxy, 'register on it');
       link = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `registering on proxy ${proxy.address}`, (signal) =>
         this.links.linkTo(proxy, signal),
       );
-      await link.register(options.token);
+      if (options.hostname !== undefined) checkHostname(options.hostname);
+      info = await link.register(options.token, options.hostname === undefined ? undefined : { name: options.hostname });
     } catch (err) {
       this.proxyErrors.set(name, err as Error);
       this.markDirty();
@@ -169,6 +179,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       name,
       // Clients pin the proxy too: it is the one whose key this link proved.
       endpoint: new Endpoint(proxy.host, proxy.port, this.routingId, link.hop.peerRoutingId).toString(),
+      ingress: ingressInfo(info),
       closed,
       link,
       close: () => {

@@ -76,6 +76,8 @@ export interface ProxyConnection {
   idleTimer: NodeJS.Timeout | undefined;
   /** VC opens refused for a limit since this connection last got one through. */
   limitRefusals: number;
+  /** The RegisterOptions document sent for the next Register, if any. */
+  registerOptions: Record<string, unknown> | undefined;
 }
 
 export function newProxyConnection(hop: HopConnection, group: string): ProxyConnection {
@@ -91,6 +93,7 @@ export function newProxyConnection(hop: HopConnection, group: string): ProxyConn
     bytesOut: 0,
     idleTimer: undefined,
     limitRefusals: 0,
+    registerOptions: undefined,
   };
 }
 

@@ -5,7 +5,7 @@ import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
 import { HopConnection } from '../hop/connection.js';
-import { FrameType, type Frame } from '../wire/index.js';
+import { FrameType, decodeRegistrationDocument, payloadOf, type Frame } from '../wire/index.js';
 import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
 import { resolveProxyOptions, type ProxyOptions, type ReloadableProxyOptions, type ResolvedProxyOptions } from './options.js';
@@ -118,6 +118,11 @@ export class Proxy extends EventEmitter<ProxyEvents> {
 
   get routingId(): RoutingId {
     return this.identity.routingId;
+  }
+
+  /** Whether a server holds the registration of `rid` now. */
+  isRegistered(rid: RoutingId): boolean {
+    return this.registry.lookup(rid) !== undefined;
   }
 
   /** True while the proxy accepts connections: from `listen()` until `close()` is called. */
@@ -341,6 +346,9 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       case FrameType.VcRejected:
       case FrameType.CloseVc:
         this.circuits.close(conn, frame);
+        return;
+      case FrameType.RegisterOptions:
+        conn.registerOptions = decodeRegistrationDocument(FrameType.RegisterOptions, payloadOf(frame));
         return;
       case FrameType.Register:
         this.register(conn, frame);

@@ -1,7 +1,7 @@
 import { Reason } from '../errors.js';
 import type { RoutingId } from '../id/routing-id.js';
 import { TokenPurpose } from '../hop/handshake.js';
-import { FrameType, decodeRegister, encodeReason, payloadOf, type Frame } from '../wire/index.js';
+import { FrameType, decodeRegister, encodeDocument, encodeReason, payloadOf, type Frame } from '../wire/index.js';
 import type { ResolvedProxyOptions } from './options.js';
 import type { ProxyConnection } from './proxy-connection.js';
 
@@ -27,7 +27,7 @@ export class Registry {
   private readonly routes = new Map<string, ProxyConnection>();
 
   constructor(
-    private readonly options: Pick<ResolvedProxyOptions, 'registrationToken' | 'registrationAllowList' | 'maxRegistrations'>,
+    private readonly options: Pick<ResolvedProxyOptions, 'registrationToken' | 'registrationAllowList' | 'maxRegistrations' | 'registrationHook'>,
     private readonly endpoint: string,
   ) {}
 
@@ -69,6 +69,10 @@ export class Registry {
     if (previous === undefined && this.routes.size >= this.options.maxRegistrations) {
       return refuse(Reason.Limit, `proxy ${this.endpoint} has reached its limit of ${this.options.maxRegistrations} registered servers`);
     }
+    const requested = conn.registerOptions;
+    conn.registerOptions = undefined;
+    const verdict = this.options.registrationHook?.register(key, requested ?? {});
+    if (verdict !== undefined && 'refused' in verdict) return refuse(verdict.refused.reason, verdict.refused.message);
     let superseded: string | undefined;
     if (previous !== undefined && previous !== conn) {
       superseded = previous.hop.peerLabel;
@@ -79,7 +83,8 @@ export class Registry {
       previous.hop.close(Reason.Superseded, supersededMessage(key, hop.peerLabel));
     }
     this.routes.set(key, conn);
-    hop.send(FrameType.RegisterOk, 0);
+    // A server that sent no RegisterOptions gets the empty RegisterOk of before they existed (5.5).
+    hop.send(FrameType.RegisterOk, 0, requested === undefined ? undefined : encodeDocument(verdict?.document ?? {}));
     return { outcome: 'registered', superseded };
   }
 

@@ -13,7 +13,7 @@ import { describe } from '../describe.js';
 import { createLogger, type Logger } from '../logger.js';
 import { exposeMetrics, TunnelMetrics } from '../metrics.js';
 import { secretOption } from '../secrets.js';
-import { awaitServiceReady } from '../tunnel.js';
+import { awaitServiceReady } from '../../tunnel/protocol.js';
 
 const dialToken = secretOption('dial-token', 'dial', "the proxy's dial token, if it requires one (sent only as a MAC bound to the connection)");
 

@@ -12,13 +12,15 @@ import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
 import { exposeMetrics, TunnelMetrics } from '../metrics.js';
 import { secretOption } from '../secrets.js';
-import { openServiceConnection } from '../tunnel.js';
+import { openServiceConnection, readOrigin } from '../../tunnel/protocol.js';
 
 const token = secretOption('token', 'registration', "the proxy's registration token, if it requires one (sent only as a MAC bound to the connection)");
 
 interface ServeOptions extends TunnelOptions {
   proxy: string;
   forward: string;
+  name?: string;
+  json?: boolean;
   identity?: string;
   insecureAnyProxy?: boolean;
 }
@@ -36,6 +38,8 @@ export function registerServe(program: Command): void {
       `this server's identity (mode 0600: a file group or others may access is refused); its routing ID is the address clients dial. Each serve needs its own: of two on one identity, the one displaced exits (default: ${defaultServeIdentityPattern()}, one per --forward address, created on first use)`,
     )
     .option('--insecure-any-proxy', 'accept whatever process answers at a --proxy host:port that names no routing id (its key is not checked: an impostor could take over, and attack a token offline)')
+    .option('--name <name>', "on a proxy with web ingress, also be reachable as <name>.<its domain>: the proxy reserves the name for this identity's key (a DNS label: a-z, 0-9, -)")
+    .option('--json', 'print events as JSON lines on stdout instead of the endpoint and URL lines: registered (endpoint, urls), reconnecting, stopped')
     .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
   addTunnelOptions(token.addTo(command), 'while registered on the proxy, 503 while reconnecting').action(async (options: ServeOptions, self: Command) => {
     const registrationToken = await token.resolve(options);
@@ -58,12 +62,19 @@ export function registerServe(program: Command): void {
     );
     let registration: PersistentRegistration;
     try {
-      registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: registrationToken?.value, allowUnpinnedProxy: options.insecureAnyProxy });
+      registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: registrationToken?.value, allowUnpinnedProxy: options.insecureAnyProxy, hostname: options.name });
     } catch (err) {
       await manager.close();
       throw err;
     }
-    log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: `${forward.host}:${forward.port}` }, 'registered on the proxy');
+    const urls = registration.ingress?.urls ?? [];
+    log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: `${forward.host}:${forward.port}`, urls }, 'registered on the proxy');
+    if (options.name !== undefined && registration.ingress?.hostnames.length === 0) log.warn({ name: options.name }, 'the proxy has no web ingress: --name has no effect');
+    // The proxy, which this serve pinned, names the key its web ingress calls with.
+    const ingressRoutingId = (): string | undefined => registration.ingress?.routingId;
+    const event = (fields: Record<string, unknown>): void => {
+      if (options.json) process.stdout.write(`${JSON.stringify(fields)}\n`);
+    };
     const metrics = new TunnelMetrics();
     let registered = true;
     metrics.gauge('ridproxy_serve_registered', '1 while registered on the proxy, 0 while reconnecting.', () => Number(registered));
@@ -81,6 +92,7 @@ export function registerServe(program: Command): void {
     registration.on('lost', (err) => {
       registered = false;
       registrationsLost.inc();
+      event({ event: 'reconnecting', reason: describe(err), code: (err as { code?: string }).code });
       log.warn({ reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting');
     });
     registration.on('retrying', ({ attempt, delay, error }) =>
@@ -88,6 +100,7 @@ export function registerServe(program: Command): void {
     );
     registration.on('registered', ({ attempt }) => {
       registered = true;
+      event({ event: 'registered', endpoint: registration.endpoint, urls: registration.ingress?.urls ?? [] });
       log.info({ endpoint: registration.endpoint, attempts: attempt }, 're-registered on the proxy');
     });
     registration.on('conflict', (err) => log.error({ reason: describe(err), code: err.code }, 'another process registered this identity; stopping'));
@@ -103,6 +116,9 @@ export function registerServe(program: Command): void {
       });
       let socket;
       try {
+        // A flow from the proxy itself comes from its web ingress, and says first where from.
+        const origin = flow.conn.remoteRoutingId.toString() === ingressRoutingId() ? await readOrigin(flow) : undefined;
+        if (origin !== undefined) log.debug({ peer, via: origin.via, client: origin.client, host: origin.host }, 'flow from the web ingress');
         socket = await openServiceConnection(flow, forward.host, forward.port);
       } catch (err) {
         metrics.refused((err as { code?: string }).code ?? 'ERR_SERVICE_UNREACHABLE');
@@ -132,7 +148,8 @@ export function registerServe(program: Command): void {
     const reload = (): void => reloadLogLevel(self, log);
     process.on('SIGHUP', reload);
     // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
-    process.stdout.write(`${registration.endpoint}\n`);
+    if (options.json) event({ event: 'registered', endpoint: registration.endpoint, urls });
+    else process.stdout.write(`${[registration.endpoint, ...urls].join('\n')}\n`);
     const accepting = (async () => {
       for await (const flow of manager) void serveFlow(flow);
     })();
@@ -145,6 +162,7 @@ export function registerServe(program: Command): void {
     // After a conflict the proxy has dropped the connection, and with it every VC: nothing to drain.
     await manager.close(conflict ? { drainTimeout: 0 } : undefined);
     await accepting;
+    event({ event: 'stopped', ...(conflict && { reason: conflict.message, code: conflict.code }) });
     if (conflict) throw new ConnectionClosedError(conflict.reason, `${conflict.message}; give each serve its own --identity`);
   });
 }

@@ -26,12 +26,14 @@ import { secretOption, type Secret } from '../secrets.js';
 import { describe } from '../describe.js';
 import { exposeMetrics, proxyMetrics } from '../metrics.js';
 import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
+import { webIngress, startHttpIngress, type WebIngressOptions } from '../web-ingress.js';
+import { InvalidArgumentError } from '../../errors.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
 const dialToken = secretOption('dial-token', 'dial', 'require this token from clients that open VCs (`proxy connect --dial-token`)');
 const statusToken = secretOption('status-token', 'status', 'answer `proxy status --token` with this token; with another token set and no status token, status is off');
 
-interface StartOptions extends CommonOptions {
+interface StartOptions extends CommonOptions, WebIngressOptions {
   listen: string;
   identity?: string;
   allowFile?: string;
@@ -80,6 +82,10 @@ export function registerStart(program: Command): void {
     .addOption(limit('--idle-timeout <ms>', 'time a connection with no VCs and no registration may stay open (0: forever)', DEFAULT_IDLE_TIMEOUT))
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .option('--metrics <[host:]port>', 'serve Prometheus metrics at http://<host:port>/metrics and a health check at /healthz (200 "ok" while the proxy accepts connections); host defaults to 127.0.0.1, so --metrics 9464 is local only')
+    .option('--http <[host:]port>', 'accept public HTTP/1.1 here (host defaults to 0.0.0.0) and route each request by its Host to the server registered under that name in --domain; WebSocket and other upgrades pass through')
+    .option('--domain <domain>', 'the domain the web ingress names servers under: each server is <base32 of its routing id>.<domain>, and `serve --name app` asks for app.<domain>')
+    .option('--names-file <file>', 'where the names servers asked for are reserved, one key each, across restarts (default: names.json next to the proxy identity); read again on SIGHUP')
+    .option('--trust-forwarded', 'keep the X-Forwarded-* and Forwarded headers requests arrive with (only behind a load balancer you trust); by default the proxy replaces them')
     .option('--metrics-per-rid', 'add ridproxy_server_bytes_total{routing_id, direction}, the bytes each registered server sent and received: one series per routing id, so off by default')
     .addOption(
       limit(
@@ -94,7 +100,12 @@ export function registerStart(program: Command): void {
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
     const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
+    if ((options.http === undefined) !== (options.domain === undefined)) {
+      throw new InvalidArgumentError('ERR_INVALID_OPTION', '--http and --domain go together: the ingress routes requests by host names under the domain');
+    }
     const identityPath = options.identity ?? defaultProxyIdentityPath();
+    const web = webIngress(options, identityPath);
+    const names = web?.names;
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new proxy identity');
     const proxy = await Proxy.listen({
@@ -119,6 +130,7 @@ export function registerStart(program: Command): void {
       handshakeTimeout: options.handshakeTimeout,
       idleTimeout: options.idleTimeout,
       maxPayload: options.maxFrameSize,
+      registrationHook: names,
     });
     const refusals = logProxyEvents(proxy, log, options.refusalLogInterval);
     let stopMetrics: (() => void) | undefined;
@@ -132,6 +144,16 @@ export function registerStart(program: Command): void {
       }
     } else if (options.metricsPerRid) {
       log.warn('--metrics-per-rid does nothing without --metrics');
+    }
+    let stopIngress: (() => Promise<void>) | undefined;
+    if (web !== undefined) {
+      try {
+        stopIngress = await startHttpIngress(proxy, web, options, () => dial?.value, log);
+      } catch (err) {
+        stopMetrics?.();
+        await proxy.close();
+        throw err;
+      }
     }
     const described = () => ({
       token: token !== undefined,
@@ -151,6 +173,7 @@ export function registerStart(program: Command): void {
       reloading = reloading.then(async () => {
         reloadLogLevel(self, log);
         try {
+          names?.reload();
           ({ token, dial, status, allowList } = await admissionSettings(options));
         } catch (err) {
           log.error({ reason: describe(err) }, 'SIGHUP: reload failed; the previous allow-list and tokens stay in force');
@@ -169,7 +192,7 @@ export function registerStart(program: Command): void {
         process.off('SIGHUP', reload);
         const stats = proxy.stats();
         log.info({ signal, drainTimeoutMs: options.drainTimeout, connections: stats.connections, vcs: stats.vcs }, 'shutting down: telling connected processes the proxy is going away');
-        void proxy.close({ drainTimeout: options.drainTimeout }).then(() => {
+        void Promise.all([stopIngress?.(), proxy.close({ drainTimeout: options.drainTimeout })]).then(() => {
           refusals.flush();
           stopMetrics?.();
           log.info({ bytesForwarded: proxy.stats().bytesForwarded }, 'proxy stopped');
