@@ -120,12 +120,16 @@ export class NameDirectory implements RegistrationHook {
     chmodSync(temp, 0o600);
     renameSync(temp, this.file);
   }
+
+  /** Every reserved name and the routing id it is reserved for. */
+  list(): Array<{ name: string; routingId: string; claimedAt: string }> {
+    return [...this.reservations].map(([name, r]) => ({ name, routingId: r.routingId, claimedAt: r.claimedAt }));
+  }
 }
 
-/** Releases `name` in a names file (for `proxy names release`); false when it was not reserved there. */
-export function releaseName(file: string, name: string): boolean {
-  const directory = new NameDirectory('release.invalid', file, () => []);
-  return directory.release(name);
+/** The reservations in a names file, to list or release them (`proxy names`) while no domain is known. */
+export function namesFile(file: string): NameDirectory {
+  return new NameDirectory('names.invalid', file, () => []);
 }
 
 function domainProblem(domain: string): string | undefined {

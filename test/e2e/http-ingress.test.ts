@@ -254,5 +254,17 @@ describe('proxy start --http: the web ingress', () => {
     expect(again.stderr).toContain('reserved for another key');
     // The holder, back by itself after the restart, still has it.
     await waitFor(async () => (await get(httpPort, `alpha.${DOMAIN}`, '/')).status === 200, 'alpha to be back', 10_000);
-  }, 30_000);
+
+    // The operator lists and releases it; after SIGHUP the other key may take it.
+    const listed = await runToExit(['names', 'list', '--names-file', namesFile], config);
+    expect(listed.stdout).toMatch(/^alpha {2}[0-9a-f]{32} {2}\d{4}-/m);
+    expect(listed.stdout).toMatch(/^beta {2}/m);
+    expect((await runToExit(['names', 'release', 'nosuch', '--names-file', namesFile], config)).stderr).toContain('the name nosuch is not reserved');
+    expect((await runToExit(['names', 'release', 'alpha', '--names-file', namesFile], config)).code).toBe(0);
+    proxy.child.kill('SIGHUP');
+    await waitFor(() => proxy.stderr().includes('reloaded the allow-list and tokens'), 'the proxy to read the names again');
+    const taker = runCli(['serve', '--proxy', proxyEndpoint, '--forward', String(beta.port), '--name', 'alpha', '--identity', other], { config });
+    await taker.firstLine;
+    expect(JSON.parse(readFileSync(namesFile, 'utf8')).names.alpha.routingId).toBe((await taker.firstLine).slice(-32));
+  }, 40_000);
 });
