@@ -161,7 +161,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
         this.links.linkTo(proxy, signal),
       );
       if (options.hostname !== undefined) checkHostname(options.hostname);
-      info = await link.register(options.token, options.hostname === undefined ? undefined : { name: options.hostname });
+      // Always a RegisterOptions, even empty: a proxy answers it with what its ingress offers (the routing id name at least).
+      info = await link.register(options.token, options.hostname === undefined ? {} : { name: options.hostname });
     } catch (err) {
       this.proxyErrors.set(name, err as Error);
       this.markDirty();

@@ -209,6 +209,27 @@ describe('proxy start --http: the web ingress', () => {
     response.destroy();
   }, 40_000);
 
+  it('serve --json prints events instead of lines: registered with its URLs, reconnecting, registered again, stopped', async () => {
+    const other = join(config, 'json.pem');
+    expect((await runToExit(['keygen', '--out', other], config)).code).toBe(0);
+    const json = runCli(['serve', '--proxy', proxyEndpoint, '--forward', String(beta.port), '--identity', other, '--json'], { config });
+    const events = (): Array<Record<string, unknown>> => json.stdout().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    await json.firstLine;
+    expect(events()[0]).toMatchObject({ event: 'registered', endpoint: expect.stringMatching(/^ridp:\/\//), urls: [expect.stringMatching(new RegExp(`^http://[a-z2-7]{26}\\.tunnel\\.test:${httpPort}/$`))] });
+    // The proxy restarts: serve says it is reconnecting, then registered again.
+    proxy.child.kill('SIGKILL');
+    await proxy.exited;
+    await waitFor(() => events().some((e) => e.event === 'reconnecting'), 'a reconnecting event', 10_000);
+    await startProxy();
+    await waitFor(() => events().filter((e) => e.event === 'registered').length === 2, 'a second registered event', 10_000);
+    json.child.kill('SIGTERM');
+    await json.exited;
+    expect(events().map((e) => e.event)).toEqual(['registered', 'reconnecting', 'registered', 'stopped']);
+    expect(events()[1]).toMatchObject({ code: expect.stringMatching(/^ERR_/) });
+    // alpha and beta are back too, by themselves.
+    await waitFor(async () => (await get(httpPort, `alpha.${DOMAIN}`, '/')).status === 200 && (await get(httpPort, `beta.${DOMAIN}`, '/')).status === 200, 'alpha and beta to be back', 10_000);
+  }, 30_000);
+
   it('answers 404 naming an unknown host, and 400 without a Host', async () => {
     const unknown = await get(httpPort, `nobody.${DOMAIN}`, '/');
     expect(unknown.status).toBe(404);
