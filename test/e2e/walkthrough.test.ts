@@ -14,10 +14,11 @@ const EXAMPLE = {
   localPort: '9000',
 };
 
-/** Every `$ command` line of the walkthrough's console blocks, in order. */
-function walkthroughCommands(): string[] {
+/** Every `$ command` line of the console blocks in the README section headed `heading`, in order. */
+function walkthroughCommands(heading = '## Five-minute walkthrough'): string[] {
   const text = readme();
-  const start = text.indexOf('## Five-minute walkthrough');
+  const start = text.indexOf(heading);
+  if (start < 0) throw new Error(`README.md has no section ${heading}`);
   const section = text.slice(start, text.indexOf('\n## ', start + 1));
   return [...section.matchAll(/^```console\n([\s\S]*?)^```$/gm)].flatMap((block) =>
     block[1]
@@ -205,4 +206,51 @@ describe('the README walkthrough', () => {
       await handler![1](line);
     }
   }, 90_000);
+
+  it('the web walkthrough: a proxy with a domain, serve --name, curl by name (DNS replaced by --connect-to)', async () => {
+    const commands = walkthroughCommands('## Expose to the web');
+    const cwd = isolatedConfig();
+    const config = isolatedConfig();
+    const [proxyPort, httpPort, servicePort] = await Promise.all([freePort(), freePort(), freePort()]);
+    const service = createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nhello from behind NAT\n'));
+    });
+    servers.push(service);
+    await new Promise<void>((resolve) => service.listen(servicePort, '127.0.0.1', resolve));
+    let proxyEndpoint = '';
+    const handlers: Array<[RegExp, (line: string) => Promise<void>]> = [
+      [
+        /^npx proxy start --listen 0\.0\.0\.0:8100 --http 0\.0\.0\.0:8080 --domain tunnel\.example\.com$/,
+        async (line) => {
+          const proxy = shell(line.replace('0.0.0.0:8100', `127.0.0.1:${proxyPort}`).replace('0.0.0.0:8080', `127.0.0.1:${httpPort}`), cwd, config);
+          proxyEndpoint = await proxy.firstLine;
+        },
+      ],
+      [
+        /^npx proxy serve --proxy \S+ --forward 3000 --name myapp$/,
+        async (line) => {
+          const serve = shell(line.replace(/--proxy \S+/, `--proxy ${proxyEndpoint}`).replace('--forward 3000', `--forward ${servicePort}`), cwd, config);
+          await serve.firstLine;
+          await waitFor(() => serve.stdout().trim().split('\n').length === 3, 'the two URL lines');
+          const [, named, byRid] = serve.stdout().trim().split('\n');
+          expect(named).toBe(`http://myapp.tunnel.example.com:${httpPort}/`);
+          expect(byRid).toMatch(new RegExp(`^http://[a-z2-7]{26}\\.tunnel\\.example\\.com:${httpPort}/$`));
+        },
+      ],
+      [
+        /^curl http:\/\/myapp\.tunnel\.example\.com:8080\/$/,
+        async (line) => {
+          const curl = shell(line.replace('curl ', `curl -s --connect-to ::127.0.0.1:${httpPort} `).replace(':8080/', `:${httpPort}/`), cwd, config);
+          expect(await curl.exited).toBe(0);
+          expect(curl.stdout()).toBe('hello from behind NAT\n');
+        },
+      ],
+    ];
+    for (const line of commands) {
+      const handler = handlers.find(([pattern]) => pattern.test(line));
+      expect(handler, `no test for the web walkthrough line: $ ${line}`).toBeDefined();
+      await handler![1](line);
+    }
+  }, 60_000);
 });
