@@ -21,6 +21,7 @@ import { secureChannel, secureContextFor } from '../secure/index.js';
 import type { VirtualCircuit } from '../hop/circuit.js';
 import { AcceptQueue } from './accept-queue.js';
 import { SharedAttempt } from './shared-attempt.js';
+import { firstToSucceed } from './staggered.js';
 import type { Flow } from './flow.js';
 import type { IncomingVc, Link, VcDecision } from './link.js';
 import { LinkPool } from './link-pool.js';
@@ -363,7 +364,18 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return attempt.join(signal);
   }
 
-  private async openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
+  /** A VC to `target`, over the first of its routes to answer (several for a server on several proxies). */
+  private openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
+    const routes = target.routes;
+    if (routes.length === 1) return this.openRoute(target, signal, options);
+    return firstToSucceed(
+      routes.map((route) => ({ label: route.address, run: (routeSignal: AbortSignal) => this.openRoute(route, routeSignal, options) })),
+      signal,
+      (late) => void late.close(0, 'another route answered first'),
+    );
+  }
+
+  private async openRoute(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
     const link = await this.links.linkTo(target, signal, options.allowUnpinnedProxy);
     const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
     const circuit = await link.openVc(dst, signal, options.token);

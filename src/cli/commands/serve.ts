@@ -17,7 +17,7 @@ import { openServiceConnection, readOrigin } from '../../tunnel/protocol.js';
 const token = secretOption('token', 'registration', "the proxy's registration token, if it requires one (sent only as a MAC bound to the connection)");
 
 interface ServeOptions extends TunnelOptions {
-  proxy: string;
+  proxy: string[];
   forward: string;
   name?: string;
   json?: boolean;
@@ -29,9 +29,13 @@ export function registerServe(program: Command): void {
   const command = program
     .command('serve')
     .description(
-      'Export a local TCP service through a proxy. Prints the endpoint clients use as the first line of stdout; re-registers by itself within about 2 s whenever the proxy comes back. Exits with status 1 if another process registers the same identity on the proxy. SIGHUP reloads the log level from --config.',
+      'Export a local TCP service through one or more proxies. Prints the endpoint clients use as the first line of stdout (naming every proxy); re-registers on each by itself within about 2 s whenever it comes back. Exits with status 1 if another process registers the same identity on a proxy. SIGHUP reloads the log level from --config.',
     )
-    .requiredOption('--proxy <endpoint>', 'required: the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent (a bare host:port needs --insecure-any-proxy)')
+    .requiredOption(
+      '--proxy <endpoint>',
+      'required: the endpoint `proxy start` printed (ridp://host:port/<rid>); the proxy must prove that routing id before anything is sent (a bare host:port needs --insecure-any-proxy). Repeat it to register on several proxies: clients then fail over between them',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
     .requiredOption('--forward <[host:]port>', 'required: the local service each incoming flow is connected to (host defaults to 127.0.0.1: --forward 3000 is 127.0.0.1:3000)')
     .option(
       '--identity <file>',
@@ -44,7 +48,7 @@ export function registerServe(program: Command): void {
   addTunnelOptions(token.addTo(command), 'while registered on the proxy, 503 while reconnecting').action(async (options: ServeOptions, self: Command) => {
     const registrationToken = await token.resolve(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
-    const proxy = Endpoint.parse(options.proxy);
+    const proxies = options.proxy.map((text) => Endpoint.parse(text));
     const forward = parseAddress(options.forward, '127.0.0.1');
     const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
     const identityPath = options.identity ?? defaultServeIdentityPath(forward.host, forward.port);
@@ -60,50 +64,57 @@ export function registerServe(program: Command): void {
     manager.on('vcError', (err, { claimedRoutingId, remoteRoutingId }) =>
       log.warn({ peer: remoteRoutingId, claimedPeer: claimedRoutingId, reason: describe(err), code: err.code }, 'refused a VC'),
     );
-    let registration: PersistentRegistration;
+    // One registration per proxy, each re-registering on its own; every proxy must take the first one.
+    let registrations: PersistentRegistration[];
     try {
-      registration = await PersistentRegistration.start(manager, 'proxy', proxy, { token: registrationToken?.value, allowUnpinnedProxy: options.insecureAnyProxy, hostname: options.name });
+      registrations = await Promise.all(
+        proxies.map((proxy, i) =>
+          PersistentRegistration.start(manager, `proxy-${i}`, proxy, { token: registrationToken?.value, allowUnpinnedProxy: options.insecureAnyProxy, hostname: options.name }),
+        ),
+      );
     } catch (err) {
       await manager.close();
       throw err;
     }
-    const urls = registration.ingress?.urls ?? [];
-    log.info({ endpoint: registration.endpoint, proxy: proxy.toString(), forward: `${forward.host}:${forward.port}`, urls }, 'registered on the proxy');
-    if (options.name !== undefined && registration.ingress?.hostnames.length === 0) log.warn({ name: options.name }, 'the proxy has no web ingress: --name has no effect');
-    // The proxy, which this serve pinned, names the key its web ingress calls with.
-    const ingressRoutingId = (): string | undefined => registration.ingress?.routingId;
+    // Stable across reconnects: each proxy's address and key, and this server's routing id.
+    const endpoint = Endpoint.withRoutes(registrations.map((r) => Endpoint.parse(r.endpoint!))).toString();
+    const currentUrls = (): string[] => [...new Set(registrations.flatMap((r) => r.ingress?.urls ?? []))];
+    const urls = currentUrls();
+    log.info({ endpoint, proxies: proxies.map(String), forward: `${forward.host}:${forward.port}`, urls }, proxies.length === 1 ? 'registered on the proxy' : `registered on ${proxies.length} proxies`);
+    if (options.name !== undefined && urls.length === 0) log.warn({ name: options.name }, 'no proxy has web ingress: --name has no effect');
+    // Each proxy, which this serve pinned, names the key its web ingress calls with.
+    const fromIngress = (peer: string): boolean => registrations.some((r) => r.ingress?.routingId === peer);
     const event = (fields: Record<string, unknown>): void => {
       if (options.json) process.stdout.write(`${JSON.stringify(fields)}\n`);
     };
     const metrics = new TunnelMetrics();
-    let registered = true;
-    metrics.gauge('ridproxy_serve_registered', '1 while registered on the proxy, 0 while reconnecting.', () => Number(registered));
-    const registrationsLost = metrics.counter('ridproxy_serve_registrations_lost_total', 'Times the registration on the proxy was lost (each followed by reconnecting).');
+    const registered = (): number => registrations.filter((r) => r.isRegistered).length;
+    metrics.gauge('ridproxy_serve_registered', 'Proxies this serve is registered on now (0 while reconnecting to every one).', registered);
+    const registrationsLost = metrics.counter('ridproxy_serve_registrations_lost_total', 'Times a registration on a proxy was lost (each followed by reconnecting).');
     let stopMetrics: (() => void) | undefined;
     if (metricsAddress !== undefined) {
       try {
-        stopMetrics = await exposeMetrics(metricsAddress, () => metrics.scrape(), metrics.registry.contentType, () => registered, log);
+        stopMetrics = await exposeMetrics(metricsAddress, () => metrics.scrape(), metrics.registry.contentType, () => registered() > 0, log);
       } catch (err) {
-        registration.close();
+        for (const registration of registrations) registration.close();
         await manager.close();
         throw err;
       }
     }
-    registration.on('lost', (err) => {
-      registered = false;
-      registrationsLost.inc();
-      event({ event: 'reconnecting', reason: describe(err), code: (err as { code?: string }).code });
-      log.warn({ reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting');
+    registrations.forEach((registration, i) => {
+      const proxy = proxies[i].toString();
+      registration.on('lost', (err) => {
+        registrationsLost.inc();
+        event({ event: 'reconnecting', proxy, reason: describe(err), code: (err as { code?: string }).code });
+        log.warn({ proxy, reason: describe(err), code: (err as { code?: string }).code }, 'lost the proxy registration; reconnecting');
+      });
+      registration.on('retrying', ({ attempt, delay, error }) => log.info({ proxy, attempt, retryInMs: delay, reason: describe(error) }, 'registration failed; will retry'));
+      registration.on('registered', ({ attempt }) => {
+        event({ event: 'registered', proxy, endpoint, urls: currentUrls() });
+        log.info({ proxy, endpoint, attempts: attempt }, 're-registered on the proxy');
+      });
+      registration.on('conflict', (err) => log.error({ proxy, reason: describe(err), code: err.code }, 'another process registered this identity; stopping'));
     });
-    registration.on('retrying', ({ attempt, delay, error }) =>
-      log.info({ attempt, retryInMs: delay, reason: describe(error) }, 'registration failed; will retry'),
-    );
-    registration.on('registered', ({ attempt }) => {
-      registered = true;
-      event({ event: 'registered', endpoint: registration.endpoint, urls: registration.ingress?.urls ?? [] });
-      log.info({ endpoint: registration.endpoint, attempts: attempt }, 're-registered on the proxy');
-    });
-    registration.on('conflict', (err) => log.error({ reason: describe(err), code: err.code }, 'another process registered this identity; stopping'));
 
     const serveFlow = async (flow: Flow): Promise<void> => {
       const peer = flow.conn.remoteRoutingId.toString();
@@ -117,7 +128,7 @@ export function registerServe(program: Command): void {
       let socket;
       try {
         // A flow from the proxy itself comes from its web ingress, and says first where from.
-        const origin = flow.conn.remoteRoutingId.toString() === ingressRoutingId() ? await readOrigin(flow) : undefined;
+        const origin = fromIngress(peer) ? await readOrigin(flow) : undefined;
         if (origin !== undefined) log.debug({ peer, via: origin.via, client: origin.client, host: origin.host }, 'flow from the web ingress');
         socket = await openServiceConnection(flow, forward.host, forward.port);
       } catch (err) {
@@ -148,16 +159,18 @@ export function registerServe(program: Command): void {
     const reload = (): void => reloadLogLevel(self, log);
     process.on('SIGHUP', reload);
     // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
-    if (options.json) event({ event: 'registered', endpoint: registration.endpoint, urls });
-    else process.stdout.write(`${[registration.endpoint, ...urls].join('\n')}\n`);
+    if (options.json) event({ event: 'registered', endpoint, urls });
+    else process.stdout.write(`${[endpoint, ...urls].join('\n')}\n`);
     const accepting = (async () => {
       for await (const flow of manager) void serveFlow(flow);
     })();
-    const conflict = await Promise.race([stop.then(() => undefined), registration.done]);
+    // A conflict on any proxy stops this serve: the other process with its key would be displaced there forever.
+    const conflicts = registrations.map((r) => r.done.then((conflict) => conflict ?? new Promise<never>(() => undefined)));
+    const conflict = await Promise.race([stop.then(() => undefined), ...conflicts]);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off('SIGHUP', reload);
-    registration.close();
+    for (const registration of registrations) registration.close();
     stopMetrics?.();
     // After a conflict the proxy has dropped the connection, and with it every VC: nothing to drain.
     await manager.close(conflict ? { drainTimeout: 0 } : undefined);
