@@ -1,12 +1,15 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { request as httpsRequest, createServer as createHttpsServer } from 'node:https';
 import { connect as tcpConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { readAll, startRelay, waitFor, type Relay } from '../helpers.js';
+import { readme } from '../readme.js';
 import { freePortRange, makeCertificates } from '../ingress/fixtures.js';
 import { freePort, isolatedConfig, killAll, runCli, runToExit, type CliProcess } from './cli.js';
 
@@ -220,5 +223,86 @@ describe('web ingress: public TCP ports (proxy start --tcp-ports, serve --public
     const none = await runToExit(['serve', '--proxy', await bare.firstLine, '--forward', '1', '--public-port', '0'], config);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain('offers no public TCP ports (it needs `proxy start --tcp-ports`)');
+  });
+});
+
+/** The `$ ` lines of the README section under `heading`, in order. */
+function sectionCommands(heading: string): string[] {
+  const text = readme();
+  const start = text.indexOf(heading);
+  if (start < 0) throw new Error(`README.md has no section ${heading}`);
+  const section = text.slice(start, text.indexOf('\n## ', start + 1));
+  return [...section.matchAll(/^```console\n([\s\S]*?)^```$/gm)].flatMap((block) =>
+    block[1]!
+      .split('\n')
+      .filter((line) => line.startsWith('$ '))
+      .map((line) => line.slice(2)),
+  );
+}
+
+describe('README: HTTPS by SNI and public TCP ports', () => {
+  it('runs the section\'s commands as written, with local addresses, a test CA, and DNS replaced by --connect-to', async () => {
+    const config = isolatedConfig();
+    // The README's names, under a CA of this test's own.
+    const readmeCerts = makeCertificates(['myapp.tunnel.example.com']);
+    const service = createHttpServer((_, res) => res.end('hello from behind NAT\n'));
+    const servicePort = await listening(service);
+    const [proxyPort, tlsPort, base] = await Promise.all([freePort(), freePort(), freePortRange(2)]);
+    const curl = promisify(execFile);
+    let proxyEndpoint = '';
+    let tcpAddress = '';
+    const handlers: Array<[RegExp, (line: string) => Promise<void>]> = [
+      [
+        /^npx proxy start --listen 0\.0\.0\.0:8100 --domain tunnel\.example\.com --tls-passthrough 0\.0\.0\.0:8443 --tcp-ports 20000-20999$/,
+        async (line) => {
+          const args = line
+            .replace('0.0.0.0:8100', `127.0.0.1:${proxyPort}`)
+            .replace('0.0.0.0:8443', `127.0.0.1:${tlsPort}`)
+            .replace('20000-20999', `127.0.0.1:${base}-${base + 1}`)
+            .split(' ')
+            .slice(2);
+          proxyEndpoint = await runCli([...args, '--log-level', 'warn'], { config }).firstLine;
+        },
+      ],
+      [
+        /^npx proxy serve --proxy \S+ --forward 3000 --name myapp --tls-cert myapp\.pem --tls-key myapp-key\.pem --public-port 0$/,
+        async (line) => {
+          const args = line
+            .replace(/--proxy \S+/, `--proxy ${proxyEndpoint}`)
+            .replace('--forward 3000', `--forward ${servicePort}`)
+            .replace('myapp.pem', readmeCerts.cert)
+            .replace('myapp-key.pem', readmeCerts.key)
+            .split(' ')
+            .slice(2);
+          const printed = await lines(runCli([...args, '--log-level', 'warn'], { config }), 4);
+          expect(printed[1]).toBe(`https://myapp.tunnel.example.com:${tlsPort}/`);
+          expect(printed[2]).toMatch(new RegExp(`^https://[a-z2-7]{26}\\.tunnel\\.example\\.com:${tlsPort}/$`));
+          expect(printed[3]).toBe(`tcp://127.0.0.1:${base}`);
+          tcpAddress = printed[3]!.slice('tcp://'.length);
+        },
+      ],
+      [
+        /^curl https:\/\/myapp\.tunnel\.example\.com:8443\/$/,
+        async () => {
+          const { stdout } = await curl('curl', ['-s', '--cacert', join(readmeCerts.dir, 'ca.pem'), '--connect-to', `::127.0.0.1:${tlsPort}`, `https://myapp.tunnel.example.com:${tlsPort}/`]);
+          expect(stdout).toBe('hello from behind NAT\n');
+        },
+      ],
+      [
+        /^curl http:\/\/203\.0\.113\.7:20000\/$/,
+        async () => {
+          const { stdout } = await curl('curl', ['-s', `http://${tcpAddress}/`]);
+          expect(stdout).toBe('hello from behind NAT\n');
+        },
+      ],
+    ];
+    const commands = sectionCommands('## HTTPS by SNI and public TCP ports');
+    expect(commands.length).toBe(handlers.length);
+    for (const line of commands) {
+      const handler = handlers.find(([pattern]) => pattern.test(line));
+      expect(handler, `no test for the README line: $ ${line}`).toBeDefined();
+      await handler![1](line);
+    }
+    rmSync(readmeCerts.dir, { recursive: true, force: true });
   });
 });
