@@ -18,7 +18,7 @@ export interface PublicPortsOptions {
   to: number;
   /** Public ports one key (routing id) may hold; default 1. */
   maxPerKey?: number;
-  /** Connections one public port holds at once; more wait in the kernel's queue. Default 1000. */
+  /** Connections one public port holds at once; more are closed as they come. Default 1000. */
   maxConnectionsPerPort?: number;
   /** The routing id the ingress opens flows with, which RegisterOk names (docs/protocol.md 10.3). */
   ingressRoutingId?: RoutingId;

@@ -13,7 +13,7 @@ export interface TlsPassthroughOptions {
   helloTimeout?: number;
   /** Bytes a ClientHello may take, record headers included. Default 16 KiB. */
   maxHelloBytes?: number;
-  /** Connections held at once, ClientHello still coming or carried; more wait in the kernel's queue. Default 10,000. */
+  /** Connections held at once, ClientHello still coming or carried; more are closed as they come. Default 10,000. */
   maxConnections?: number;
 }
 
