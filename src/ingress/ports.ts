@@ -204,7 +204,9 @@ export class PublicPorts implements RegistrationHook {
       for (const port of taken) this.drop(port, registration);
       return refused(Reason.GoingAway, 'the proxy is shutting down');
     }
-    // Ports this key held that the new registration did not ask for again go when the old one is released.
+    // A registration asking again (on the same connection) lets go of what it no longer asks for;
+    // ports an older registration of this key held go when that one is released.
+    for (const port of own) if (!taken.includes(port) && port.holders.has(registration)) this.drop(port, registration);
     return {
       document: {
         tcp: taken.map((port) => formatAddress(this.host, port.port)),
