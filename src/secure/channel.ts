@@ -24,7 +24,13 @@ const ALPN = 'ridproxy-e2e/2';
 const DEFAULT_TIMEOUT_MS = 30_000;
 /** How long a side that refused (or was refused) waits for the peer to read that and close. */
 const LINGER_MS = 2_000;
-const HIGH_WATER_MARK = 64 * 1024;
+const READ_HIGH_WATER_MARK = 64 * 1024;
+/**
+ * What the multiplexer may hand this stream before a write returns false: a full record's worth
+ * of frames (four of 64 KiB), so that one flush of the multiplexer is sealed as one record and the
+ * cost of a Cipheriv is spread over 256 KiB, not 64.
+ */
+const WRITE_HIGH_WATER_MARK = MAX_DATA_PLAINTEXT + 1024;
 /**
  * Sealed bytes a receiver holds while its own handshake is still finishing: the peer's verdict,
  * which may overtake the last handshake bytes on their way through node:tls.
@@ -196,7 +202,7 @@ class SecureStream extends Duplex {
   rtt: number | undefined;
 
   constructor(transport: Duplex, role: SecureChannelOptions['role'], secureContext: SecureContext) {
-    super({ readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
+    super({ readableHighWaterMark: READ_HIGH_WATER_MARK, writableHighWaterMark: WRITE_HIGH_WATER_MARK });
     // The owner can only attach its handler once secureChannel() has resolved, a few ticks after
     // the transport may already have failed; the reason stays in `errored` for it to read.
     this.on('error', ignoreError);
@@ -364,25 +370,35 @@ class SecureStream extends Duplex {
     return this.#writeSegment(header, this.#sealer!.seal(header, plaintext));
   }
 
-  /** Seals `chunks` as Data records of at most MAX_DATA_PLAINTEXT bytes each. */
+  /**
+   * Seals `chunks` as Data records of at most MAX_DATA_PLAINTEXT bytes each, split evenly: four
+   * multiplexer frames with their headers are a little more than one record, and would otherwise
+   * leave a record of 48 bytes after each full one.
+   */
   #sendData(chunks: readonly Buffer[]): boolean {
+    let remaining = totalLength(chunks);
+    let recordsLeft = Math.ceil(remaining / MAX_DATA_PLAINTEXT);
+    // Never above MAX_DATA_PLAINTEXT: what remains is at most recordsLeft full records.
+    let target = Math.ceil(remaining / recordsLeft);
     let ok = true;
     let record: Buffer[] = [];
     let size = 0;
     for (let chunk of chunks) {
       while (chunk.length > 0) {
-        const take = Math.min(chunk.length, MAX_DATA_PLAINTEXT - size);
+        const take = Math.min(chunk.length, target - size);
         record.push(take === chunk.length ? chunk : chunk.subarray(0, take));
         size += take;
         chunk = chunk.subarray(take);
-        if (size === MAX_DATA_PLAINTEXT) {
+        if (size === target) {
           ok = this.#writeRecord(SegmentType.Data, record);
+          remaining -= size;
+          recordsLeft--;
           record = [];
           size = 0;
+          if (recordsLeft > 0) target = Math.ceil(remaining / recordsLeft);
         }
       }
     }
-    if (size > 0) ok = this.#writeRecord(SegmentType.Data, record);
     return ok;
   }
 
