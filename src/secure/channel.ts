@@ -27,8 +27,8 @@ const LINGER_MS = 2_000;
 const READ_HIGH_WATER_MARK = 64 * 1024;
 /**
  * What the multiplexer may hand this stream before a write returns false: a full record's worth
- * of frames (four of 64 KiB), so that one flush of the multiplexer is sealed as one record and the
- * cost of a Cipheriv is spread over 256 KiB, not 64.
+ * of frames (four of 64 KiB), so that they are sealed as one record and the cost of a Cipheriv is
+ * spread over 256 KiB, not 64 (see #accept).
  */
 const WRITE_HIGH_WATER_MARK = MAX_DATA_PLAINTEXT + 1024;
 /**
@@ -197,6 +197,12 @@ class SecureStream extends Duplex {
   /** Set once this side gives up the channel politely: the transport outlives this stream until the peer closes. */
   #linger: NodeJS.Timeout | undefined;
   #waitingForDrain: Array<(error?: Error | null) => void> = [];
+  /** Written Data not sealed yet (#accept), and the check-phase callback that will seal it. */
+  #unsealed: Buffer[] = [];
+  #unsealedBytes = 0;
+  #sealSoon: NodeJS.Immediate | undefined;
+  /** The transport's last write reported it full: writes wait for its 'drain'. */
+  #transportFull = false;
   #firstFlightAt: number | undefined;
   /** Set when TLS completes: see SecureChannel.rtt. */
   rtt: number | undefined;
@@ -243,6 +249,7 @@ class SecureStream extends Duplex {
     transport.on('error', (err: Error) => this.#onTransportError(err));
     transport.on('close', () => this.#onTransportClose());
     transport.on('drain', () => {
+      this.#transportFull = false;
       for (const callback of this.#waitingForDrain.splice(0)) callback();
     });
   }
@@ -402,20 +409,52 @@ class SecureStream extends Duplex {
     return ok;
   }
 
-  #whenWritable(ok: boolean, callback: (error?: Error | null) => void): void {
-    if (ok) callback();
-    else this.#waitingForDrain.push(callback);
+  /**
+   * Takes the multiplexer's writes and seals them a little later: once a record's worth has
+   * gathered, or in the event loop's check phase (setImmediate), after the reads of this turn of
+   * the loop have all been handled. A bulk flow's frames come one per socket read, each in a
+   * write of its own; sealed at once, every 64 KiB frame was a record, with a Cipheriv, a
+   * Decipheriv and a trip through the VC of its own. What waits here is at most one record: a
+   * write that would pass it seals at once.
+   */
+  #accept(chunks: readonly Buffer[], callback: (error?: Error | null) => void): void {
+    for (const chunk of chunks) {
+      if (chunk.length === 0) continue;
+      this.#unsealed.push(chunk);
+      this.#unsealedBytes += chunk.length;
+    }
+    if (this.#unsealedBytes >= MAX_DATA_PLAINTEXT) this.#sealUnsealed();
+    else if (this.#unsealedBytes > 0) this.#sealSoon ??= setImmediate(() => this.#sealUnsealed());
+    if (this.#transportFull) this.#waitingForDrain.push(callback);
+    else callback();
+  }
+
+  #sealUnsealed(): void {
+    if (this.#sealSoon !== undefined) {
+      clearImmediate(this.#sealSoon);
+      this.#sealSoon = undefined;
+    }
+    if (this.#unsealedBytes === 0) return;
+    const chunks = this.#unsealed;
+    this.#unsealed = [];
+    this.#unsealedBytes = 0;
+    // Full: the next write waits for the transport's 'drain' (what is sealed is already with it).
+    if (!this.#sendData(chunks)) this.#transportFull = true;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#whenWritable(this.#sendData([chunk]), callback);
+    this.#accept([chunk], callback);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
-    this.#whenWritable(this.#sendData(chunks.map(({ chunk }) => chunk)), callback);
+    this.#accept(
+      chunks.map(({ chunk }) => chunk),
+      callback,
+    );
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    this.#sealUnsealed();
     this.#writeRecord(SegmentType.End, []);
     this.#transport.end(() => callback());
   }
@@ -425,6 +464,10 @@ class SecureStream extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.#sealSoon !== undefined) clearImmediate(this.#sealSoon);
+    this.#sealSoon = undefined;
+    this.#unsealed = [];
+    this.#unsealedBytes = 0;
     this.#dropTls();
     if (this.#linger === undefined) this.#transport.destroy();
     for (const waiting of this.#waitingForDrain.splice(0)) waiting(error ?? new VcClosedError(Reason.ConnectionLost, `secure channel to ${this.#peerName()} was closed`));
