@@ -28,12 +28,13 @@ import { exposeMetrics, proxyMetrics } from '../metrics.js';
 import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
 import { webIngress, startHttpIngress, type WebIngressOptions } from '../web-ingress.js';
 import { InvalidArgumentError } from '../../errors.js';
+import { checkClusterOptions, joinCluster, type ClusterCliOptions, type JoinedCluster } from '../cluster.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
 const dialToken = secretOption('dial-token', 'dial', 'require this token from clients that open VCs (`proxy connect --dial-token`)');
 const statusToken = secretOption('status-token', 'status', 'answer `proxy status --token` with this token; with another token set and no status token, status is off');
 
-interface StartOptions extends CommonOptions, WebIngressOptions {
+interface StartOptions extends CommonOptions, WebIngressOptions, ClusterCliOptions {
   listen: string;
   identity?: string;
   allowFile?: string;
@@ -86,6 +87,10 @@ export function registerStart(program: Command): void {
     .option('--domain <domain>', 'the domain the web ingress names servers under: each server is <base32 of its routing id>.<domain>, and `serve --name app` asks for app.<domain>')
     .option('--names-file <file>', 'where the names servers asked for are reserved, one key each, across restarts (default: names.json next to the proxy identity); read again on SIGHUP')
     .option('--trust-forwarded', 'keep the X-Forwarded-* and Forwarded headers requests arrive with (only behind a load balancer you trust); by default the proxy replaces them')
+    .option('--cluster <nats-url>', 'join a cluster of proxies whose directory is this NATS server (nats://host:port; several, comma-separated, for a NATS cluster): servers registered on any member are reached through every one (docs/cluster.md)')
+    .option('--advertise <host:port>', 'with --cluster: where the other proxies reach this one (default: the --listen address, which must then not be a wildcard)')
+    .option('--cluster-peers-file <file>', 'with --cluster (required): the routing ids of the cluster\'s proxies, one per line (# comments; this proxy\'s own may be listed), the only ones allowed to forward VCs here and be forwarded to; read again on SIGHUP')
+    .option('--cluster-name <name>', 'with --cluster: proxies on one NATS with the same name form one cluster (letters, digits, - and _; default ridproxy)')
     .option('--metrics-per-rid', 'add ridproxy_server_bytes_total{routing_id, direction}, the bytes each registered server sent and received: one series per routing id, so off by default')
     .addOption(
       limit(
@@ -103,6 +108,7 @@ export function registerStart(program: Command): void {
     if ((options.http === undefined) !== (options.domain === undefined)) {
       throw new InvalidArgumentError('ERR_INVALID_OPTION', '--http and --domain go together: the ingress routes requests by host names under the domain');
     }
+    checkClusterOptions(options);
     const identityPath = options.identity ?? defaultProxyIdentityPath();
     const web = webIngress(options, identityPath);
     const names = web?.names;
@@ -155,6 +161,15 @@ export function registerStart(program: Command): void {
         throw err;
       }
     }
+    let cluster: JoinedCluster | undefined;
+    try {
+      cluster = await joinCluster(proxy, options, log);
+    } catch (err) {
+      await stopIngress?.();
+      stopMetrics?.();
+      await proxy.close();
+      throw err;
+    }
     const described = () => ({
       token: token !== undefined,
       tokenSource: token?.source,
@@ -172,14 +187,17 @@ export function registerStart(program: Command): void {
     const reload = (): void => {
       reloading = reloading.then(async () => {
         reloadLogLevel(self, log);
+        let applyPeers: (() => void) | undefined;
         try {
           names?.reload();
+          applyPeers = await cluster?.reload();
           ({ token, dial, status, allowList } = await admissionSettings(options));
         } catch (err) {
           log.error({ reason: describe(err) }, 'SIGHUP: reload failed; the previous allow-list and tokens stay in force');
           return;
         }
         proxy.reload({ registrationToken: token?.value, dialToken: dial?.value, statusToken: status?.value, registrationAllowList: allowList });
+        applyPeers?.();
         log.info({ signal: 'SIGHUP', ...described() }, 'reloaded the allow-list and tokens');
       });
     };
@@ -192,7 +210,8 @@ export function registerStart(program: Command): void {
         process.off('SIGHUP', reload);
         const stats = proxy.stats();
         log.info({ signal, drainTimeoutMs: options.drainTimeout, connections: stats.connections, vcs: stats.vcs }, 'shutting down: telling connected processes the proxy is going away');
-        void Promise.all([stopIngress?.(), proxy.close({ drainTimeout: options.drainTimeout })]).then(() => {
+        // The cluster first: other proxies stop sending VCs here while this one drains.
+        void Promise.all([stopIngress?.(), cluster?.close(), proxy.close({ drainTimeout: options.drainTimeout })]).then(() => {
           refusals.flush();
           stopMetrics?.();
           log.info({ bytesForwarded: proxy.stats().bytesForwarded }, 'proxy stopped');
