@@ -3,12 +3,18 @@ import { formatAddress } from '../id/endpoint.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { loadAllowList } from './allow-list.js';
 import type { Logger } from './logger.js';
+import { secretOption } from './secrets.js';
+
+/** `--cluster-token`, `--cluster-token-file`, $RIDPROXY_CLUSTER_TOKEN: what the NATS server asks of its clients (nats-server --auth). */
+export const clusterToken = secretOption('cluster-token', 'cluster', 'with --cluster: the NATS server\'s authorization token (nats-server --auth), which every proxy of the cluster presents');
 
 export interface ClusterCliOptions {
   cluster?: string;
   advertise?: string;
   clusterPeersFile?: string;
   clusterName?: string;
+  clusterToken?: string;
+  clusterTokenFile?: string;
 }
 
 /** What `start` does with its cluster: read the peers file again (SIGHUP), and leave it (shutdown). */
@@ -25,7 +31,7 @@ const DROPPED_LOG_INTERVAL = 10_000;
 /** Checks the cluster flags go together, before anything listens. */
 export function checkClusterOptions(options: ClusterCliOptions): void {
   if (options.cluster === undefined) {
-    for (const flag of ['advertise', 'clusterPeersFile', 'clusterName'] as const) {
+    for (const flag of ['advertise', 'clusterPeersFile', 'clusterName', 'clusterToken', 'clusterTokenFile'] as const) {
       if (options[flag] !== undefined) throw new InvalidArgumentError('ERR_INVALID_OPTION', `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --cluster`);
     }
     return;
@@ -43,8 +49,10 @@ export async function joinCluster(proxy: Proxy, options: ClusterCliOptions, log:
   if (options.cluster === undefined) return undefined;
   const file = options.clusterPeersFile!;
   const members = await loadAllowList(file, 'cluster peers');
+  const token = await clusterToken.resolve(options);
   const { Cluster } = await import('../cluster/index.js');
   const cluster = Cluster.join(proxy, {
+    token: token?.value,
     servers: options.cluster.split(',').map((url) => url.trim()).filter((url) => url !== ''),
     members,
     advertise: options.advertise,
@@ -72,7 +80,7 @@ export async function joinCluster(proxy: Proxy, options: ClusterCliOptions, log:
       dropped++;
     }
   });
-  log.info({ cluster: cluster.name, nats: cluster.servers, advertise: formatAddress(cluster.advertise.host, cluster.advertise.port), peers: members.size }, 'joining the cluster');
+  log.info({ cluster: cluster.name, nats: cluster.servers, clusterTokenSource: token?.source, advertise: formatAddress(cluster.advertise.host, cluster.advertise.port), peers: members.size }, 'joining the cluster');
   return {
     reload: async () => {
       const next = await loadAllowList(file, 'cluster peers');

@@ -16,6 +16,8 @@ export interface ClusterOptions {
   members: Iterable<string>;
   /** Where the other proxies reach this one (`host:port`): its listener as they see it. Default: the address it listens on, unless that is a wildcard. */
   advertise?: string;
+  /** The NATS server's authorization token (nats-server --auth), if it requires one. */
+  token?: string;
   /** The cluster's name: proxies on the same NATS with the same name form one cluster. Letters, digits, `-` and `_`. Default `ridproxy`. */
   name?: string;
   /** Milliseconds a lookup waits for the proxy holding a routing id to answer. Default 2000. */
@@ -131,6 +133,7 @@ export class Cluster extends EventEmitter<ClusterEvents> implements RemoteRoutes
       cluster: this.name,
       name: `ridproxy ${this.self}`,
       lookupTimeout,
+      token: options.token,
       connectTimeout: Math.min(dialTimeout, 5000),
       answer: (rid) => this.answer(rid),
       message: (rid, data) => this.claimed(rid, data),

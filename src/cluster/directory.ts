@@ -12,6 +12,8 @@ export interface DirectoryOptions {
   name: string;
   /** Milliseconds a lookup waits for the holder's answer. */
   lookupTimeout: number;
+  /** The NATS server's authorization token, if it requires one. */
+  token?: string;
   /** Milliseconds one attempt to connect to a NATS server may take. */
   connectTimeout: number;
   /** The answer to a lookup of `rid`, held here; undefined when it is no longer held. */
@@ -155,6 +157,7 @@ export class Directory {
         const nc = await connect({
           servers: this.options.servers,
           name: this.options.name,
+          ...(this.options.token !== undefined && { token: this.options.token }),
           // A proxy never needs what it publishes itself: its own lookups must not reach its own subscriptions.
           noEcho: true,
           reconnect: true,

@@ -1,4 +1,5 @@
 import { connect as natsConnect } from '@nats-io/transport-node';
+import { once } from 'node:events';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Endpoint, Identity, RoutingId, type Proxy } from '../../src/index.js';
 import { Cluster, type ClusterDroppedEvent } from '../../src/cluster/index.js';
@@ -119,5 +120,26 @@ describe('a cluster proxy facing hostile peers and a hostile directory', () => {
     const flow = await client.dial(new Endpoint(proxy.host, proxy.port, server.routingId, proxy.routingId));
     const [sent, received] = await Promise.all([writeRandom(flow, 1 << 20), digestStream(flow)]);
     expect(received.sha256).toBe(sent);
+  });
+
+  it('joins a NATS that requires a token only with it: a proxy without it stays on its own and says why', async () => {
+    const nats = await startNats({ token: 's3cret-nats-token' });
+    const identities = [Identity.generate(), Identity.generate()];
+    const members = identities.map((identity) => identity.routingId.toString());
+    const [good, bad] = await Promise.all(identities.map((identity) => net.proxy({ identity })));
+    const server = net.manager();
+    await server.proxyListen('main', good.endpoint);
+    const joined = Cluster.join(good, { servers: nats.url, members, token: 's3cret-nats-token' });
+    net.defer(() => joined.close());
+    const refused = Cluster.join(bad, { servers: nats.url, members });
+    net.defer(() => refused.close());
+    const [event] = await once(refused, 'directory');
+    expect(event).toMatchObject({ state: 'disconnected', detail: expect.stringMatching(/cannot reach the cluster directory.*retrying/) });
+    await joined.ready;
+    await joined.flush();
+    expect(joined.connected).toBe(true);
+    expect(refused.connected).toBe(false);
+    const client = net.manager();
+    await expect(client.dial(new Endpoint(bad.host, bad.port, server.routingId, bad.routingId))).rejects.toMatchObject({ code: 'ERR_UNREACHABLE' });
   });
 });

@@ -46,13 +46,14 @@ async function accepting(port: number, timeout: number): Promise<void> {
 
 const running = new Set<ChildProcess>();
 
-/** Starts `nats-server` on a free loopback port and waits until it accepts connections. */
-export async function startNats(): Promise<NatsServer> {
+/** Starts `nats-server` on a free loopback port (requiring `token` from clients, if given) and waits until it accepts connections. */
+export async function startNats(options: { token?: string } = {}): Promise<NatsServer> {
   const port = await freePort();
   let child: ChildProcess | undefined;
   let stderr = '';
   const launch = async (): Promise<void> => {
-    const proc = spawn(NATS_SERVER, ['-a', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const auth = options.token === undefined ? [] : ['--auth', options.token];
+    const proc = spawn(NATS_SERVER, ['-a', '127.0.0.1', '-p', String(port), ...auth], { stdio: ['ignore', 'ignore', 'pipe'] });
     child = proc;
     running.add(proc);
     proc.stderr!.setEncoding('utf8');

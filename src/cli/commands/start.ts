@@ -28,7 +28,7 @@ import { exposeMetrics, proxyMetrics } from '../metrics.js';
 import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
 import { webIngress, startHttpIngress, type WebIngressOptions } from '../web-ingress.js';
 import { InvalidArgumentError } from '../../errors.js';
-import { checkClusterOptions, joinCluster, type ClusterCliOptions, type JoinedCluster } from '../cluster.js';
+import { checkClusterOptions, clusterToken, joinCluster, type ClusterCliOptions, type JoinedCluster } from '../cluster.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
 const dialToken = secretOption('dial-token', 'dial', 'require this token from clients that open VCs (`proxy connect --dial-token`)');
@@ -100,6 +100,7 @@ export function registerStart(program: Command): void {
       ),
     )
     .addHelpText('after', '\nExample:\n  $ npx proxy start --listen 127.0.0.1:8100\n  ridp://127.0.0.1:8100/9a0c...   <- give this to `proxy serve --proxy`');
+  clusterToken.addTo(command);
   addCommonOptions(command).action(async (options: StartOptions, self: Command) => {
     let { token, dial, status, allowList } = await admissionSettings(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
