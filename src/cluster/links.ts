@@ -77,12 +77,12 @@ export class PeerLinks {
     return fresh.dialing;
   }
 
-  /** Closes every link: the VCs they carry end with CloseVc(GoingAway) on this side's other hop. */
+  /** Lets every link go: no new VC on any, each closed once the VCs it carries are done (the proxy's drain bounds that). */
   close(): void {
     this.closed = true;
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
-    for (const link of this.links.values()) link.conn?.hop.close(Reason.GoingAway, 'the proxy is leaving its cluster');
+    for (const link of [...this.links.values()]) this.retire(link, 'the proxy is leaving its cluster');
     this.links.clear();
   }
 
@@ -120,13 +120,13 @@ export class PeerLinks {
   }
 
   /** Forgets a link for new VCs; it closes once the ones it carries are done. */
-  private retire(link: Link): void {
+  private retire(link: Link, why = 'the cluster proxy moved'): void {
     for (const [proxy, held] of this.links) if (held === link) this.links.delete(proxy);
     const conn = link.conn;
     if (conn === undefined) return;
-    if (conn.vcs.size === 0) conn.hop.close(Reason.Normal, 'the cluster proxy moved');
+    if (conn.vcs.size === 0) conn.hop.close(Reason.GoingAway, why);
     // With VCs left, a GoAway makes the proxy close it after the last one (Proxy.closeIfIdle).
-    else conn.hop.goAway(Reason.GoingAway, 'the cluster proxy moved');
+    else conn.hop.goAway(Reason.GoingAway, why);
   }
 
   private armSweep(): void {

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Endpoint, Identity, Manager, Proxy, RoutingId, type ProxyRegistration, type ProxyVcOpenedEvent } from '../../src/index.js';
 import { Cluster, type ClusterOptions } from '../../src/cluster/index.js';
 import { serveEcho, useNetwork } from '../fixtures.js';
-import { digestStream, startRelay, writeRandom, type Direction } from '../helpers.js';
+import { digestStream, startRelay, waitFor, writeRandom, type Direction, type Relay } from '../helpers.js';
 import { startNats, stopAllNats, type NatsServer } from './nats.js';
 
 const MiB = 1 << 20;
@@ -240,5 +240,43 @@ describe('a cluster of proxies on NATS', () => {
       expect(wire.indexOf('ridproxy-known-plaintext'), hop).toBe(-1);
       expect(wire.indexOf(pattern.subarray(MiB / 2, MiB / 2 + 64)), hop).toBe(-1);
     }
+  });
+
+  it('ends the VCs a link carries on both far ends when the link between the proxies dies, and dials a new one for the next VC', async () => {
+    const nats = await startNats();
+    let link: Relay | undefined;
+    const [a, b] = await cluster(nats, 2, {
+      advertise: async (proxy) => {
+        link = await startRelay(proxy.port);
+        net.defer(() => link!.close());
+        return `127.0.0.1:${link.port}`;
+      },
+    });
+    const server = net.manager();
+    await server.proxyListen('main', b.proxy.endpoint);
+    const serverSide = new Promise<Error>((resolve) => {
+      void (async () => {
+        for await (const flow of server) {
+          flow.on('error', resolve);
+          flow.resume();
+        }
+      })();
+    });
+    await settle([a, b]);
+    const flow = await net.manager().dial(via(a.proxy, server.routingId));
+    const clientSide = new Promise<Error>((resolve) => flow.on('error', resolve));
+    flow.write(Buffer.alloc(64 * 1024));
+    await waitFor(() => b.proxy.stats().vcs === 1 && a.proxy.stats().bytesForwarded >= 64 * 1024, 'the VC to carry bytes');
+    const links = once(a.cluster, 'link');
+    link!.cut();
+    expect(await clientSide).toMatchObject({ code: 'ERR_CONNECTION_LOST' });
+    expect(await serverSide).toMatchObject({ code: 'ERR_CONNECTION_LOST' });
+    const [closed] = await links;
+    expect(closed).toMatchObject({ proxy: b.proxy.routingId.toString(), state: 'closed' });
+    await waitFor(() => a.proxy.stats().vcs === 0 && b.proxy.stats().vcs === 0, 'both proxies to forget the VC');
+    const again = await net.manager().dial(via(a.proxy, server.routingId));
+    again.on('error', () => undefined);
+    again.write(Buffer.from('again'));
+    await waitFor(() => b.proxy.stats().vcs === 1, 'a VC over a new link');
   });
 });
