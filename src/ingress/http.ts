@@ -1,4 +1,4 @@
-import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { cannotListen } from '../errors.js';
@@ -96,13 +96,10 @@ class Router {
   async request(req: IncomingMessage, res: ServerResponse): Promise<void> {
     req.on('error', () => undefined);
     res.on('error', () => undefined);
-    let flow: Flow;
-    try {
-      flow = await this.open(req);
-    } catch (err) {
-      const refusal = err instanceof Refusal ? err : new Refusal(502, `cannot reach the service: ${(err as Error).message}`);
-      if (!res.headersSent) res.writeHead(refusal.status, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
-      res.end(`${refusal.message}\n`);
+    const flow = await this.open(req);
+    if (flow instanceof Refusal) {
+      if (!res.headersSent) res.writeHead(flow.status, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
+      res.end(`${flow.message}\n`);
       req.resume();
       return;
     }
@@ -139,13 +136,9 @@ class Router {
 
   async upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
     socket.on('error', () => undefined);
-    let flow: Flow;
-    try {
-      flow = await this.open(req);
-    } catch (err) {
-      const refusal = err instanceof Refusal ? err : new Refusal(502, `cannot reach the service: ${(err as Error).message}`);
-      const reason = refusal.status === 404 ? 'Not Found' : 'Bad Gateway';
-      socket.end(`HTTP/1.1 ${refusal.status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\r\n${refusal.message}\n`);
+    const flow = await this.open(req);
+    if (flow instanceof Refusal) {
+      socket.end(`HTTP/1.1 ${flow.status} ${STATUS_CODES[flow.status]}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\r\n${flow.message}\n`);
       return;
     }
     // The service answers the upgrade itself (101 or a refusal); from here on the bytes are its protocol's.
@@ -160,13 +153,17 @@ class Router {
   }
 
   /** The flow to the service `req` is for, past the serve's opening message; a Refusal when there is none. */
-  private async open(req: IncomingMessage): Promise<Flow> {
+  private async open(req: IncomingMessage): Promise<Flow | Refusal> {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
-    if (host.length === 0) throw new Refusal(400, 'the request has no Host header');
+    if (host.length === 0) return new Refusal(400, 'the request has no Host header');
     const target = this.names.resolve(host);
-    if (target === undefined) throw new Refusal(404, `no service is registered as ${host} (this proxy serves *.${this.names.domain})`);
-    if (!this.dialer.isConnected(target.routingId)) throw new Refusal(502, `${host} is not connected to the proxy right now`);
-    return this.dialer.open(target.routingId, { via: 'http', client: clientAddress(req.socket), host });
+    if (target === undefined) return new Refusal(404, `no service is registered as ${host} (this proxy serves *.${this.names.domain})`);
+    if (!this.dialer.isConnected(target.routingId)) return new Refusal(502, `${host} is not connected to the proxy right now`);
+    try {
+      return await this.dialer.open(target.routingId, { via: 'http', client: clientAddress(req.socket), host });
+    } catch (err) {
+      return new Refusal(502, `cannot reach the service: ${(err as Error).message}`);
+    }
   }
 
   /** The request's headers for the service: hop-by-hop ones dropped, the forwarding ones set by this proxy. */

@@ -21,6 +21,7 @@ import { secureChannel, secureContextFor } from '../secure/index.js';
 import type { VirtualCircuit } from '../hop/circuit.js';
 import { AcceptQueue } from './accept-queue.js';
 import { SharedAttempt } from './shared-attempt.js';
+import { firstToSucceed } from './staggered.js';
 import type { Flow } from './flow.js';
 import type { IncomingVc, Link, VcDecision } from './link.js';
 import { LinkPool } from './link-pool.js';
@@ -41,7 +42,26 @@ interface Registration extends ProxyRegistration {
 function ingressInfo(document: Record<string, unknown>): IngressInfo {
   const strings = (value: unknown): string[] => (Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []);
   const ingress = typeof document.ingress === 'string' && ridHexProblem(document.ingress) === undefined ? document.ingress : undefined;
-  return { hostnames: strings(document.hostnames), urls: strings(document.urls), ...(ingress !== undefined && { routingId: ingress }) };
+  return { hostnames: strings(document.hostnames), urls: strings(document.urls), tcp: strings(document.tcp), ...(ingress !== undefined && { routingId: ingress }) };
+}
+
+/**
+ * The RegisterOptions document (docs/protocol.md 5.5) for what `options` asks of the proxy's
+ * ingress, checked first; `{}` when it asks nothing.
+ */
+function registerOptions(options: ProxyListenOptions): Record<string, unknown> {
+  const document: Record<string, unknown> = {};
+  if (options.hostname !== undefined) {
+    checkHostname(options.hostname);
+    document.name = options.hostname;
+  }
+  const ports = options.publicPorts;
+  if (ports !== undefined && ports.length > 0) {
+    const bad = ports.find((port) => !(Number.isInteger(port) && port >= 0 && port <= 65535));
+    if (bad !== undefined) throw new InvalidArgumentError('ERR_INVALID_OPTION', `invalid public port ${bad}: expected 0 (any) or 1-65535`);
+    document.publicPort = ports.length === 1 ? ports[0] : ports;
+  }
+  return document;
 }
 
 /** Who a failed incoming VC came from. */
@@ -160,9 +180,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       link = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `registering on proxy ${proxy.address}`, (signal) =>
         this.links.linkTo(proxy, signal),
       );
-      if (options.hostname !== undefined) checkHostname(options.hostname);
       // Always a RegisterOptions, even empty: a proxy answers it with what its ingress offers (the routing id name at least).
-      info = await link.register(options.token, options.hostname === undefined ? {} : { name: options.hostname });
+      info = await link.register(options.token, registerOptions(options));
     } catch (err) {
       this.proxyErrors.set(name, err as Error);
       this.markDirty();
@@ -363,7 +382,18 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return attempt.join(signal);
   }
 
-  private async openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
+  /** A VC to `target`, over the first of its routes to answer (several for a server on several proxies). */
+  private openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
+    const routes = target.routes;
+    if (routes.length === 1) return this.openRoute(target, signal, options);
+    return firstToSucceed(
+      routes.map((route) => ({ label: route.address, run: (routeSignal: AbortSignal) => this.openRoute(route, routeSignal, options) })),
+      signal,
+      (late) => void late.close(0, 'another route answered first'),
+    );
+  }
+
+  private async openRoute(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
     const link = await this.links.linkTo(target, signal, options.allowUnpinnedProxy);
     const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
     const circuit = await link.openVc(dst, signal, options.token);

@@ -110,6 +110,13 @@ export interface ProxyListenOptions {
    * a-z, 0-9 and "-", not at either end. Ignored by a proxy without ingress.
    */
   hostname?: string;
+  /**
+   * Public TCP ports to ask the proxy for (0: any port in its range), forwarded to this process
+   * while it is registered: each connection arrives as a flow from the proxy's ingress. The
+   * ports it got are `ingress.tcp`; a proxy that cannot give them refuses the registration, and
+   * one without public ports ignores the request (then `ingress.tcp` is empty).
+   */
+  publicPorts?: number[];
   signal?: AbortSignal;
   timeout?: number;
 }
@@ -120,6 +127,8 @@ export interface IngressInfo {
   hostnames: string[];
   /** URLs a browser can use, one per host name and ingress listener. */
   urls: string[];
+  /** The public TCP ports the proxy listens on for this process, as `host:port` with the host it binds them to (0.0.0.0: every address). */
+  tcp: string[];
   /** The routing id the proxy's ingress opens flows with (they begin with an origin message); absent without ingress. */
   routingId?: string;
 }

@@ -11,10 +11,18 @@ export type RegistrationVerdict = { document: Record<string, unknown> } | { refu
 
 /**
  * Consulted on every registration that passed the proxy's own checks, with the server's
- * RegisterOptions document (empty when it sent none); the web ingress's name directory is one.
+ * RegisterOptions document (empty when it sent none); the web ingress's name directory is one,
+ * its public TCP ports another (compose them with composeRegistrationHooks).
+ *
+ * `registration` stands for this one registration (its connection) until `released` is called
+ * with it: when it ends, when a newer registration of the same routing id replaces it, or when it
+ * never took effect although the hook accepted it (its connection closed while an asynchronous
+ * verdict was pending, or a hook composed after this one refused). Two registrations of one
+ * routing id can be held at once while the newer one is being decided.
  */
 export interface RegistrationHook {
-  register(routingId: string, options: Record<string, unknown>): RegistrationVerdict;
+  register(routingId: string, options: Record<string, unknown>, registration: object): RegistrationVerdict | Promise<RegistrationVerdict>;
+  released?(routingId: string, registration: object): void;
 }
 
 export interface ProxyOptions {

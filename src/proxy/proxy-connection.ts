@@ -103,6 +103,8 @@ export interface ProxyConnection {
   limitRefusals: number;
   /** The RegisterOptions document sent for the next Register, if any. */
   registerOptions: Record<string, unknown> | undefined;
+  /** A Register is waiting for an asynchronous registration hook's verdict. */
+  registering: boolean;
 }
 
 export function newProxyConnection(hop: HopConnection, group: string, member = false): ProxyConnection {
@@ -120,6 +122,7 @@ export function newProxyConnection(hop: HopConnection, group: string, member = f
     idleTimer: undefined,
     limitRefusals: 0,
     registerOptions: undefined,
+    registering: false,
   };
 }
 

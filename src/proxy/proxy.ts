@@ -10,7 +10,7 @@ import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
 import { resolveProxyOptions, type ProxyOptions, type ReloadableProxyOptions, type ResolvedProxyOptions } from './options.js';
 import { newProxyConnection, type ProxyConnection, type ProxyCounters } from './proxy-connection.js';
-import { Registry, supersededMessage } from './registry.js';
+import { Registry, supersededMessage, type RegisterOutcome } from './registry.js';
 import type { RemoteRoutes } from './remote.js';
 import type { ProxyEvents, ProxyRefusedEvent } from './events.js';
 import { MAX_STATUS_SERVERS, sendStatus, sendStatusRefusal, statusRefusal, type ProxyServerReport, type ProxyStatusReport } from './status.js';
@@ -424,7 +424,13 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   }
 
   private register(conn: ProxyConnection, frame: Frame): void {
-    const result = this.registry.register(conn, frame, this.closing !== undefined);
+    const result = this.registry.register(conn, frame, () => this.closing !== undefined);
+    if (result instanceof Promise) void result.then((settled) => this.registered(conn, settled));
+    else this.registered(conn, result);
+  }
+
+  private registered(conn: ProxyConnection, result: RegisterOutcome): void {
+    if (result.outcome === 'abandoned') return;
     if (result.outcome === 'registered') {
       this.emit('registered', { routingId: conn.identity, address: conn.hop.peerLabel, ...(result.superseded !== undefined && { superseded: result.superseded }) });
     } else {

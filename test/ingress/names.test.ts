@@ -25,14 +25,15 @@ describe('names of the web ingress', () => {
     expect(named.ingress).toEqual({
       hostnames: [`myapp.${DOMAIN}`, `${label}.${DOMAIN}`],
       urls: [`http://myapp.${DOMAIN}/`, `http://${label}.${DOMAIN}/`],
+      tcp: [],
       routingId: ingress.routingId.toString(),
     });
     // Asking for no name still tells the routing id name; a proxy without ingress tells nothing.
     expect((await net.manager().proxyListen('unnamed', proxy.endpoint)).ingress.hostnames).toEqual([expect.stringMatching(new RegExp(`^[a-z2-7]{26}\\.${DOMAIN.replaceAll('.', '\\.')}$`))]);
     const plain = await net.proxy();
-    expect((await net.manager().proxyListen('plain', plain.endpoint)).ingress).toEqual({ hostnames: [], urls: [] });
+    expect((await net.manager().proxyListen('plain', plain.endpoint)).ingress).toEqual({ hostnames: [], urls: [], tcp: [] });
     // A proxy without ingress ignores the name.
-    expect((await net.manager().proxyListen('x', plain.endpoint, { hostname: 'myapp' })).ingress).toEqual({ hostnames: [], urls: [] });
+    expect((await net.manager().proxyListen('x', plain.endpoint, { hostname: 'myapp' })).ingress).toEqual({ hostnames: [], urls: [], tcp: [] });
   });
 
   it('keeps a name for the key that claimed it: the same key gets it back, another key is refused with ERR_NAME_TAKEN, across restarts', async () => {

@@ -26,8 +26,8 @@ import { secretOption, type Secret } from '../secrets.js';
 import { describe } from '../describe.js';
 import { exposeMetrics, proxyMetrics } from '../metrics.js';
 import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
-import { webIngress, startHttpIngress, type WebIngressOptions } from '../web-ingress.js';
-import { InvalidArgumentError } from '../../errors.js';
+import { webIngress, startWebIngress, type WebIngressOptions } from '../web-ingress.js';
+import { DEFAULT_MAX_PORTS_PER_KEY } from '../../ingress/ports.js';
 import { checkClusterOptions, clusterToken, joinCluster, type ClusterCliOptions, type JoinedCluster } from '../cluster.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
@@ -84,8 +84,14 @@ export function registerStart(program: Command): void {
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .option('--metrics <[host:]port>', 'serve Prometheus metrics at http://<host:port>/metrics and a health check at /healthz (200 "ok" while the proxy accepts connections); host defaults to 127.0.0.1, so --metrics 9464 is local only')
     .option('--http <[host:]port>', 'accept public HTTP/1.1 here (host defaults to 0.0.0.0) and route each request by its Host to the server registered under that name in --domain; WebSocket and other upgrades pass through')
-    .option('--domain <domain>', 'the domain the web ingress names servers under: each server is <base32 of its routing id>.<domain>, and `serve --name app` asks for app.<domain>')
+    .option('--domain <domain>', 'the domain the web ingress (--http, --tls-passthrough; one of them is needed) names servers under: each server is <base32 of its routing id>.<domain>, and `serve --name app` asks for app.<domain>')
     .option('--names-file <file>', 'where the names servers asked for are reserved, one key each, across restarts (default: names.json next to the proxy identity); read again on SIGHUP')
+    .option(
+      '--tls-passthrough <[host:]port>',
+      'accept public TLS here (host defaults to 0.0.0.0), read only the server name (SNI) of each ClientHello, and pass the whole connection to the server registered under that name in --domain, which terminates TLS itself (`serve --tls-cert`, or its local service): the proxy holds no certificate and sees no plaintext',
+    )
+    .option('--tcp-ports <[host:]from-to>', 'let servers ask for public TCP ports in this range (`serve --public-port`), listened on at host (default 0.0.0.0) while their registration lives; each connection becomes a flow to the server')
+    .addOption(limit('--max-ports-per-key <n>', 'public TCP ports one server key may hold at once, with --tcp-ports', DEFAULT_MAX_PORTS_PER_KEY))
     .option('--trust-forwarded', 'keep the X-Forwarded-* and Forwarded headers requests arrive with (only behind a load balancer you trust); by default the proxy replaces them')
     .option('--cluster <nats-url>', 'join a cluster of proxies whose directory is this NATS server (nats://host:port; several, comma-separated, for a NATS cluster): servers registered on any member are reached through every one (docs/cluster.md)')
     .option('--advertise <host:port>', 'with --cluster: where the other proxies reach this one (default: the --listen address, which must then not be a wildcard)')
@@ -106,9 +112,6 @@ export function registerStart(program: Command): void {
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
     const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
-    if ((options.http === undefined) !== (options.domain === undefined)) {
-      throw new InvalidArgumentError('ERR_INVALID_OPTION', '--http and --domain go together: the ingress routes requests by host names under the domain');
-    }
     checkClusterOptions(options);
     const identityPath = options.identity ?? defaultProxyIdentityPath();
     const web = webIngress(options, identityPath);
@@ -137,7 +140,7 @@ export function registerStart(program: Command): void {
       handshakeTimeout: options.handshakeTimeout,
       idleTimeout: options.idleTimeout,
       maxPayload: options.maxFrameSize,
-      registrationHook: names,
+      registrationHook: web?.hook,
     });
     const refusals = logProxyEvents(proxy, log, options.refusalLogInterval);
     let stopMetrics: (() => void) | undefined;
@@ -155,7 +158,7 @@ export function registerStart(program: Command): void {
     let stopIngress: (() => Promise<void>) | undefined;
     if (web !== undefined) {
       try {
-        stopIngress = await startHttpIngress(proxy, web, options, () => dial?.value, log);
+        stopIngress = await startWebIngress(proxy, web, options, () => dial?.value, log);
       } catch (err) {
         stopMetrics?.();
         await proxy.close();
