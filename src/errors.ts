@@ -139,6 +139,8 @@ export enum Reason {
   Internal = 10,
   Authentication = 11,
   NameTaken = 12,
+  /** The destination is registered elsewhere, or may be, and cannot be reached from here now: a proxy cluster's directory or the proxy holding it is unreachable. */
+  Unreachable = 13,
 }
 
 const reasonCodes = {
@@ -155,6 +157,7 @@ const reasonCodes = {
   [Reason.Internal]: 'ERR_INTERNAL',
   [Reason.Authentication]: 'ERR_AUTHENTICATION',
   [Reason.NameTaken]: 'ERR_NAME_TAKEN',
+  [Reason.Unreachable]: 'ERR_UNREACHABLE',
 } as const satisfies Record<Reason, ErrorCode>;
 
 export type ReasonCode = (typeof reasonCodes)[Reason] | 'ERR_REMOTE';

@@ -13,7 +13,7 @@ import { InvalidArgumentError } from '../errors.js';
  */
 
 export const CONFIG_ENV = 'RIDPROXY_CONFIG';
-const SECRET_OPTIONS = new Set(['token', 'dialToken', 'statusToken']);
+const SECRET_OPTIONS = new Set(['token', 'dialToken', 'statusToken', 'clusterToken']);
 const NOT_CONFIGURABLE = new Set(['config', 'help', 'version']);
 
 type Table = Record<string, unknown>;

@@ -10,11 +10,14 @@ import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
 import { resolveProxyOptions, type ProxyOptions, type ReloadableProxyOptions, type ResolvedProxyOptions } from './options.js';
 import { newProxyConnection, type ProxyConnection, type ProxyCounters } from './proxy-connection.js';
-import { Registry, type RegisterOutcome } from './registry.js';
+import { Registry, supersededMessage, type RegisterOutcome } from './registry.js';
+import type { RemoteRoutes } from './remote.js';
 import type { ProxyEvents, ProxyRefusedEvent } from './events.js';
 import { MAX_STATUS_SERVERS, sendStatus, sendStatusRefusal, statusRefusal, type ProxyServerReport, type ProxyStatusReport } from './status.js';
 
 export * from './options.js';
+export type { RemoteRoute, RemoteRoutes } from './remote.js';
+export type { ProxyConnection } from './proxy-connection.js';
 export { MAX_STATUS_SERVERS, type ProxyServerReport, type ProxyStatusReport } from './status.js';
 
 /** What a shutting-down proxy tells its processes, in its GoAway and in the CloseVc of every VC it ends. */
@@ -72,6 +75,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   private readonly circuits: CircuitTable;
   private closing: Promise<void> | undefined;
   private readonly startedAt = Date.now();
+  private remote: RemoteRoutes | undefined;
 
   private constructor(server: Server, identity: Identity, host: string, port: number, options: ResolvedProxyOptions) {
     super();
@@ -87,6 +91,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       draining: () => this.closing !== undefined,
       refuseToken: (conn, message) => this.refuseToken(conn, message),
       events: this,
+      remote: () => this.remote,
       vcsChanged: (conn) => {
         this.closeIfIdle(conn);
         this.watchIdle(conn);
@@ -118,6 +123,50 @@ export class Proxy extends EventEmitter<ProxyEvents> {
 
   get routingId(): RoutingId {
     return this.identity.routingId;
+  }
+
+  /**
+   * Sends VCs for routing ids no connection here holds to `routes` (a cluster), and treats the
+   * hop peers it names members as the cluster's proxies; undefined turns it off again. Applies to
+   * connections established from now on.
+   */
+  useRemoteRoutes(routes: RemoteRoutes | undefined): void {
+    this.remote = routes;
+  }
+
+  /**
+   * Takes a hop connection this proxy dialed to another proxy of its cluster (a member, by
+   * RemoteRoutes.isMember) and routes its frames as it routes an accepted connection's: the
+   * returned connection is what RemoteRoutes.resolve hands back as a VC's acceptor. It is closed
+   * with the proxy, and never for being idle: its owner decides.
+   */
+  adoptLink(hop: HopConnection): ProxyConnection {
+    const conn = newProxyConnection(hop, `cluster proxy ${hop.peerRoutingId}`, true);
+    if (this.closing) {
+      hop.close(Reason.GoingAway, SHUTTING_DOWN);
+      return conn;
+    }
+    this.sockets.add(hop.socket);
+    hop.socket.once('close', () => this.sockets.delete(hop.socket));
+    this.connections.add(conn);
+    hop.on('close', (err: RidproxyError | undefined) => this.drop(conn, err));
+    // A peer going away (shutting down) is closed once its last VC is done.
+    hop.on('goaway', () => this.closeIfIdle(conn));
+    hop.start((frame) => this.route(conn, frame));
+    return conn;
+  }
+
+  /**
+   * Ends the registration of `rid`, if a connection here holds it, because the same key
+   * registered on another proxy of the cluster: the holder gets GoAway(Superseded) naming
+   * `newHolder` (the address the newcomer connected from) and `proxy` (where), as a
+   * registration superseded here would (docs/protocol.md 7.2). True if there was one.
+   */
+  supersede(rid: RoutingId, newHolder: string, proxy: string): boolean {
+    const conn = this.registry.lookup(rid);
+    if (conn === undefined) return false;
+    conn.hop.close(Reason.Superseded, supersededMessage(rid.toString(), newHolder, proxy));
+    return true;
   }
 
   /** Whether a server holds the registration of `rid` now. */
@@ -295,7 +344,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   }
 
   private adopt(hop: HopConnection, group: string): void {
-    const conn = newProxyConnection(hop, group);
+    const conn = newProxyConnection(hop, group, this.remote?.isMember(hop.peerRoutingId) ?? false);
     this.connections.add(conn);
     hop.on('close', (err: RidproxyError | undefined) => this.drop(conn, err));
     hop.on('goaway', () => this.unregister(conn));
@@ -305,7 +354,9 @@ export class Proxy extends EventEmitter<ProxyEvents> {
 
   /** A connection that neither serves nor carries VCs only holds a descriptor; it may stay a while, not forever. */
   private watchIdle(conn: ProxyConnection): void {
-    const idle = conn.vcs.size === 0 && !this.registry.isRegistered(conn) && conn.hop.isOpen;
+    // A cluster link is kept by the proxy that dialed it, which closes it when idle: closing it
+    // here could race with a VC it is forwarding right now.
+    const idle = conn.vcs.size === 0 && !this.registry.isRegistered(conn) && conn.hop.isOpen && !conn.member;
     if (!idle) {
       if (conn.idleTimer) clearTimeout(conn.idleTimer);
       conn.idleTimer = undefined;

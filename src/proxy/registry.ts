@@ -9,8 +9,9 @@ import type { ProxyConnection } from './proxy-connection.js';
  * The GoAway(Superseded) message, whose last word is the new holder's address as this proxy sees
  * it (docs/protocol.md 7.2), so the old holder can say where the other process is.
  */
-export function supersededMessage(rid: string, newHolder: string): string {
-  return `routing id ${rid} was registered by another connection from ${newHolder}`;
+export function supersededMessage(rid: string, newHolder: string, proxy?: string): string {
+  const where = proxy === undefined ? '' : ` on cluster proxy ${proxy}`;
+  return `routing id ${rid} was registered${where} by another connection from ${newHolder}`;
 }
 
 /**

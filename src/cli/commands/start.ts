@@ -28,12 +28,13 @@ import { exposeMetrics, proxyMetrics } from '../metrics.js';
 import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
 import { webIngress, startWebIngress, type WebIngressOptions } from '../web-ingress.js';
 import { DEFAULT_MAX_PORTS_PER_KEY } from '../../ingress/ports.js';
+import { checkClusterOptions, clusterToken, joinCluster, type ClusterCliOptions, type JoinedCluster } from '../cluster.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
 const dialToken = secretOption('dial-token', 'dial', 'require this token from clients that open VCs (`proxy connect --dial-token`)');
 const statusToken = secretOption('status-token', 'status', 'answer `proxy status --token` with this token; with another token set and no status token, status is off');
 
-interface StartOptions extends CommonOptions, WebIngressOptions {
+interface StartOptions extends CommonOptions, WebIngressOptions, ClusterCliOptions {
   listen: string;
   identity?: string;
   allowFile?: string;
@@ -92,6 +93,10 @@ export function registerStart(program: Command): void {
     .option('--tcp-ports <[host:]from-to>', 'let servers ask for public TCP ports in this range (`serve --public-port`), listened on at host (default 0.0.0.0) while their registration lives; each connection becomes a flow to the server')
     .addOption(limit('--max-ports-per-key <n>', 'public TCP ports one server key may hold at once, with --tcp-ports', DEFAULT_MAX_PORTS_PER_KEY))
     .option('--trust-forwarded', 'keep the X-Forwarded-* and Forwarded headers requests arrive with (only behind a load balancer you trust); by default the proxy replaces them')
+    .option('--cluster <nats-url>', 'join a cluster of proxies whose directory is this NATS server (nats://host:port; several, comma-separated, for a NATS cluster): servers registered on any member are reached through every one (docs/cluster.md)')
+    .option('--advertise <host:port>', 'with --cluster: where the other proxies reach this one (default: the --listen address, which must then not be a wildcard)')
+    .option('--cluster-peers-file <file>', 'with --cluster (required): the routing ids of the cluster\'s proxies, one per line (# comments; this proxy\'s own may be listed), the only ones allowed to forward VCs here and be forwarded to; read again on SIGHUP')
+    .option('--cluster-name <name>', 'with --cluster: proxies on one NATS with the same name form one cluster (letters, digits, - and _; default ridproxy)')
     .option('--metrics-per-rid', 'add ridproxy_server_bytes_total{routing_id, direction}, the bytes each registered server sent and received: one series per routing id, so off by default')
     .addOption(
       limit(
@@ -101,11 +106,13 @@ export function registerStart(program: Command): void {
       ),
     )
     .addHelpText('after', '\nExample:\n  $ npx proxy start --listen 127.0.0.1:8100\n  ridp://127.0.0.1:8100/9a0c...   <- give this to `proxy serve --proxy`');
+  clusterToken.addTo(command);
   addCommonOptions(command).action(async (options: StartOptions, self: Command) => {
     let { token, dial, status, allowList } = await admissionSettings(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
     const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
+    checkClusterOptions(options);
     const identityPath = options.identity ?? defaultProxyIdentityPath();
     const web = webIngress(options, identityPath);
     const names = web?.names;
@@ -158,6 +165,15 @@ export function registerStart(program: Command): void {
         throw err;
       }
     }
+    let cluster: JoinedCluster | undefined;
+    try {
+      cluster = await joinCluster(proxy, options, log);
+    } catch (err) {
+      await stopIngress?.();
+      stopMetrics?.();
+      await proxy.close();
+      throw err;
+    }
     const described = () => ({
       token: token !== undefined,
       tokenSource: token?.source,
@@ -175,14 +191,17 @@ export function registerStart(program: Command): void {
     const reload = (): void => {
       reloading = reloading.then(async () => {
         reloadLogLevel(self, log);
+        let applyPeers: (() => void) | undefined;
         try {
           names?.reload();
+          applyPeers = await cluster?.reload();
           ({ token, dial, status, allowList } = await admissionSettings(options));
         } catch (err) {
           log.error({ reason: describe(err) }, 'SIGHUP: reload failed; the previous allow-list and tokens stay in force');
           return;
         }
         proxy.reload({ registrationToken: token?.value, dialToken: dial?.value, statusToken: status?.value, registrationAllowList: allowList });
+        applyPeers?.();
         log.info({ signal: 'SIGHUP', ...described() }, 'reloaded the allow-list and tokens');
       });
     };
@@ -195,7 +214,8 @@ export function registerStart(program: Command): void {
         process.off('SIGHUP', reload);
         const stats = proxy.stats();
         log.info({ signal, drainTimeoutMs: options.drainTimeout, connections: stats.connections, vcs: stats.vcs }, 'shutting down: telling connected processes the proxy is going away');
-        void Promise.all([stopIngress?.(), proxy.close({ drainTimeout: options.drainTimeout })]).then(() => {
+        // The cluster first: other proxies stop sending VCs here while this one drains.
+        void Promise.all([stopIngress?.(), cluster?.close(), proxy.close({ drainTimeout: options.drainTimeout })]).then(() => {
           refusals.flush();
           stopMetrics?.();
           log.info({ bytesForwarded: proxy.stats().bytesForwarded }, 'proxy stopped');
