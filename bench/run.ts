@@ -13,6 +13,7 @@ import { sshProblem } from './paths/ssh.js';
 import { PATH_LABELS } from './paths/types.js';
 import type { Context } from './paths/topology.js';
 import { bulkScenario } from './scenarios/bulk.js';
+import { clusterScenario } from './scenarios/cluster.js';
 import { fairnessScenario } from './scenarios/fairness.js';
 import { latencyScenario } from './scenarios/latency.js';
 import { longpathScenario } from './scenarios/longpath.js';
@@ -27,6 +28,7 @@ const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> =
   memory: memoryScenario,
   fairness: fairnessScenario,
   longpath: longpathScenario,
+  cluster: clusterScenario,
   reconnect: reconnectScenario,
 };
 

@@ -18,6 +18,7 @@ export const ERROR_CODES = [
   'ERR_AUTHENTICATION',
   'ERR_UNAUTHORIZED',
   'ERR_REGISTRATION_REFUSED',
+  'ERR_NAME_TAKEN',
   'ERR_UNKNOWN_DESTINATION',
   'ERR_REFUSED',
   'ERR_LIMIT',
@@ -137,6 +138,9 @@ export enum Reason {
   Timeout = 9,
   Internal = 10,
   Authentication = 11,
+  NameTaken = 12,
+  /** The destination is registered elsewhere, or may be, and cannot be reached from here now: a proxy cluster's directory or the proxy holding it is unreachable. */
+  Unreachable = 13,
 }
 
 const reasonCodes = {
@@ -152,6 +156,8 @@ const reasonCodes = {
   [Reason.Timeout]: 'ERR_TIMEOUT',
   [Reason.Internal]: 'ERR_INTERNAL',
   [Reason.Authentication]: 'ERR_AUTHENTICATION',
+  [Reason.NameTaken]: 'ERR_NAME_TAKEN',
+  [Reason.Unreachable]: 'ERR_UNREACHABLE',
 } as const satisfies Record<Reason, ErrorCode>;
 
 export type ReasonCode = (typeof reasonCodes)[Reason] | 'ERR_REMOTE';
@@ -196,11 +202,11 @@ export class ConnectionClosedError extends RidproxyError {
 
 /** The proxy refused to register this process's routing ID. */
 export class RegistrationError extends RidproxyError {
-  declare readonly code: 'ERR_UNAUTHORIZED' | 'ERR_REGISTRATION_REFUSED';
+  declare readonly code: 'ERR_UNAUTHORIZED' | 'ERR_NAME_TAKEN' | 'ERR_REGISTRATION_REFUSED';
   readonly reason: number;
 
   constructor(reason: number, message: string) {
-    super(reason === Reason.Unauthorized ? 'ERR_UNAUTHORIZED' : 'ERR_REGISTRATION_REFUSED', message);
+    super(reason === Reason.Unauthorized ? 'ERR_UNAUTHORIZED' : reason === Reason.NameTaken ? 'ERR_NAME_TAKEN' : 'ERR_REGISTRATION_REFUSED', message);
     this.reason = reason;
   }
 }

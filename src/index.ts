@@ -6,7 +6,7 @@ export { Proxy, type ProxyOptions, type ProxyServerReport, type ProxyStats, type
 export { queryProxyStatus, type StatusQueryOptions } from './proxy/status-client.js';
 export type * from './proxy/events.js';
 export { Manager, type ManagerEvents } from './manager/manager.js';
-export type { AcceptOptions, Authorize, CloseOptions, DialOptions, ListenStatus, ManagerOptions, ProxyListenOptions, ProxyRegistration } from './manager/options.js';
+export type { AcceptOptions, Authorize, CloseOptions, DialOptions, IngressInfo, ListenStatus, ManagerOptions, ProxyListenOptions, ProxyRegistration } from './manager/options.js';
 export { Flow, MAX_MESSAGE_SIZE } from './manager/flow.js';
 export type { VcSession } from './manager/vc-session.js';
 export { PersistentRegistration, backoffDelay, type BackoffOptions } from './manager/persistent-registration.js';

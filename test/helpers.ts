@@ -87,9 +87,9 @@ export async function readAll(source: Readable): Promise<Buffer> {
 }
 
 /** Polls `condition` until it holds, failing with `what` after `timeout` ms. */
-export async function waitFor(condition: () => boolean, what: string, timeout = 5000): Promise<void> {
+export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeout = 5000): Promise<void> {
   const deadline = Date.now() + timeout;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }

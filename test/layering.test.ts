@@ -8,9 +8,9 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../src');
 
 /**
  * README "Design notes", Layers: each folder of src/ may import only the folders before it (and
- * src/errors.ts). src/cli and src/grpc are both on top of src/manager and do not import each other.
+ * src/errors.ts). src/cli and src/grpc are both on top and do not import each other.
  */
-const LAYERS: string[][] = [['id'], ['flow-control'], ['wire'], ['hop'], ['proxy'], ['secure'], ['mux'], ['manager'], ['cli', 'grpc']];
+const LAYERS: string[][] = [['id'], ['flow-control'], ['wire'], ['hop'], ['proxy'], ['cluster'], ['secure'], ['mux'], ['manager'], ['tunnel'], ['ingress'], ['cli', 'grpc']];
 
 function rank(folder: string): number {
   return LAYERS.findIndex((layer) => layer.includes(folder));

@@ -29,9 +29,19 @@ export function cliProblem(): string | undefined {
   return undefined;
 }
 
+/**
+ * BENCH_CPU_PROF=<dir> (as for the bench's workers, harness/children.ts): each CLI process writes
+ * a V8 CPU profile into <dir>/cli-<command>/ when it exits, and is stopped with SIGTERM (it shuts
+ * down and exits 0) instead of SIGKILL, so that it does. `node dist/bench/profile-summary.js <dir>`
+ * prints each profile's top entries.
+ */
+const PROFILE_DIR = process.env.BENCH_CPU_PROF;
+
 /** A CLI process: bin/proxy.js run by this Node. */
 export function cliProcess(label: string, args: string[]): OutputProcess {
-  return new OutputProcess(label, process.execPath, [BIN, ...args]);
+  if (PROFILE_DIR === undefined) return new OutputProcess(label, process.execPath, [BIN, ...args]);
+  const profile = ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, `cli-${args[0]}`)}`];
+  return new OutputProcess(label, process.execPath, [...profile, BIN, ...args], true);
 }
 
 /** The endpoint a CLI process prints as the first line of its stdout. */

@@ -21,6 +21,8 @@ export class OutputProcess {
     readonly label: string,
     command: string,
     args: string[],
+    /** Stops it with SIGTERM rather than SIGKILL, so that it exits on its own (and writes a CPU profile). */
+    private readonly graceful = false,
   ) {
     this.child = track(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     // Both pipes are always drained: a program that logs a lot must never block on a full pipe.
@@ -78,7 +80,15 @@ export class OutputProcess {
   }
 
   kill(): void {
-    if (!this.exited) this.child.kill('SIGKILL');
+    if (this.exited) return;
+    if (!this.graceful) {
+      this.child.kill('SIGKILL');
+      return;
+    }
+    this.child.kill('SIGTERM');
+    setTimeout(() => {
+      if (!this.exited) this.child.kill('SIGKILL');
+    }, 10_000).unref();
   }
 }
 

@@ -10,7 +10,7 @@ import { percentileOfSorted, sorted } from '../harness/stats.js';
 import { delay } from '../lib/payload.js';
 import { ridproxyProblem } from '../lib/ridproxy.js';
 import { BIN, cliProblem, cliProcess } from '../paths/cli.js';
-import { freePort, OutputProcess } from '../paths/process.js';
+import { freePort, type OutputProcess } from '../paths/process.js';
 import type { Context } from '../paths/topology.js';
 import type { FleetApi, FleetSnapshot } from '../workers/fleet.js';
 
@@ -163,13 +163,13 @@ function checkProxy(run: ProxyRun): void {
 }
 
 /**
- * BENCH_CPU_PROF=<dir> (as for the workers, harness/children.ts): the proxy runs with --cpu-prof
- * and the last one is stopped with SIGTERM, not SIGKILL, so it writes the profile of the last storm.
+ * BENCH_CPU_PROF=<dir>: cliProcess runs the proxy with --cpu-prof (into <dir>/cli-start), and the
+ * last one is stopped with SIGTERM, not SIGKILL, so it writes the profile of the last storm.
  */
 const PROFILE_DIR = process.env.BENCH_CPU_PROF;
 
 async function startProxy(args: string[], label: string): Promise<ProxyRun> {
-  const proc = PROFILE_DIR === undefined ? cliProcess(label, args) : new OutputProcess(label, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, BIN, ...args]);
+  const proc = cliProcess(label, args);
   const run: ProxyRun = {
     proc,
     pid: proc.child.pid ?? -1,

@@ -14,6 +14,8 @@ export interface ProxyApi {
   /** Everything else stays at the library's defaults, as a user would run it. */
   start(p: { limits?: ProxyLimits }): Promise<{ endpoint: string; port: number }>;
   memory(p: Record<string, never>): Promise<MemorySample & { stats: ProxyStats }>;
+  /** Joins the started proxy to a cluster on NATS (the cluster scenario); resolves once the directory is reached. */
+  join(p: { servers: string; members: string[] }): Promise<{ routingId: string }>;
 }
 
 let proxy: Proxy | undefined;
@@ -23,6 +25,14 @@ serveRpc<ProxyApi>({
     const { Proxy } = await loadRidproxy();
     proxy = await Proxy.listen({ ...limits, host: '127.0.0.1', port: 0 });
     return { endpoint: proxy.endpoint, port: proxy.port };
+  },
+  join: async ({ servers, members }) => {
+    if (!proxy) throw new Error('the proxy is not started');
+    // dist/bench/workers/proxy.js -> dist/src/cluster/index.js, loaded only here.
+    const { Cluster } = await import('../../src/cluster/index.js');
+    const cluster = Cluster.join(proxy, { servers, members });
+    await cluster.ready;
+    return { routingId: proxy.routingId.toString() };
   },
   memory: async () => {
     if (!proxy) throw new Error('the proxy is not started');

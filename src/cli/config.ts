@@ -13,7 +13,7 @@ import { InvalidArgumentError } from '../errors.js';
  */
 
 export const CONFIG_ENV = 'RIDPROXY_CONFIG';
-const SECRET_OPTIONS = new Set(['token', 'dialToken', 'statusToken']);
+const SECRET_OPTIONS = new Set(['token', 'dialToken', 'statusToken', 'clusterToken']);
 const NOT_CONFIGURABLE = new Set(['config', 'help', 'version']);
 
 type Table = Record<string, unknown>;
@@ -60,6 +60,28 @@ function applySources(command: Command, everyName: ReadonlySet<string>, env: Nod
     if (SECRET_OPTIONS.has(key)) throw invalid(`${path}: put --${name} in --${name}-file or $${envName(option)}, not in the config file`);
     command.setOptionValueWithSource(key, convert(option, value, `${name} in ${path}`), 'config');
   }
+}
+
+/**
+ * The value option `key` of `command` takes now, by the precedence above, with the config file
+ * read again (for SIGHUP): the command line and the environment still win over the file, and a
+ * key removed from the file falls back to the default. Throws, as at start, on a file that
+ * cannot be read or parsed, leaving the caller's value in force.
+ */
+export function reloadedOption(command: Command, key: string): { value: unknown; source: 'cli' | 'env' | 'config' | 'default' } {
+  const option = command.options.find((o) => o.attributeName() === key);
+  if (option === undefined) throw new Error(`proxy ${command.name()} has no option ${key}`);
+  const current = command.getOptionValueSource(key);
+  if (current === 'cli' || current === 'env') return { value: command.getOptionValue(key), source: current === 'cli' ? 'cli' : 'env' };
+  const path = (command.getOptionValue('config') as string | undefined) ?? process.env[CONFIG_ENV];
+  if (path !== undefined) {
+    const file = readConfig(path);
+    const section = file[command.name()];
+    const name = option.long!.slice(2);
+    const value = isTable(section) && name in section ? section[name] : file[name];
+    if (value !== undefined && !isTable(value)) return { value: convert(option, value, `${name} in ${path}`), source: 'config' };
+  }
+  return { value: option.defaultValue, source: 'default' };
 }
 
 function setBy(command: Command, key: string): boolean {

@@ -4,6 +4,7 @@ import { useConfigSources } from './config.js';
 import { describe } from './describe.js';
 import { registerConnect } from './commands/connect.js';
 import { registerKeygen } from './commands/keygen.js';
+import { registerNames } from './commands/names.js';
 import { registerServe } from './commands/serve.js';
 import { registerStart } from './commands/start.js';
 import { registerStatus } from './commands/status.js';
@@ -33,6 +34,7 @@ Example, in three terminals:
   registerServe(program);
   registerConnect(program);
   registerStatus(program);
+  registerNames(program);
   // Before the required-option check: a config file or variable may be what supplies one.
   useConfigSources(program);
   for (const command of program.commands) checkUnknownOptionsFirst(command);

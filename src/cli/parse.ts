@@ -11,3 +11,16 @@ export function positiveInteger(value: string): number {
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed)) throw new InvalidArgumentError(`"${value}" is not a whole number`);
   return parsed;
 }
+
+/**
+ * commander argument parser for `serve --public-port`: a port (0 for any) or a comma-separated
+ * list of them, added to what earlier occurrences of the option gave.
+ */
+export function publicPortList(value: string, previous: number[] | undefined): number[] {
+  const ports = value.split(',').map((part) => {
+    const port = Number(part.trim());
+    if (!/^\d+$/.test(part.trim()) || port > 65535) throw new InvalidArgumentError(`"${part}" is not a port number (0 for any, else 1-65535)`);
+    return port;
+  });
+  return [...(previous ?? []), ...ports];
+}

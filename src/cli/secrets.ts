@@ -14,6 +14,7 @@ const ENV = {
   registration: 'RIDPROXY_TOKEN',
   dial: 'RIDPROXY_DIAL_TOKEN',
   status: 'RIDPROXY_STATUS_TOKEN',
+  cluster: 'RIDPROXY_CLUSTER_TOKEN',
 } as const;
 
 export type SecretKind = keyof typeof ENV;

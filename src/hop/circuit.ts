@@ -21,6 +21,8 @@ export const MAX_DATA_FRAME = 64 * 1024;
  * bytes, costing a hop header and a forwarding step at the proxy for every full one.
  */
 const FRAME_SLACK = 4 * 1024;
+/** Bytes a writer may have queued here before write() returns false: a full secure record, its header and tag, and then some. */
+const WRITE_HIGH_WATER_MARK = 512 * 1024;
 
 export interface CircuitInit {
   connection: HopConnection;
@@ -66,7 +68,9 @@ export class VirtualCircuit extends Duplex implements DrainWaiter {
   bytesReceived = 0;
 
   constructor(init: CircuitInit) {
-    super({ allowHalfOpen: false, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 });
+    // A writer (the secure channel) hands over records of up to 256 KiB plus their headers: one
+    // such write should not, by itself, report the circuit full.
+    super({ allowHalfOpen: false, readableHighWaterMark: 64 * 1024, writableHighWaterMark: WRITE_HIGH_WATER_MARK });
     this.connection = init.connection;
     this.vci = init.vci;
     this.sendCredit = init.sendCredit;

@@ -3,7 +3,8 @@ import { InvalidArgumentError } from '../errors.js';
 import { RoutingId, ridHexProblem } from './routing-id.js';
 
 const SCHEME = 'ridp';
-const ENDPOINT_FORM = 'expected ridp://host:port/<routing id>, ridp://<proxy routing id>@host:port/<routing id> or ridp:///<routing id> (routing ids are 32 hex characters)';
+const ENDPOINT_FORM =
+  'expected ridp://host:port/<routing id>, ridp://<proxy routing id>@host:port/<routing id> (several routes joined with ",") or ridp:///<routing id> (routing ids are 32 hex characters)';
 const ADDRESS_FORM = 'expected host:port, [ipv6]:port or port';
 const LABEL_RE = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 
@@ -113,6 +114,8 @@ export class Endpoint {
   readonly routingId: RoutingId;
   /** The proxy's routing id, or the null one when the process at the address is the destination itself. */
   readonly proxyRoutingId: RoutingId;
+  /** Routes after this one (withRoutes), each an endpoint of one route. */
+  #others: Endpoint[] = [];
 
   constructor(host: string, port: number, routingId: RoutingId, proxyRoutingId: RoutingId = RoutingId.NULL) {
     if (!(routingId instanceof RoutingId) || !(proxyRoutingId instanceof RoutingId)) {
@@ -160,7 +163,8 @@ export class Endpoint {
 
   /**
    * Accepts `ridp://host:port/<rid>`, `ridp://host:port` (null routing id),
-   * `ridp://<proxy rid>@host:port/<rid>`, `ridp:///<rid>` (no address), and the same without the
+   * `ridp://<proxy rid>@host:port/<rid>`, several routes to one process joined with commas
+   * (`ridp://<p1>@h1:1,<p2>@h2:2/<rid>`), `ridp:///<rid>` (no address), and the same without the
    * scheme (then the address-less form is `/<rid>`). Surrounding whitespace is ignored, as pasted
    * endpoints often carry a newline.
    */
@@ -179,38 +183,77 @@ export class Endpoint {
       rest = rest.slice(sep + 3);
     }
     const slash = rest.indexOf('/');
-    let authority = slash < 0 ? rest : rest.slice(0, slash);
-    let proxyRid = RoutingId.NULL;
-    const at = authority.indexOf('@');
-    if (at >= 0) {
-      const pinned = authority.slice(0, at);
-      const problem = ridHexProblem(pinned);
-      if (problem !== undefined) fail(`bad proxy routing id ${quote(pinned)} before "@": ${problem}`);
-      proxyRid = RoutingId.parse(pinned);
-      if (proxyRid.isNull()) fail('the proxy routing id before "@" is the null routing id');
-      authority = authority.slice(at + 1);
-    }
+    const authority = slash < 0 ? rest : rest.slice(0, slash);
     const path = slash < 0 ? '' : rest.slice(slash + 1);
-    let rid = RoutingId.NULL;
-    if (path.length > 0) {
+    const routingId = (): RoutingId => {
+      if (path.length === 0) return RoutingId.NULL;
       if (path.includes('/')) fail(`unexpected path ${quote(path.slice(path.indexOf('/')))} after the routing id`);
       const problem = ridHexProblem(path);
       if (problem !== undefined) fail(`bad routing id ${quote(path)}: ${problem}`);
-      rid = RoutingId.parse(path);
-    }
+      return RoutingId.parse(path);
+    };
     if (authority.length === 0 && slash === 0) {
+      const rid = routingId();
       if (rid.isNull()) fail('an endpoint without an address must name a routing id that is not the null one');
       return new Endpoint('', 0, rid);
     }
-    const hp = splitHostPort(authority, 1, undefined);
-    if ('problem' in hp) return fail(hp.problem);
-    if (!proxyRid.isNull() && rid.isNull()) fail('an endpoint naming a proxy routing id must name the destination routing id too');
-    return new Endpoint(hp.host, hp.port, rid, proxyRid);
+    // Several routes to one process (a server registered on several proxies) are separated by commas.
+    const parts = authority.split(',');
+    const routes = parts.map((part) => {
+      let proxyRid = RoutingId.NULL;
+      let address = part;
+      const at = part.indexOf('@');
+      if (at >= 0) {
+        const pinned = part.slice(0, at);
+        const problem = ridHexProblem(pinned);
+        if (problem !== undefined) fail(`bad proxy routing id ${quote(pinned)} before "@": ${problem}`);
+        proxyRid = RoutingId.parse(pinned);
+        if (proxyRid.isNull()) fail('the proxy routing id before "@" is the null routing id');
+        address = part.slice(at + 1);
+      }
+      const hp = splitHostPort(address, 1, undefined);
+      if ('problem' in hp) return fail(parts.length > 1 ? `route ${quote(part)}: ${hp.problem}` : hp.problem);
+      return { ...hp, proxyRid };
+    });
+    const rid = routingId();
+    if (rid.isNull()) {
+      if (routes.some((route) => !route.proxyRid.isNull())) fail('an endpoint naming a proxy routing id must name the destination routing id too');
+      if (routes.length > 1) fail('an endpoint with several addresses must name the destination routing id');
+    }
+    const [first, ...others] = routes.map((route) => new Endpoint(route.host, route.port, rid, route.proxyRid));
+    return others.length === 0 ? first : Endpoint.withRoutes([first, ...others]);
   }
 
-  /** The null routing id is left out, so an address-only endpoint prints as `ridp://host:port`; a routing-id-only one prints as `ridp:///<rid>`. */
+  /**
+   * One endpoint for a process reachable by several routes (each a proxy it is registered on, or
+   * an address it listens on), tried in this order; all must name the same routing id.
+   */
+  static withRoutes(routes: readonly Endpoint[]): Endpoint {
+    if (routes.length === 0) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: no routes');
+    const [first] = routes;
+    const flat = routes.flatMap((route) => route.routes);
+    if (flat.some((route) => !route.routingId.equals(first.routingId) || !route.hasAddress)) {
+      throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: every route must have an address and name the same routing id');
+    }
+    if (first.routingId.isNull() && flat.length > 1) throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', 'invalid endpoint: an endpoint with several addresses must name the destination routing id');
+    const unique = flat.filter((route, i) => flat.findIndex((other) => other.equalsRoute(route)) === i);
+    const combined = new Endpoint(unique[0].host, unique[0].port, unique[0].routingId, unique[0].proxyRoutingId);
+    combined.#others = unique.slice(1);
+    return combined;
+  }
+
+  /** Every route to the process, this endpoint's own address first, each as an endpoint of one route. */
+  get routes(): Endpoint[] {
+    return this.#others.length === 0 ? [this] : [new Endpoint(this.host, this.port, this.routingId, this.proxyRoutingId), ...this.#others];
+  }
+
+  /**
+   * The null routing id is left out, so an address-only endpoint prints as `ridp://host:port`; a
+   * routing-id-only one prints as `ridp:///<rid>`; several routes are joined with commas.
+   */
   toString(): string {
-    const base = `${SCHEME}://${this.proxyRoutingId.isNull() ? '' : `${this.proxyRoutingId}@`}${this.address}`;
+    const authority = this.routes.map((route) => `${route.proxyRoutingId.isNull() ? '' : `${route.proxyRoutingId}@`}${route.address}`).join(',');
+    const base = `${SCHEME}://${authority}`;
     return this.routingId.isNull() ? base : `${base}/${this.routingId}`;
   }
 
@@ -219,10 +262,18 @@ export class Endpoint {
   }
 
   withRoutingId(rid: RoutingId): Endpoint {
-    return new Endpoint(this.host, this.port, rid, this.proxyRoutingId);
+    const routes = this.routes.map((route) => new Endpoint(route.host, route.port, rid, route.proxyRoutingId));
+    return routes.length === 1 ? routes[0] : Endpoint.withRoutes(routes);
   }
 
   equals(o: Endpoint): boolean {
-    return this === o || (this.host === o.host && this.port === o.port && this.routingId.equals(o.routingId) && this.proxyRoutingId.equals(o.proxyRoutingId));
+    if (this === o) return true;
+    const mine = this.routes;
+    const theirs = o.routes;
+    return mine.length === theirs.length && mine.every((route, i) => route.equalsRoute(theirs[i]));
+  }
+
+  private equalsRoute(o: Endpoint): boolean {
+    return this.host === o.host && this.port === o.port && this.routingId.equals(o.routingId) && this.proxyRoutingId.equals(o.proxyRoutingId);
   }
 }

@@ -13,7 +13,23 @@ import { RoutingId } from '../id/routing-id.js';
 import type { HopConnection } from '../hop/connection.js';
 import { MAX_VC_WINDOW, VirtualCircuit } from '../hop/circuit.js';
 import { TokenPurpose } from '../hop/handshake.js';
-import { decodeCredit, decodeCreditReturn, decodeCreditRevoke, decodeOpenVc, decodeReason, decodeVcAccepted, encodeOpenVc, encodeReason, encodeRegister, encodeVcAccepted, FrameType, payloadOf, type Frame } from '../wire/index.js';
+import {
+  decodeCredit,
+  decodeCreditReturn,
+  decodeCreditRevoke,
+  decodeOpenVc,
+  decodeReason,
+  decodeRegistrationDocument,
+  decodeVcAccepted,
+  encodeDocument,
+  encodeOpenVc,
+  encodeReason,
+  encodeRegister,
+  encodeVcAccepted,
+  FrameType,
+  payloadOf,
+  type Frame,
+} from '../wire/index.js';
 
 /** What a process decides about an incoming OpenVc: undefined to accept, or why not. */
 export type VcDecision = { reason: Reason; message: string } | undefined;
@@ -45,7 +61,7 @@ export class Link extends EventEmitter {
   private readonly maxReceiveWindow: number;
   private readonly circuits = new Map<number, VirtualCircuit>();
   private readonly pendingOpens = new Map<number, PendingOpen>();
-  private pendingRegistration: { resolve(): void; reject(err: RidproxyError): void } | undefined;
+  private pendingRegistration: { resolve(document: Record<string, unknown>): void; reject(err: RidproxyError): void } | undefined;
   private registeredValue = false;
 
   /** `receiveWindow` is what each VC end announces, `maxReceiveWindow` what it may grow to. */
@@ -120,11 +136,15 @@ export class Link extends EventEmitter {
     });
   }
 
-  /** Registers this process's routing ID with the proxy at the other end. */
-  register(token?: string): Promise<void> {
+  /**
+   * Registers this process's routing ID with the proxy at the other end, with `options` (a
+   * RegisterOptions document) when there are any; resolves with the proxy's RegisterOk document.
+   */
+  register(token?: string, options?: Record<string, unknown>): Promise<Record<string, unknown>> {
     if (this.pendingRegistration) return Promise.reject(new RegistrationError(Reason.Refused, 'a registration is already in progress on this connection'));
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
       this.pendingRegistration = { resolve, reject };
+      if (options !== undefined) this.hop.send(FrameType.RegisterOptions, 0, encodeDocument(options));
       this.hop.send(FrameType.Register, 0, encodeRegister(token === undefined ? undefined : this.hop.tokenMac(TokenPurpose.Register, 0, token)));
     });
   }
@@ -202,8 +222,9 @@ export class Link extends EventEmitter {
         if (!pending) throw new ProtocolError('ERR_PROTOCOL', 'registration reply without a registration');
         this.pendingRegistration = undefined;
         if (frame.type === FrameType.RegisterOk) {
+          const document = decodeRegistrationDocument(FrameType.RegisterOk, payloadOf(frame));
           this.registeredValue = true;
-          pending.resolve();
+          pending.resolve(document);
         } else {
           const { reason, message } = decodeReason(payloadOf(frame));
           pending.reject(new RegistrationError(reason, `proxy ${this.hop.peerLabel} refused the registration: ${message}`));

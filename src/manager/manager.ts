@@ -13,17 +13,19 @@ import {
   abortReason,
 } from '../errors.js';
 import { Endpoint, parseAddress } from '../id/endpoint.js';
+import { checkHostname } from '../id/hostname.js';
 import { Identity } from '../id/identity.js';
-import { RoutingId } from '../id/routing-id.js';
+import { RoutingId, ridHexProblem } from '../id/routing-id.js';
 import { unpinned } from '../hop/dial.js';
 import { secureChannel, secureContextFor } from '../secure/index.js';
 import type { VirtualCircuit } from '../hop/circuit.js';
 import { AcceptQueue } from './accept-queue.js';
 import { SharedAttempt } from './shared-attempt.js';
+import { firstToSucceed } from './staggered.js';
 import type { Flow } from './flow.js';
 import type { IncomingVc, Link, VcDecision } from './link.js';
 import { LinkPool } from './link-pool.js';
-import { DEFAULT_DRAIN_TIMEOUT, resolveManagerOptions, type AcceptOptions, type CloseOptions, type DialOptions, type ListenStatus, type ManagerOptions, type ProxyListenOptions, type ProxyRegistration, type ResolvedManagerOptions } from './options.js';
+import { DEFAULT_DRAIN_TIMEOUT, resolveManagerOptions, type AcceptOptions, type CloseOptions, type DialOptions, type IngressInfo, type ListenStatus, type ManagerOptions, type ProxyListenOptions, type ProxyRegistration, type ResolvedManagerOptions } from './options.js';
 import { VcSession } from './vc-session.js';
 
 interface DirectListener {
@@ -34,6 +36,32 @@ interface DirectListener {
 interface Registration extends ProxyRegistration {
   link: Link;
   finish(err: Error | undefined): void;
+}
+
+/** A RegisterOk document's ingress fields (docs/protocol.md 5.5), keeping only what has the right type. */
+function ingressInfo(document: Record<string, unknown>): IngressInfo {
+  const strings = (value: unknown): string[] => (Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []);
+  const ingress = typeof document.ingress === 'string' && ridHexProblem(document.ingress) === undefined ? document.ingress : undefined;
+  return { hostnames: strings(document.hostnames), urls: strings(document.urls), tcp: strings(document.tcp), ...(ingress !== undefined && { routingId: ingress }) };
+}
+
+/**
+ * The RegisterOptions document (docs/protocol.md 5.5) for what `options` asks of the proxy's
+ * ingress, checked first; `{}` when it asks nothing.
+ */
+function registerOptions(options: ProxyListenOptions): Record<string, unknown> {
+  const document: Record<string, unknown> = {};
+  if (options.hostname !== undefined) {
+    checkHostname(options.hostname);
+    document.name = options.hostname;
+  }
+  const ports = options.publicPorts;
+  if (ports !== undefined && ports.length > 0) {
+    const bad = ports.find((port) => !(Number.isInteger(port) && port >= 0 && port <= 65535));
+    if (bad !== undefined) throw new InvalidArgumentError('ERR_INVALID_OPTION', `invalid public port ${bad}: expected 0 (any) or 1-65535`);
+    document.publicPort = ports.length === 1 ? ports[0] : ports;
+  }
+  return document;
 }
 
 /** Who a failed incoming VC came from. */
@@ -146,12 +174,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (this.registrations.has(name)) throw new ManagerError('ERR_NAME_IN_USE', `a proxy registration named "${name}" is already active`);
     const proxy = typeof endpoint === 'string' ? Endpoint.parse(endpoint) : endpoint;
     let link: Link;
+    let info: Record<string, unknown>;
     try {
       if (proxy.hopRoutingId.isNull() && !options.allowUnpinnedProxy) throw unpinned(proxy, 'register on it');
       link = await this.withDeadline(options.signal, options.timeout ?? this.options.dialTimeout, `registering on proxy ${proxy.address}`, (signal) =>
         this.links.linkTo(proxy, signal),
       );
-      await link.register(options.token);
+      // Always a RegisterOptions, even empty: a proxy answers it with what its ingress offers (the routing id name at least).
+      info = await link.register(options.token, registerOptions(options));
     } catch (err) {
       this.proxyErrors.set(name, err as Error);
       this.markDirty();
@@ -169,6 +199,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       name,
       // Clients pin the proxy too: it is the one whose key this link proved.
       endpoint: new Endpoint(proxy.host, proxy.port, this.routingId, link.hop.peerRoutingId).toString(),
+      ingress: ingressInfo(info),
       closed,
       link,
       close: () => {
@@ -351,7 +382,18 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return attempt.join(signal);
   }
 
-  private async openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
+  /** A VC to `target`, over the first of its routes to answer (several for a server on several proxies). */
+  private openSession(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
+    const routes = target.routes;
+    if (routes.length === 1) return this.openRoute(target, signal, options);
+    return firstToSucceed(
+      routes.map((route) => ({ label: route.address, run: (routeSignal: AbortSignal) => this.openRoute(route, routeSignal, options) })),
+      signal,
+      (late) => void late.close(0, 'another route answered first'),
+    );
+  }
+
+  private async openRoute(target: Endpoint, signal: AbortSignal, options: DialOptions): Promise<VcSession> {
     const link = await this.links.linkTo(target, signal, options.allowUnpinnedProxy);
     const dst = target.routingId.isNull() ? link.hop.peerRoutingId : target.routingId;
     const circuit = await link.openVc(dst, signal, options.token);

@@ -104,8 +104,33 @@ export interface ProxyListenOptions {
    * is not checked: an impostor could take the registration (and attack a token MAC offline).
    */
   allowUnpinnedProxy?: boolean;
+  /**
+   * A name to reach this process by on the proxy's web ingress: `name` asks for
+   * `name.<the proxy's domain>`, which the proxy reserves for this key. A DNS label: 1-63 of
+   * a-z, 0-9 and "-", not at either end. Ignored by a proxy without ingress.
+   */
+  hostname?: string;
+  /**
+   * Public TCP ports to ask the proxy for (0: any port in its range), forwarded to this process
+   * while it is registered: each connection arrives as a flow from the proxy's ingress. The
+   * ports it got are `ingress.tcp`; a proxy that cannot give them refuses the registration, and
+   * one without public ports ignores the request (then `ingress.tcp` is empty).
+   */
+  publicPorts?: number[];
   signal?: AbortSignal;
   timeout?: number;
+}
+
+/** What a proxy with web ingress offers a registration (docs/protocol.md 5.5); empty lists when it has none. */
+export interface IngressInfo {
+  /** The host names routed to this process: the requested name, if any, and the one derived from its routing id. */
+  hostnames: string[];
+  /** URLs a browser can use, one per host name and ingress listener. */
+  urls: string[];
+  /** The public TCP ports the proxy listens on for this process, as `host:port` with the host it binds them to (0.0.0.0: every address). */
+  tcp: string[];
+  /** The routing id the proxy's ingress opens flows with (they begin with an origin message); absent without ingress. */
+  routingId?: string;
 }
 
 export interface ListenStatus {
@@ -129,6 +154,8 @@ export interface ProxyRegistration {
   readonly name: string;
   /** The endpoint clients dial to reach this process through the proxy. */
   readonly endpoint: string;
+  /** What the proxy's web ingress routes to this process. */
+  readonly ingress: IngressInfo;
   /** Settles when the registration ends: undefined after close(), the error if the link to the proxy failed. */
   readonly closed: Promise<Error | undefined>;
   close(): void;

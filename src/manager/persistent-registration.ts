@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { ConnectionClosedError, Reason } from '../errors.js';
 import type { Endpoint } from '../id/endpoint.js';
 import type { Manager } from './manager.js';
-import type { ProxyListenOptions, ProxyRegistration } from './options.js';
+import type { IngressInfo, ProxyListenOptions, ProxyRegistration } from './options.js';
 
 export interface BackoffOptions {
   /** Delay before the second attempt, in ms; each later one doubles it. */
@@ -84,6 +84,11 @@ export class PersistentRegistration extends EventEmitter<PersistentRegistrationE
   /** The endpoint clients dial; stable across reconnects (same proxy address, same routing ID). */
   get endpoint(): string | undefined {
     return this.current?.endpoint;
+  }
+
+  /** What the proxy's web ingress routes here, as of the last registration. */
+  get ingress(): IngressInfo | undefined {
+    return this.current?.ingress;
   }
 
   get isRegistered(): boolean {

@@ -17,6 +17,7 @@ export function splice(a: Duplex, b: Duplex): Promise<void> {
       resolve();
     };
     const direction = (from: Duplex, to: Duplex): void => {
+      corkPerTick(from, to);
       from.pipe(to);
       finished(from, { writable: false }, (err) => {
         if (err) fail(err);
@@ -28,5 +29,27 @@ export function splice(a: Duplex, b: Duplex): Promise<void> {
     };
     direction(a, b);
     direction(b, a);
+  });
+}
+
+/**
+ * Holds what `from` hands `to` within one tick, to be written together when the tick ends: a
+ * flow delivers a sealed record's plaintext as several pieces at once (cut where the socket
+ * reads, the hop frames and the multiplexer frames happened to end), and written one by one they
+ * were a send(2) of 20 KiB on average; corked, they are one writev. Runs before pipe's own
+ * 'data' listener, so every chunk of the tick is written into the cork; backpressure is pipe's,
+ * unchanged (write() still reports the buffered bytes).
+ */
+function corkPerTick(from: Duplex, to: Duplex): void {
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    to.uncork();
+  };
+  from.prependListener('data', () => {
+    if (corked || to.writableEnded || to.destroyed) return;
+    corked = true;
+    to.cork();
+    process.nextTick(uncork);
   });
 }

@@ -1,12 +1,14 @@
 import type { EventEmitter } from 'node:events';
 import { ProtocolError, Reason, codeForReason, type RidproxyError } from '../errors.js';
+import { RoutingId } from '../id/routing-id.js';
 import { ReceiveWindow, WINDOW_IDLE_MS } from '../flow-control/receive-window.js';
 import { DEFAULT_VC_WINDOW, MAX_DATA_FRAME, MAX_VC_WINDOW } from '../hop/circuit.js';
 import { TokenPurpose } from '../hop/handshake.js';
 import { FrameType, decodeCredit, decodeCreditReturn, decodeCreditRevoke, decodeOpenVc, decodeReason, decodeVcAccepted, encodeCredit, encodeOpenVc, encodeReason, encodeVcAccepted, encodeWindow, payloadOf, type Frame } from '../wire/index.js';
 import { KeyedCounter } from './admission.js';
 import type { ResolvedProxyOptions } from './options.js';
-import type { ProxyConnection, ProxyCounters, VcDirection, VcRoute, VcSide } from './proxy-connection.js';
+import type { ProxyConnection, ProxyCounters, VcCharge, VcDirection, VcRoute, VcSide } from './proxy-connection.js';
+import type { RemoteRoutes } from './remote.js';
 import type { Registry } from './registry.js';
 import type { ProxyEvents, ProxyVcClosedEvent, ProxyVcEvent } from './events.js';
 
@@ -20,6 +22,8 @@ export interface CircuitHost {
   vcsChanged(conn: ProxyConnection): void;
   /** Where VC refusals, opens and closes are reported. */
   events: EventEmitter<ProxyEvents>;
+  /** Where VCs to routing ids registered on no connection here go (a cluster), if anywhere. */
+  remote(): RemoteRoutes | undefined;
 }
 
 /**
@@ -56,28 +60,26 @@ export class CircuitTable {
     }
     const payload = payloadOf(frame);
     const open = decodeOpenVc(payload);
-    if (!open.src.equals(hop.peerRoutingId) || !open.srcPublicKey.equals(hop.peerPublicKey)) {
-      throw new ProtocolError('ERR_PROTOCOL', `OpenVc claims source ${open.src}, but this connection proved routing id ${hop.peerRoutingId}`);
+    // A cluster member forwards VCs others opened: the source is theirs, proved to the first proxy.
+    const member = conn.member;
+    if (!member && (!open.src.equals(hop.peerRoutingId) || !open.srcPublicKey.equals(hop.peerPublicKey))) {
+      throw new ProtocolError('ERR_PROTOCOL', `OpenVc claims source ${open.src}, but this connection proved routing id ${hop.peerRoutingId} (only proxies of this proxy's cluster open VCs for others)`);
+    }
+    if (member && !RoutingId.fromPublicKey(open.srcPublicKey).equals(open.src)) {
+      throw new ProtocolError('ERR_PROTOCOL', `cluster proxy ${conn.identity} forwarded an OpenVc whose source key is not routing id ${open.src}'s`);
     }
     const reject = (reason: Reason, message: string): void => {
       this.counters.vcsRejected++;
       hop.send(FrameType.VcRejected, vci, encodeReason(reason, message));
-      this.host.events.emit('refused', {
-        kind: 'vc',
-        code: codeForReason(reason),
-        reason: message,
-        address: hop.peerLabel,
-        addressGroup: conn.group,
-        routingId: conn.identity,
-        destination: open.dst.toString(),
-      });
+      this.refusedEvent(conn, open.src.toString(), open.dst.toString(), reason, message);
     };
     if (this.host.draining() || hop.localGoAway) {
       reject(Reason.GoingAway, `proxy ${this.endpoint} is shutting down`);
       return;
     }
     const dialToken = this.options.dialToken;
-    if (dialToken !== undefined && !hop.tokenMatches(TokenPurpose.Dial, vci, dialToken, open.tokenMac)) {
+    // A member's opens were checked by the proxy their client dialed: the token is for that hop only.
+    if (dialToken !== undefined && !member && !hop.tokenMatches(TokenPurpose.Dial, vci, dialToken, open.tokenMac)) {
       const message = `proxy ${this.endpoint} requires a valid dial token`;
       reject(Reason.Unauthorized, message);
       this.host.refuseToken(conn, message);
@@ -86,18 +88,23 @@ export class CircuitTable {
     if (open.window === 0 || open.window > MAX_VC_WINDOW) {
       throw new ProtocolError('ERR_PROTOCOL', `OpenVc announces a window of ${open.window} bytes (allowed: 1-${MAX_VC_WINDOW})`);
     }
-    const target = this.registry.lookup(open.dst);
-    if (target === undefined || !target.hop.isOpen) {
-      reject(Reason.UnknownDestination, `no server with routing id ${open.dst} is registered on proxy ${this.endpoint}`);
+    const found = this.registry.lookup(open.dst);
+    const target = found !== undefined && found.hop.isOpen ? found : undefined;
+    // Never forwarded twice: a member asked here because the directory named this proxy.
+    const remote = target === undefined && !member ? this.host.remote() : undefined;
+    if (target === undefined && remote === undefined) {
+      const cluster = member ? ` (cluster proxy ${conn.identity} forwarded the VC here; the server may just have moved)` : '';
+      reject(Reason.UnknownDestination, `no server with routing id ${open.dst} is registered on proxy ${this.endpoint}${cluster}`);
       return;
     }
-    if (target.hop.peerGoAway) {
+    if (target?.hop.peerGoAway) {
       reject(Reason.GoingAway, `server ${open.dst} is going away from proxy ${this.endpoint}`);
       return;
     }
     const limit = this.options.maxVcsPerConnection;
-    // Only the opener's count: a server carries VCs from many clients, and one of them must not use up its share.
-    if (conn.opened >= limit) {
+    // Only the opener's count: a server carries VCs from many clients, and one of them must not use
+    // up its share. A member's link carries VCs of many clients too: the budgets bound those.
+    if (!member && conn.opened >= limit) {
       // A peer that keeps opening after being told is flooding, not racing: cut it off.
       if (++conn.limitRefusals > limit) {
         throw new ProtocolError('ERR_PROTOCOL', `${hop.peerLabel} kept opening VCs after ${limit} refusals for the limit of ${limit} VCs per connection`);
@@ -106,8 +113,9 @@ export class CircuitTable {
       return;
     }
     conn.limitRefusals = 0;
+    const charge: VcCharge = member ? { identity: open.src.toString(), connection: undefined, group: undefined } : { identity: conn.identity, connection: conn, group: conn.group };
     const initial = this.initialWindow();
-    const short = this.budgetShortfall(conn, 2 * initial);
+    const short = this.budgetShortfall(charge, 2 * initial);
     if (short !== undefined) {
       reject(Reason.Limit, `proxy ${this.endpoint} has no buffer budget left for another VC from this ${short}`);
       return;
@@ -115,8 +123,12 @@ export class CircuitTable {
     const route: VcRoute = {
       opener: conn,
       openerVci: vci,
-      acceptor: target,
-      acceptorVci: target.hop.allocateVci(),
+      acceptor: undefined,
+      acceptorVci: 0,
+      dst: open.dst.toString(),
+      src: open.src.toString(),
+      charge,
+      resolving: undefined,
       accepted: false,
       toAcceptor: undefined!,
       toOpener: undefined!,
@@ -131,7 +143,6 @@ export class CircuitTable {
     this.reserve(route);
     conn.vcs.set(vci, { route, opener: true });
     conn.opened++;
-    target.vcs.set(route.acceptorVci, { route, opener: false });
     this.host.vcsChanged(conn);
     route.openTimer = setTimeout(() => {
       route.openTimer = undefined;
@@ -140,7 +151,64 @@ export class CircuitTable {
     route.openTimer.unref();
     // Rebuilt without the token MAC (a server has no business with the dial token), and with the
     // proxy's window: the acceptor's credit is the proxy's to give.
-    target.hop.send(FrameType.OpenVc, route.acceptorVci, encodeOpenVc({ dst: open.dst, src: open.src, srcPublicKey: open.srcPublicKey, window: initial }));
+    const forwarded = encodeOpenVc({ dst: open.dst, src: open.src, srcPublicKey: open.srcPublicKey, window: initial });
+    if (target !== undefined) this.attach(route, target, forwarded);
+    else this.resolve(route, remote!, open.dst, forwarded);
+  }
+
+  /** Sends the VC on to its acceptor: from now on frames travel both ways. */
+  private attach(route: VcRoute, acceptor: ProxyConnection, openVc: Buffer): void {
+    route.acceptor = acceptor;
+    route.acceptorVci = acceptor.hop.allocateVci();
+    acceptor.vcs.set(route.acceptorVci, { route, opener: false });
+    this.host.vcsChanged(acceptor);
+    acceptor.hop.send(FrameType.OpenVc, route.acceptorVci, openVc);
+  }
+
+  /** Asks the remote routes where `dst` is; the VC waits without an acceptor meanwhile (its open timeout still runs). */
+  private resolve(route: VcRoute, remote: RemoteRoutes, dst: RoutingId, openVc: Buffer): void {
+    const resolving = new AbortController();
+    route.resolving = resolving;
+    const refuse = (reason: Reason, message: string): void => {
+      if (route.closed) return;
+      this.counters.vcsRejected++;
+      this.refusedEvent(route.opener, route.src, route.dst, reason, message);
+      if (this.attached(route, true)) route.opener.hop.send(FrameType.VcRejected, route.openerVci, encodeReason(reason, message));
+      this.forget(route, 'proxy', { reason, message }, false);
+    };
+    remote.resolve(dst, resolving.signal).then(
+      (found) => {
+        route.resolving = undefined;
+        if (route.closed) return;
+        if ('refused' in found) {
+          refuse(found.refused.reason, found.refused.message);
+          return;
+        }
+        const link = found.connection;
+        if (!link.hop.isOpen || link.hop.localGoAway || link.hop.peerGoAway) {
+          refuse(Reason.Unreachable, `the connection to cluster proxy ${link.identity}, which holds ${route.dst}, closed before the VC could be forwarded`);
+          return;
+        }
+        this.attach(route, link, openVc);
+      },
+      (err: unknown) => {
+        route.resolving = undefined;
+        refuse(Reason.Internal, `proxy ${this.endpoint} failed to find routing id ${route.dst} in its cluster: ${err instanceof Error ? err.message : String(err)}`);
+      },
+    );
+  }
+
+  private refusedEvent(conn: ProxyConnection, src: string, dst: string, reason: Reason, message: string): void {
+    this.host.events.emit('refused', {
+      kind: 'vc',
+      code: codeForReason(reason),
+      reason: message,
+      address: conn.hop.peerLabel,
+      addressGroup: conn.group,
+      routingId: src,
+      destination: dst,
+      ...(conn.member && { clientProxy: conn.identity }),
+    });
   }
 
   accepted(conn: ProxyConnection, frame: Frame): void {
@@ -151,8 +219,10 @@ export class CircuitTable {
       throw new ProtocolError('ERR_PROTOCOL', `VcAccepted for VC id ${frame.vci}, which is not awaiting acceptance from this side`);
     }
     const { window, publicKey } = decodeVcAccepted(payloadOf(frame));
-    if (!publicKey.equals(conn.hop.peerPublicKey)) {
-      throw new ProtocolError('ERR_PROTOCOL', `VcAccepted carries a public key other than the one ${conn.hop.peerLabel} proved`);
+    // A cluster member vouches for the key its server proved to it; it must at least be the destination's.
+    if (conn.member ? RoutingId.fromPublicKey(publicKey).toString() !== route.dst : !publicKey.equals(conn.hop.peerPublicKey)) {
+      const whose = conn.member ? `the destination ${route.dst}'s` : `the one ${conn.hop.peerLabel} proved`;
+      throw new ProtocolError('ERR_PROTOCOL', `VcAccepted carries a public key other than ${whose}`);
     }
     if (window === 0 || window > MAX_VC_WINDOW) {
       throw new ProtocolError('ERR_PROTOCOL', `VcAccepted announces a window of ${window} bytes (allowed: 1-${MAX_VC_WINDOW})`);
@@ -178,6 +248,8 @@ export class CircuitTable {
     dir.window.touch();
     conn.bytesIn += length;
     const receiver = this.receiverOf(dir);
+    // Only an empty frame gets here before the VC has an acceptor: its opener has no credit yet.
+    if (receiver === undefined) return;
     if (dir.queued === 0 && length <= dir.receiverCredit && !receiver.hop.congested) {
       // The common case: straight through, as the frame came.
       this.forward(dir, frame.parts, length);
@@ -228,7 +300,7 @@ export class CircuitTable {
   private direction(route: VcRoute, toAcceptor: boolean, senderCredit: number, receiverCredit: number): VcDirection {
     const initial = this.initialWindow();
     const window = new ReceiveWindow(initial, Math.max(initial, this.options.maxVcWindow), (growth) => {
-      if (this.budgetShortfall(route.opener, growth) !== undefined) return false;
+      if (this.budgetShortfall(route.charge, growth) !== undefined) return false;
       this.grown.add(route);
       this.armSweep();
       return true;
@@ -247,12 +319,13 @@ export class CircuitTable {
     return Math.min(DEFAULT_VC_WINDOW, this.options.maxVcWindow);
   }
 
-  private receiverOf(dir: VcDirection): ProxyConnection {
+  /** The connection a direction delivers to; the acceptor's is undefined while the VC waits for a remote route. */
+  private receiverOf(dir: VcDirection): ProxyConnection | undefined {
     return dir.toAcceptor ? dir.route.acceptor : dir.route.opener;
   }
 
   private forward(dir: VcDirection, parts: readonly Buffer[], length: number): void {
-    const receiver = this.receiverOf(dir);
+    const receiver = this.receiverOf(dir)!;
     dir.receiverCredit -= length;
     dir.forwarded += length;
     receiver.bytesOut += length;
@@ -278,6 +351,7 @@ export class CircuitTable {
    */
   private flush(dir: VcDirection, frames = Infinity): void {
     const receiver = this.receiverOf(dir);
+    if (receiver === undefined) return;
     while (dir.queued > 0 && dir.receiverCredit > 0) {
       if (frames-- === 0 || receiver.hop.congested) {
         receiver.hop.waitForDrain(dir.drainWaiter);
@@ -317,7 +391,7 @@ export class CircuitTable {
     const room = (size: number): number => size - dir.senderCredit - dir.queued;
     let amount = room(window);
     if (amount < window / 4) return;
-    const sender = dir.toAcceptor ? dir.route.opener : dir.route.acceptor;
+    const sender = dir.toAcceptor ? dir.route.opener : dir.route.acceptor!;
     // With bytes still queued the receiver is what holds the sender back: no growth then.
     const tuned = dir.window.beforeGrant(amount, dir.queued === 0 ? sender.hop.rtt : undefined);
     if (tuned !== window) amount = room(tuned);
@@ -344,8 +418,9 @@ export class CircuitTable {
     }
     const peer = side.opener ? route.acceptor : route.opener;
     const type = frame.type === FrameType.CloseVc && !side.opener && !route.accepted ? FrameType.VcRejected : frame.type;
-    // The peer may have closed its end already, with data still draining toward this side.
-    if (this.attached(route, !side.opener)) peer.hop.send(type, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
+    // The peer may have closed its end already, with data still draining toward this side (or,
+    // for a VC still looking for its remote route, have none yet).
+    if (this.attached(route, !side.opener)) peer!.hop.send(type, side.opener ? route.acceptorVci : route.openerVci, frame.parts);
     if (frame.type === FrameType.VcRejected) this.counters.vcsRejected++;
     this.forget(route, side.opener ? 'client' : 'server', why);
   }
@@ -372,14 +447,14 @@ export class CircuitTable {
   private closeRoute(route: VcRoute, reason: Reason, message: string): void {
     const payload = encodeReason(reason, message);
     if (this.attached(route, true)) route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
-    if (this.attached(route, false)) route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
+    if (this.attached(route, false)) route.acceptor!.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
     this.forget(route, 'proxy', { reason, message });
   }
 
   /** Whether the opener's (or the acceptor's) end of `route` is still open: it has not closed it cleanly while data drains. */
   private attached(route: VcRoute, opener: boolean): boolean {
     const conn = opener ? route.opener : route.acceptor;
-    return conn.vcs.get(opener ? route.openerVci : route.acceptorVci)?.route === route;
+    return conn?.vcs.get(opener ? route.openerVci : route.acceptorVci)?.route === route;
   }
 
   /** Removes one connection's end of a VC. */
@@ -391,13 +466,19 @@ export class CircuitTable {
     conn.hop.cancelDrain(dir.drainWaiter);
   }
 
-  /** Drops a VC from the table, and reports its close (once) with who ended it and why. */
-  private forget(route: VcRoute, closedBy: ProxyVcClosedEvent['closedBy'], why: { reason: number; message: string }): void {
+  /**
+   * Drops a VC from the table, and reports its close (once) with who ended it and why; a VC
+   * refused before it left this proxy (`report` false) was reported as a refusal instead.
+   */
+  private forget(route: VcRoute, closedBy: ProxyVcClosedEvent['closedBy'], why: { reason: number; message: string }, report = true): void {
     if (route.closed) return;
     route.closed = true;
     clearTimeout(route.openTimer);
+    route.resolving?.abort();
+    route.resolving = undefined;
+    const { acceptor } = route;
     this.detach(route.opener, route.openerVci);
-    this.detach(route.acceptor, route.acceptorVci);
+    if (acceptor !== undefined) this.detach(acceptor, route.acceptorVci);
     for (const dir of [route.toAcceptor, route.toOpener]) {
       this.counters.queuedBytes -= dir.queued;
       dir.queue = [];
@@ -407,7 +488,8 @@ export class CircuitTable {
     this.grown.delete(route);
     this.adjustReservation(route, 0);
     this.host.vcsChanged(route.opener);
-    if (route.acceptor !== route.opener) this.host.vcsChanged(route.acceptor);
+    if (acceptor !== undefined && acceptor !== route.opener) this.host.vcsChanged(acceptor);
+    if (!report) return;
     this.host.events.emit('vcClosed', {
       ...vcEnds(route),
       accepted: route.accepted,
@@ -444,7 +526,7 @@ export class CircuitTable {
           if (excess > 0 && route.accepted && dir.closing === undefined && this.attached(route, dir.toAcceptor)) {
             dir.revoking = true;
             settled = false;
-            const sender = dir.toAcceptor ? route.opener : route.acceptor;
+            const sender = dir.toAcceptor ? route.opener : route.acceptor!;
             sender.hop.send(FrameType.CreditRevoke, dir.toAcceptor ? route.openerVci : route.acceptorVci, encodeWindow(excess));
           }
         }
@@ -465,11 +547,11 @@ export class CircuitTable {
    * fit. Reservations are charged to the opener, so one peer cannot spend another's share,
    * whatever number of VCs it opens or connections it makes.
    */
-  private budgetShortfall(opener: ProxyConnection, extra: number): string | undefined {
+  private budgetShortfall(charge: VcCharge, extra: number): string | undefined {
     const o = this.options;
-    if (opener.openedReserved + extra > o.connectionBufferBudget) return 'connection';
-    if (this.reservedByIdentity.get(opener.identity) + extra > o.identityBufferBudget) return 'routing id';
-    if (this.reservedByGroup.get(opener.group) + extra > o.addressBufferBudget) return 'address';
+    if (charge.connection !== undefined && charge.connection.openedReserved + extra > o.connectionBufferBudget) return 'connection';
+    if (this.reservedByIdentity.get(charge.identity) + extra > o.identityBufferBudget) return 'routing id';
+    if (charge.group !== undefined && this.reservedByGroup.get(charge.group) + extra > o.addressBufferBudget) return 'address';
     if (this.reserved + extra > o.bufferBudget) return 'proxy';
     return undefined;
   }
@@ -478,9 +560,10 @@ export class CircuitTable {
     const delta = amount - route.reserved;
     route.reserved = amount;
     this.reserved += delta;
-    this.reservedByIdentity.add(route.opener.identity, delta);
-    this.reservedByGroup.add(route.opener.group, delta);
-    route.opener.openedReserved += delta;
+    const { charge } = route;
+    this.reservedByIdentity.add(charge.identity, delta);
+    if (charge.group !== undefined) this.reservedByGroup.add(charge.group, delta);
+    if (charge.connection !== undefined) charge.connection.openedReserved += delta;
   }
 
   /** Closes every VC of `conn` on both of its ends with `reason` (a proxy shutting down). */
@@ -493,10 +576,12 @@ export class CircuitTable {
     const why = err?.code === 'ERR_SUPERSEDED' ? 'was superseded by a newer connection' : 'was lost';
     for (const { route, opener } of [...conn.vcs.values()]) {
       const role = opener ? 'client' : 'server';
-      const message = `${role} connection of ${conn.hop.peerRoutingId} to proxy ${this.endpoint} ${why}`;
+      const message = conn.member
+        ? `the connection between proxy ${this.endpoint} and cluster proxy ${conn.identity}, which carried this VC, ${why}`
+        : `${role} connection of ${conn.hop.peerRoutingId} to proxy ${this.endpoint} ${why}`;
       const payload = encodeReason(Reason.ConnectionLost, message);
       if (opener) {
-        if (this.attached(route, false)) route.acceptor.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
+        if (this.attached(route, false)) route.acceptor!.hop.send(FrameType.CloseVc, route.acceptorVci, payload);
       } else if (this.attached(route, true)) {
         route.opener.hop.send(route.accepted ? FrameType.CloseVc : FrameType.VcRejected, route.openerVci, payload);
       }
@@ -506,7 +591,15 @@ export class CircuitTable {
 }
 
 function vcEnds(route: VcRoute): ProxyVcEvent {
-  return { client: route.opener.identity, clientAddress: route.opener.hop.peerLabel, server: route.acceptor.identity, serverAddress: route.acceptor.hop.peerLabel };
+  const { opener, acceptor } = route;
+  return {
+    client: route.src,
+    clientAddress: opener.hop.peerLabel,
+    server: route.dst,
+    serverAddress: acceptor?.hop.peerLabel ?? '',
+    ...(opener.member && { clientProxy: opener.identity }),
+    ...(acceptor?.member && { serverProxy: acceptor.identity }),
+  };
 }
 
 /** The reason a CloseVc or VcRejected carries, for the VC's close event; one too short to hold one is forwarded as it is, and reported as a protocol error. */

@@ -19,6 +19,9 @@ export interface ProxyUnregisteredEvent {
   /** Why, as an error code (`ERR_CLOSED` for an Unregister or a clean close), and the message. */
   code: ErrorCode;
   reason: string;
+  /** Payload bytes the server sent and received through the proxy on that connection, as `proxy status` counts them. */
+  bytesSent: number;
+  bytesReceived: number;
 }
 
 /**
@@ -46,14 +49,22 @@ export interface ProxyRefusedEvent {
   routingId?: string;
   /** For a VC: the routing id dialed. */
   destination?: string;
+  /** For a VC forwarded by another proxy of the cluster: that proxy's routing id (`routingId` is then the client's, `address` the link's). */
+  clientProxy?: string;
 }
 
-/** The two ends of a VC: the process that opened it (client) and the registered one it reached (server). */
+/**
+ * The two ends of a VC: the process that opened it (client) and the registered one it reached
+ * (server). In a cluster, a VC between proxies names the far end all the same, its address being
+ * the connection to the proxy it came from (`clientProxy`) or went to (`serverProxy`).
+ */
 export interface ProxyVcEvent {
   client: string;
   clientAddress: string;
   server: string;
   serverAddress: string;
+  clientProxy?: string;
+  serverProxy?: string;
 }
 
 /** The server accepted a VC: bytes may flow. */

@@ -1,10 +1,29 @@
 import { DEFAULT_HANDSHAKE_TIMEOUT } from '../hop/connection.js';
 import type { Identity } from '../id/identity.js';
 import { DEFAULT_MAX_PAYLOAD } from '../wire/index.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError, type Reason } from '../errors.js';
 import { DEFAULT_IPV6_PREFIX_LENGTH } from './admission.js';
 
 export { DEFAULT_IPV6_PREFIX_LENGTH };
+
+/** What a RegistrationHook decides: the RegisterOk document to send, or the refusal. */
+export type RegistrationVerdict = { document: Record<string, unknown> } | { refused: { reason: Reason; message: string } };
+
+/**
+ * Consulted on every registration that passed the proxy's own checks, with the server's
+ * RegisterOptions document (empty when it sent none); the web ingress's name directory is one,
+ * its public TCP ports another (compose them with composeRegistrationHooks).
+ *
+ * `registration` stands for this one registration (its connection) until `released` is called
+ * with it: when it ends, when a newer registration of the same routing id replaces it, or when it
+ * never took effect although the hook accepted it (its connection closed while an asynchronous
+ * verdict was pending, or a hook composed after this one refused). Two registrations of one
+ * routing id can be held at once while the newer one is being decided.
+ */
+export interface RegistrationHook {
+  register(routingId: string, options: Record<string, unknown>, registration: object): RegistrationVerdict | Promise<RegistrationVerdict>;
+  released?(routingId: string, registration: object): void;
+}
 
 export interface ProxyOptions {
   /** Interface to listen on. Default 127.0.0.1: exposing a proxy publicly is a deliberate choice. */
@@ -60,6 +79,8 @@ export interface ProxyOptions {
   maxVcsPerConnection?: number;
   /** Milliseconds a connection with no VCs and no registration may stay open. 0 disables. */
   idleTimeout?: number;
+  /** Decides on registrations past the proxy's checks, and what RegisterOk tells the server. */
+  registrationHook?: RegistrationHook;
 }
 
 export const DEFAULT_MAX_VC_WINDOW = 16 << 20;
@@ -79,8 +100,8 @@ export const DEFAULT_ADDRESS_BUFFER_BUDGET = 512 << 20;
 export type ReloadableProxyOptions = Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList'>;
 
 /** The options with every default filled in; tokens and the allow-list stay optional (absent means off). */
-export type ResolvedProxyOptions = Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'host' | 'port'>> &
-  Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList'>;
+export type ResolvedProxyOptions = Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'host' | 'port' | 'registrationHook'>> &
+  Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'registrationHook'>;
 
 export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions {
   const prefix = options.ipv6PrefixLength;
@@ -108,5 +129,6 @@ export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions
     maxRegistrations: options.maxRegistrations ?? DEFAULT_MAX_REGISTRATIONS,
     maxVcsPerConnection: options.maxVcsPerConnection ?? DEFAULT_MAX_VCS_PER_CONNECTION,
     idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT,
+    registrationHook: options.registrationHook,
   };
 }

@@ -39,11 +39,34 @@ export interface VcDirection {
   forwarded: number;
 }
 
+/**
+ * Who a VC's reservation is charged to: the opener's identity always; its connection and address
+ * group only when it opened the VC on its own connection. A VC forwarded by another proxy of the
+ * cluster is charged to the routing id that opened it and to the proxy's budget, not to the one
+ * connection that carries every VC between the two proxies (that proxy charged its opener already).
+ */
+export interface VcCharge {
+  identity: string;
+  connection: ProxyConnection | undefined;
+  group: string | undefined;
+}
+
 export interface VcRoute {
   opener: ProxyConnection;
   openerVci: number;
-  acceptor: ProxyConnection;
+  /**
+   * The destination's connection (its server's, or the cluster link to the proxy that holds it);
+   * undefined while the proxy looks for that proxy (RemoteRoutes.resolve), when no frame can
+   * yet travel toward it.
+   */
+  acceptor: ProxyConnection | undefined;
   acceptorVci: number;
+  /** The routing ids the OpenVc named: the destination, and the process that opened it (on a cluster link, not the link's peer). */
+  dst: string;
+  src: string;
+  charge: VcCharge;
+  /** Aborts the remote lookup of a VC that ends before it has an acceptor. */
+  resolving: AbortController | undefined;
   accepted: boolean;
   toAcceptor: VcDirection;
   toOpener: VcDirection;
@@ -59,6 +82,8 @@ export interface VcRoute {
 
 export interface ProxyConnection {
   hop: HopConnection;
+  /** The peer is a proxy of this proxy's cluster (RemoteRoutes.isMember): it forwards VCs others opened. */
+  member: boolean;
   /** The proven routing ID, as text: the key of per-identity budgets. */
   identity: string;
   /** The source address group: the key of per-address limits. */
@@ -76,11 +101,16 @@ export interface ProxyConnection {
   idleTimer: NodeJS.Timeout | undefined;
   /** VC opens refused for a limit since this connection last got one through. */
   limitRefusals: number;
+  /** The RegisterOptions document sent for the next Register, if any. */
+  registerOptions: Record<string, unknown> | undefined;
+  /** A Register is waiting for an asynchronous registration hook's verdict. */
+  registering: boolean;
 }
 
-export function newProxyConnection(hop: HopConnection, group: string): ProxyConnection {
+export function newProxyConnection(hop: HopConnection, group: string, member = false): ProxyConnection {
   return {
     hop,
+    member,
     identity: hop.peerRoutingId.toString(),
     group,
     vcs: new Map(),
@@ -91,6 +121,8 @@ export function newProxyConnection(hop: HopConnection, group: string): ProxyConn
     bytesOut: 0,
     idleTimer: undefined,
     limitRefusals: 0,
+    registerOptions: undefined,
+    registering: false,
   };
 }
 

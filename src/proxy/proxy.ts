@@ -5,16 +5,19 @@ import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
 import { HopConnection } from '../hop/connection.js';
-import { FrameType, type Frame } from '../wire/index.js';
+import { FrameType, decodeRegistrationDocument, payloadOf, type Frame } from '../wire/index.js';
 import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
 import { resolveProxyOptions, type ProxyOptions, type ReloadableProxyOptions, type ResolvedProxyOptions } from './options.js';
 import { newProxyConnection, type ProxyConnection, type ProxyCounters } from './proxy-connection.js';
-import { Registry } from './registry.js';
+import { Registry, supersededMessage, type RegisterOutcome } from './registry.js';
+import type { RemoteRoutes } from './remote.js';
 import type { ProxyEvents, ProxyRefusedEvent } from './events.js';
 import { MAX_STATUS_SERVERS, sendStatus, sendStatusRefusal, statusRefusal, type ProxyServerReport, type ProxyStatusReport } from './status.js';
 
 export * from './options.js';
+export type { RemoteRoute, RemoteRoutes } from './remote.js';
+export type { ProxyConnection } from './proxy-connection.js';
 export { MAX_STATUS_SERVERS, type ProxyServerReport, type ProxyStatusReport } from './status.js';
 
 /** What a shutting-down proxy tells its processes, in its GoAway and in the CloseVc of every VC it ends. */
@@ -72,6 +75,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   private readonly circuits: CircuitTable;
   private closing: Promise<void> | undefined;
   private readonly startedAt = Date.now();
+  private remote: RemoteRoutes | undefined;
 
   private constructor(server: Server, identity: Identity, host: string, port: number, options: ResolvedProxyOptions) {
     super();
@@ -87,6 +91,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       draining: () => this.closing !== undefined,
       refuseToken: (conn, message) => this.refuseToken(conn, message),
       events: this,
+      remote: () => this.remote,
       vcsChanged: (conn) => {
         this.closeIfIdle(conn);
         this.watchIdle(conn);
@@ -118,6 +123,55 @@ export class Proxy extends EventEmitter<ProxyEvents> {
 
   get routingId(): RoutingId {
     return this.identity.routingId;
+  }
+
+  /**
+   * Sends VCs for routing ids no connection here holds to `routes` (a cluster), and treats the
+   * hop peers it names members as the cluster's proxies; undefined turns it off again. Applies to
+   * connections established from now on.
+   */
+  useRemoteRoutes(routes: RemoteRoutes | undefined): void {
+    this.remote = routes;
+  }
+
+  /**
+   * Takes a hop connection this proxy dialed to another proxy of its cluster (a member, by
+   * RemoteRoutes.isMember) and routes its frames as it routes an accepted connection's: the
+   * returned connection is what RemoteRoutes.resolve hands back as a VC's acceptor. It is closed
+   * with the proxy, and never for being idle: its owner decides.
+   */
+  adoptLink(hop: HopConnection): ProxyConnection {
+    const conn = newProxyConnection(hop, `cluster proxy ${hop.peerRoutingId}`, true);
+    if (this.closing) {
+      hop.close(Reason.GoingAway, SHUTTING_DOWN);
+      return conn;
+    }
+    this.sockets.add(hop.socket);
+    hop.socket.once('close', () => this.sockets.delete(hop.socket));
+    this.connections.add(conn);
+    hop.on('close', (err: RidproxyError | undefined) => this.drop(conn, err));
+    // A peer going away (shutting down) is closed once its last VC is done.
+    hop.on('goaway', () => this.closeIfIdle(conn));
+    hop.start((frame) => this.route(conn, frame));
+    return conn;
+  }
+
+  /**
+   * Ends the registration of `rid`, if a connection here holds it, because the same key
+   * registered on another proxy of the cluster: the holder gets GoAway(Superseded) naming
+   * `newHolder` (the address the newcomer connected from) and `proxy` (where), as a
+   * registration superseded here would (docs/protocol.md 7.2). True if there was one.
+   */
+  supersede(rid: RoutingId, newHolder: string, proxy: string): boolean {
+    const conn = this.registry.lookup(rid);
+    if (conn === undefined) return false;
+    conn.hop.close(Reason.Superseded, supersededMessage(rid.toString(), newHolder, proxy));
+    return true;
+  }
+
+  /** Whether a server holds the registration of `rid` now. */
+  isRegistered(rid: RoutingId): boolean {
+    return this.registry.lookup(rid) !== undefined;
   }
 
   /** True while the proxy accepts connections: from `listen()` until `close()` is called. */
@@ -164,20 +218,28 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     };
   }
 
-  /** What `proxy status` shows: registered servers (at most MAX_STATUS_SERVERS of them) and traffic. */
-  report(): ProxyStatusReport {
+  /** Every registered server, as `proxy status` shows one. */
+  *servers(): Generator<ProxyServerReport> {
     const now = Date.now();
-    const servers: ProxyServerReport[] = [];
     for (const [routingId, conn] of this.registry.entries()) {
-      if (servers.length === MAX_STATUS_SERVERS) break;
-      servers.push({
+      yield {
         routingId,
         address: conn.hop.peerLabel,
         vcs: conn.vcs.size,
         bytesSent: conn.bytesIn,
         bytesReceived: conn.bytesOut,
         connectedSeconds: Math.round((now - conn.connectedAt) / 1000),
-      });
+      };
+    }
+  }
+
+  /** What `proxy status` shows: registered servers (at most MAX_STATUS_SERVERS of them) and traffic. */
+  report(): ProxyStatusReport {
+    const now = Date.now();
+    const servers: ProxyServerReport[] = [];
+    for (const server of this.servers()) {
+      if (servers.length === MAX_STATUS_SERVERS) break;
+      servers.push(server);
     }
     const stats = this.stats();
     return {
@@ -282,7 +344,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   }
 
   private adopt(hop: HopConnection, group: string): void {
-    const conn = newProxyConnection(hop, group);
+    const conn = newProxyConnection(hop, group, this.remote?.isMember(hop.peerRoutingId) ?? false);
     this.connections.add(conn);
     hop.on('close', (err: RidproxyError | undefined) => this.drop(conn, err));
     hop.on('goaway', () => this.unregister(conn));
@@ -292,7 +354,9 @@ export class Proxy extends EventEmitter<ProxyEvents> {
 
   /** A connection that neither serves nor carries VCs only holds a descriptor; it may stay a while, not forever. */
   private watchIdle(conn: ProxyConnection): void {
-    const idle = conn.vcs.size === 0 && !this.registry.isRegistered(conn) && conn.hop.isOpen;
+    // A cluster link is kept by the proxy that dialed it, which closes it when idle: closing it
+    // here could race with a VC it is forwarding right now.
+    const idle = conn.vcs.size === 0 && !this.registry.isRegistered(conn) && conn.hop.isOpen && !conn.member;
     if (!idle) {
       if (conn.idleTimer) clearTimeout(conn.idleTimer);
       conn.idleTimer = undefined;
@@ -334,6 +398,9 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       case FrameType.CloseVc:
         this.circuits.close(conn, frame);
         return;
+      case FrameType.RegisterOptions:
+        conn.registerOptions = decodeRegistrationDocument(FrameType.RegisterOptions, payloadOf(frame));
+        return;
       case FrameType.Register:
         this.register(conn, frame);
         return;
@@ -357,7 +424,13 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   }
 
   private register(conn: ProxyConnection, frame: Frame): void {
-    const result = this.registry.register(conn, frame, this.closing !== undefined);
+    const result = this.registry.register(conn, frame, () => this.closing !== undefined);
+    if (result instanceof Promise) void result.then((settled) => this.registered(conn, settled));
+    else this.registered(conn, result);
+  }
+
+  private registered(conn: ProxyConnection, result: RegisterOutcome): void {
+    if (result.outcome === 'abandoned') return;
     if (result.outcome === 'registered') {
       this.emit('registered', { routingId: conn.identity, address: conn.hop.peerLabel, ...(result.superseded !== undefined && { superseded: result.superseded }) });
     } else {
@@ -408,6 +481,6 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   private withdraw(conn: ProxyConnection, code: RidproxyError['code'], reason: string): void {
     if (!this.registry.isRegistered(conn)) return;
     this.registry.unregister(conn);
-    this.emit('unregistered', { routingId: conn.identity, address: conn.hop.peerLabel, code, reason });
+    this.emit('unregistered', { routingId: conn.identity, address: conn.hop.peerLabel, code, reason, bytesSent: conn.bytesIn, bytesReceived: conn.bytesOut });
   }
 }

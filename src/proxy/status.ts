@@ -1,6 +1,6 @@
 import { Reason } from '../errors.js';
 import { TokenPurpose } from '../hop/handshake.js';
-import { FrameType, decodeStatusRequest, encodeStatusResponse, payloadOf, type Frame } from '../wire/index.js';
+import { FrameType, decodeStatusRequest, encodeDocument, payloadOf, type Frame } from '../wire/index.js';
 import type { ResolvedProxyOptions } from './options.js';
 import type { ProxyConnection } from './proxy-connection.js';
 
@@ -48,9 +48,9 @@ export function statusRefusal(options: Pick<ResolvedProxyOptions, 'statusToken' 
 }
 
 export function sendStatusRefusal(conn: ProxyConnection, message: string): void {
-  conn.hop.send(FrameType.StatusResponse, 0, encodeStatusResponse({ error: { reason: Reason.Unauthorized, message } }));
+  conn.hop.send(FrameType.StatusResponse, 0, encodeDocument({ error: { reason: Reason.Unauthorized, message } }));
 }
 
 export function sendStatus(conn: ProxyConnection, report: ProxyStatusReport): void {
-  conn.hop.send(FrameType.StatusResponse, 0, encodeStatusResponse({ status: report }));
+  conn.hop.send(FrameType.StatusResponse, 0, encodeDocument({ status: report }));
 }

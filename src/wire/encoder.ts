@@ -96,8 +96,9 @@ export function encodeStatusRequest(tokenMac?: Buffer): Buffer {
   return tokenMacBytes(tokenMac);
 }
 
-export function encodeStatusResponse(status: unknown): Buffer {
-  return Buffer.from(JSON.stringify(status), 'utf8');
+/** A StatusResponse, RegisterOptions or RegisterOk payload: UTF-8 JSON. */
+export function encodeDocument(document: unknown): Buffer {
+  return Buffer.from(JSON.stringify(document), 'utf8');
 }
 
 /**

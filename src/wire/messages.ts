@@ -37,6 +37,7 @@ export enum FrameType {
   RegisterOk = 0x11,
   RegisterError = 0x12,
   Unregister = 0x13,
+  RegisterOptions = 0x14,
   OpenVc = 0x20,
   VcAccepted = 0x21,
   VcRejected = 0x22,
@@ -145,10 +146,28 @@ export function decodeStatusRequest(buf: Buffer): Buffer {
 }
 
 export function decodeStatusResponse(buf: Buffer): unknown {
+  return parseJson(FrameType.StatusResponse, buf);
+}
+
+/** Largest RegisterOptions payload: a few short fields, never a reason to buffer much. */
+export const MAX_REGISTER_OPTIONS = 1024;
+
+/**
+ * A RegisterOptions or RegisterOk document (5.5): a JSON object. RegisterOk may be empty (an
+ * empty object). Fields a receiver does not know are ignored; the caller checks the known ones.
+ */
+export function decodeRegistrationDocument(type: FrameType.RegisterOptions | FrameType.RegisterOk, buf: Buffer): Record<string, unknown> {
+  if (buf.length === 0 && type === FrameType.RegisterOk) return {};
+  const value = parseJson(type, buf);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed(type, 'payload is not a JSON object');
+  return value as Record<string, unknown>;
+}
+
+function parseJson(type: FrameType, buf: Buffer): unknown {
   try {
     return JSON.parse(buf.toString('utf8'));
   } catch (err) {
-    throw malformed(FrameType.StatusResponse, `payload is not JSON (${(err as Error).message})`);
+    throw malformed(type, `payload is not JSON (${(err as Error).message})`);
   }
 }
 

@@ -1,4 +1,4 @@
-import { FrameType, HELLO_SIZE, OPEN_VC_FIXED_SIZE, PING_SIZE, SIGNATURE_SIZE, TOKEN_MAC_SIZE, VC_ACCEPTED_SIZE } from './messages.js';
+import { FrameType, HELLO_SIZE, MAX_REGISTER_OPTIONS, OPEN_VC_FIXED_SIZE, PING_SIZE, SIGNATURE_SIZE, TOKEN_MAC_SIZE, VC_ACCEPTED_SIZE } from './messages.js';
 
 // Per-type header rules in arrays indexed by the type byte, so the decoder checks a header with a
 // few loads and compares instead of a switch.
@@ -18,9 +18,10 @@ const rules: Array<[FrameType, number, number, number]> = [
   [FrameType.Hello, SCOPE_CONNECTION, HELLO_SIZE, HELLO_SIZE],
   [FrameType.Proof, SCOPE_CONNECTION, SIGNATURE_SIZE, SIGNATURE_SIZE],
   [FrameType.Register, SCOPE_CONNECTION, 0, TOKEN_MAC_SIZE],
-  [FrameType.RegisterOk, SCOPE_CONNECTION, 0, 0],
+  [FrameType.RegisterOk, SCOPE_CONNECTION, 0, ANY],
   [FrameType.RegisterError, SCOPE_CONNECTION, 2, ANY],
   [FrameType.Unregister, SCOPE_CONNECTION, 0, 0],
+  [FrameType.RegisterOptions, SCOPE_CONNECTION, 2, MAX_REGISTER_OPTIONS],
   [FrameType.OpenVc, SCOPE_CIRCUIT, OPEN_VC_FIXED_SIZE, OPEN_VC_FIXED_SIZE + TOKEN_MAC_SIZE],
   [FrameType.VcAccepted, SCOPE_CIRCUIT, VC_ACCEPTED_SIZE, VC_ACCEPTED_SIZE],
   [FrameType.VcRejected, SCOPE_CIRCUIT, 2, ANY],

@@ -23,11 +23,11 @@ describe('buildProgram', () => {
 
   it('explains every option of every command in --help', () => {
     const program = buildProgram();
-    const undocumented = [program, ...program.commands].flatMap((command) =>
+    const undocumented = [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)].flatMap((command) =>
       command.options.filter((option) => option.description.trim().length < 10).map((option) => `${command.name()} ${option.flags}`),
     );
     expect(undocumented).toEqual([]);
-    expect(program.commands.map((c) => c.name()).sort()).toEqual(['connect', 'keygen', 'serve', 'start', 'status']);
+    expect(program.commands.map((c) => c.name()).sort()).toEqual(['connect', 'keygen', 'names', 'serve', 'start', 'status']);
   });
 });
 

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -5,7 +6,7 @@ import { get, createServer as createHttpServer, type Server as HttpServer } from
 import { connect, createServer, type AddressInfo, type Server } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { delay, digestStream, sha256, waitFor } from '../helpers.js';
-import { freePort, isolatedConfig, killAll, runCli, runToExit } from './cli.js';
+import { LAUNCHER, freePort, isolatedConfig, killAll, runCli, runToExit } from './cli.js';
 
 const MiB = 1 << 20;
 const DOWNLOAD = randomBytes(100 * MiB);
@@ -91,6 +92,30 @@ describe('CLI end to end', () => {
     expect(result.bytes).toBe(payload.length);
     expect(result.sha256).toBe(sha256(payload));
     expect((await stdio.exited).code).toBe(0);
+  });
+
+  it('connect --stdio closes its stdout when the service hangs up, while its stdin is still open (as a ProxyCommand needs)', async () => {
+    const config = isolatedConfig();
+    const byePort = await listening(createServer((socket) => socket.end('bye')));
+    const { serverEndpoint } = await startChain(config, byePort);
+    const stdio = runCli(['connect', serverEndpoint, '--stdio', '--log-level', 'warn'], { config });
+    const received = digestStream(stdio.child.stdout!);
+    // stdin stays open: only the remote's end can end stdout.
+    expect((await received).bytes).toBe(3);
+    expect(stdio.child.exitCode).toBeNull();
+    stdio.child.stdin!.end();
+    expect((await stdio.exited).code).toBe(0);
+
+    // The same on a pipe, as ssh gives a ProxyCommand (the runner's pipes are sockets, which end otherwise): cat sees EOF while connect still runs.
+    const piped = spawn('bash', ['-c', `node ${LAUNCHER} connect ${serverEndpoint} --stdio --log-level warn | { cat; echo ' <eof>'; }`], {
+      env: { ...process.env, XDG_CONFIG_HOME: config },
+    });
+    let output = '';
+    piped.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await waitFor(() => output === 'bye <eof>\n', 'EOF through the pipe', 10_000);
+    expect(piped.exitCode).toBeNull();
+    piped.stdin.end();
+    expect(await new Promise((resolve) => piped.once('exit', resolve))).toBe(0);
   });
 
   it('serve re-registers by itself within 2 s after the proxy is killed and restarted; connect reports errors meanwhile and keeps listening', async () => {

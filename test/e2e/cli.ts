@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const LAUNCHER = fileURLToPath(new URL('../../bin/proxy.js', import.meta.url));
+/** bin/proxy.js: what `npx proxy` runs. */
+export const LAUNCHER = fileURLToPath(new URL('../../bin/proxy.js', import.meta.url));
 
 export interface CliProcess {
   child: ChildProcess;

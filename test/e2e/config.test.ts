@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { parse } from 'smol-toml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildProgram } from '../../src/cli/main.js';
+import { waitFor } from '../helpers.js';
 import { readmeBlock } from '../readme.js';
 import { freePort, isolatedConfig, killAll, runCli, runToExit } from './cli.js';
 
@@ -94,5 +95,51 @@ describe('options from a config file and the environment', () => {
     writeFileSync(file, '[start\n');
     expect(await runToExit(['start', '--config', file], config)).toMatchObject({ code: 1, stderr: expect.stringContaining('is not valid TOML') });
     expect(await runToExit(['start', '--config', join(config, 'missing.toml')], config)).toMatchObject({ code: 1, stderr: expect.stringContaining('cannot read the config file') });
+  });
+
+  it('reloads the log level from the file on SIGHUP, in start and serve; the command line still wins', async () => {
+    const config = isolatedConfig();
+    const file = join(config, 'ridproxy.toml');
+    const lines = (text: string, msg: string): number => text.split('\n').filter((line) => line.includes(`"msg":"${msg}"`)).length;
+    writeFileSync(file, '[start]\nlisten = "127.0.0.1:0"\nlog-level = "warn"\n');
+    const proxy = runCli(['start', '--config', file], { config });
+    const endpoint = await proxy.firstLine;
+    const serveFile = join(config, 'serve.toml');
+    writeFileSync(serveFile, `[serve]\nproxy = "${endpoint}"\nlog-level = "warn"\n`);
+    const first = runCli(['serve', '--config', serveFile, '--forward', String(await freePort())], { config });
+    await first.firstLine;
+    // At warn, the proxy says nothing of the registration.
+    expect(lines(proxy.stderr(), 'server registered')).toBe(0);
+
+    writeFileSync(file, '[start]\nlisten = "127.0.0.1:0"\nlog-level = "info"\n');
+    proxy.child.kill('SIGHUP');
+    await waitFor(() => proxy.stderr().includes('SIGHUP: log level warn -> info'), 'the proxy to take the new level');
+    const second = runCli(['serve', '--config', serveFile, '--forward', String(await freePort())], { config });
+    await second.firstLine;
+    await waitFor(() => lines(proxy.stderr(), 'server registered') === 1, 'the registration to be logged at info');
+
+    // Back to warn: the change is said at the old level, then nothing more at info.
+    writeFileSync(file, '[start]\nlisten = "127.0.0.1:0"\n log-level = "warn"\n');
+    proxy.child.kill('SIGHUP');
+    await waitFor(() => proxy.stderr().includes('SIGHUP: log level info -> warn'), 'the proxy to go quiet again');
+    const third = runCli(['serve', '--config', serveFile, '--forward', String(await freePort())], { config });
+    await third.firstLine;
+
+    // serve too: SIGHUP does not stop it, and its level follows the file.
+    writeFileSync(serveFile, `[serve]\nproxy = "${endpoint}"\nlog-level = "debug"\n`);
+    first.child.kill('SIGHUP');
+    await waitFor(() => first.stderr().includes('SIGHUP: log level warn -> debug'), 'serve to take the new level');
+    expect(first.child.exitCode).toBeNull();
+
+    // A level given on the command line is not the file's to change.
+    const pinned = runCli(['start', '--config', file, '--log-level', 'info'], { config });
+    await pinned.firstLine;
+    writeFileSync(file, '[start]\nlisten = "127.0.0.1:0"\nlog-level = "debug"\n');
+    pinned.child.kill('SIGHUP');
+    await waitFor(() => pinned.stderr().includes('reloaded the allow-list and tokens'), 'the pinned proxy to reload');
+    pinned.child.kill('SIGTERM');
+    await pinned.exited;
+    expect(pinned.stderr()).not.toContain('log level');
+    expect(lines(proxy.stderr(), 'server registered')).toBe(1);
   });
 });

@@ -288,3 +288,54 @@ describe('proxy start --metrics', () => {
     expect(proxy.stdout()).toBe('');
   });
 });
+
+describe('serve and connect --metrics, proxy --metrics-per-rid', () => {
+  it('count the connections they carry, their bytes and outcomes, and report the registration and the last dial in /healthz', async () => {
+    const config = isolatedConfig();
+    const httpPort = await httpService();
+    const [proxyMetricsPort, serveMetricsPort, connectMetricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--metrics', String(proxyMetricsPort), '--metrics-per-rid'], { config });
+    const serve = runCli(['serve', '--proxy', await proxy.firstLine, '--forward', String(httpPort), '--metrics', String(serveMetricsPort)], { config });
+    const serverEndpoint = await serve.firstLine;
+    const connectCli = runCli(['connect', serverEndpoint, '--local', '0', '--metrics', String(connectMetricsPort)], { config });
+    const localPort = portOf(await connectCli.firstLine);
+    expect((await httpGet(serveMetricsPort, '/healthz')).status).toBe(200);
+    expect((await httpGet(connectMetricsPort, '/healthz')).status).toBe(200);
+
+    expect((await tunnelGet(localPort)).body.equals(BODY)).toBe(true);
+    const settled = async (port: number): Promise<Map<string, Family>> => {
+      let m = await scrape(port);
+      await waitFor(async () => valueOf((m = await scrape(port)), 'ridproxy_tunnel_connections_total', { outcome: 'ok' }) === 1, 'the connection to be counted', 10_000);
+      return m;
+    };
+    const served = await settled(serveMetricsPort);
+    expect(served.get('ridproxy_tunnel_connections_total')?.type).toBe('COUNTER');
+    expect(valueOf(served, 'ridproxy_tunnel_connections')).toBe(0);
+    expect(valueOf(served, 'ridproxy_tunnel_bytes_total', { direction: 'to_peer' })).toBeGreaterThan(BODY.length);
+    expect(valueOf(served, 'ridproxy_tunnel_bytes_total', { direction: 'from_peer' })).toBeGreaterThan(20);
+    expect(valueOf(served, 'ridproxy_serve_registered')).toBe(1);
+    expect(served.has('nodejs_eventloop_lag_seconds')).toBe(true);
+    const connected = await settled(connectMetricsPort);
+    expect(valueOf(connected, 'ridproxy_tunnel_bytes_total', { direction: 'from_peer' })).toBeGreaterThan(BODY.length);
+    expect(valueOf(connected, 'ridproxy_connect_vcs_lost_total')).toBe(0);
+
+    // The proxy's opt-in per routing id series: what the server sent, the body among it.
+    const perRid = await scrape(proxyMetricsPort);
+    expect(valueOf(perRid, 'ridproxy_server_bytes_total', { routing_id: ridOf(serverEndpoint), direction: 'sent' })).toBeGreaterThan(BODY.length);
+    expect(valueOf(perRid, 'ridproxy_server_bytes_total', { routing_id: ridOf(serverEndpoint), direction: 'received' })).toBeGreaterThan(20);
+
+    // The proxy dies: serve is unhealthy until it is back, connect once a dial has failed.
+    proxy.child.kill('SIGKILL');
+    await proxy.exited;
+    await waitFor(async () => (await httpGet(serveMetricsPort, '/healthz')).status === 503, 'serve to report the lost registration', 10_000);
+    const lost = await scrape(serveMetricsPort);
+    expect(valueOf(lost, 'ridproxy_serve_registered')).toBe(0);
+    expect(valueOf(lost, 'ridproxy_serve_registrations_lost_total')).toBe(1);
+    await waitFor(async () => valueOf(await scrape(connectMetricsPort), 'ridproxy_connect_vcs_lost_total') === 1, 'connect to count the lost VC', 10_000);
+    await refusedTunnel(localPort);
+    await waitFor(async () => (await httpGet(connectMetricsPort, '/healthz')).status === 503, 'connect to report the failed dial', 10_000);
+    const failed = await scrape(connectMetricsPort);
+    const outcomes = failed.get('ridproxy_tunnel_connections_total')!.metrics.map((metric) => metric.labels?.outcome);
+    expect(outcomes).toEqual(expect.arrayContaining(['ok', 'ERR_UNREACHABLE']));
+  });
+});

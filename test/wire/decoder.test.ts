@@ -185,7 +185,8 @@ describe('FrameDecoder', () => {
       ['short Ping', rawHeader(FrameType.Ping, 0, 7), /^Ping payload must be 8 bytes, got 7$/],
       ['long Hello', rawHeader(FrameType.Hello, 0, 65), /^Hello payload must be 96 bytes, got 65$/],
       ['empty Credit', rawHeader(FrameType.Credit, 1, 0), /^Credit payload must be 4 bytes, got 0$/],
-      ['RegisterOk with payload', rawHeader(FrameType.RegisterOk, 0, 1), /^RegisterOk payload must be 0 bytes, got 1$/],
+      ['RegisterOptions of 1 byte', rawHeader(FrameType.RegisterOptions, 0, 1), /^RegisterOptions payload must be 2-1024 bytes, got 1$/],
+      ['RegisterOptions over 1 KiB', rawHeader(FrameType.RegisterOptions, 0, 1025), /^RegisterOptions payload must be 2-1024 bytes, got 1025$/],
       ['truncated OpenVc', rawHeader(FrameType.OpenVc, 1, 67), /^OpenVc payload must be 68-100 bytes, got 67$/],
       ['truncated CloseVc', rawHeader(FrameType.CloseVc, 1, 1), /^CloseVc payload must be at least 2 bytes, got 1$/],
     ];

@@ -15,6 +15,7 @@ import {
   decodeRegister,
   decodeStatusRequest,
   decodeStatusResponse,
+  decodeRegistrationDocument,
   decodeWindow,
   encodeCredit,
   encodeFrame,
@@ -27,7 +28,7 @@ import {
   encodeReason,
   encodeRegister,
   encodeStatusRequest,
-  encodeStatusResponse,
+  encodeDocument,
   encodeWindow,
   frameTypeName,
   negotiateVersion,
@@ -96,8 +97,18 @@ describe('message round trips', () => {
 
   it('StatusResponse', () => {
     const status = { servers: [{ rid: 'ab', vcs: 2 }], uptime: 1.5 };
-    expect(decodeStatusResponse(encodeStatusResponse(status))).toEqual(status);
+    expect(decodeStatusResponse(encodeDocument(status))).toEqual(status);
     expect(code(() => decodeStatusResponse(Buffer.from('{')))).toBe('ERR_PROTOCOL');
+  });
+
+  it('RegisterOptions and RegisterOk documents: JSON objects, RegisterOk may be empty (docs/protocol.md 5.5 vector)', () => {
+    const options = encodeDocument({ name: 'myapp' });
+    expect(options.toString('hex')).toBe('7b226e616d65223a226d79617070227d');
+    expect(decodeRegistrationDocument(FrameType.RegisterOptions, options)).toEqual({ name: 'myapp' });
+    expect(decodeRegistrationDocument(FrameType.RegisterOk, Buffer.alloc(0))).toEqual({});
+    for (const bad of ['[1]', '"x"', 'null', '{']) {
+      expect(code(() => decodeRegistrationDocument(FrameType.RegisterOptions, Buffer.from(bad)))).toBe('ERR_PROTOCOL');
+    }
   });
 
   it('reasons, with any message', () => {

@@ -1,6 +1,5 @@
-import type { Server } from 'node:http';
 import { Option, type Command } from 'commander';
-import { formatAddress, parseAddress } from '../../id/endpoint.js';
+import { parseAddress } from '../../id/endpoint.js';
 import { defaultProxyIdentityPath, identityFrom } from '../identity-file.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT } from '../../hop/connection.js';
 import {
@@ -21,18 +20,21 @@ import {
 import { DEFAULT_MAX_PAYLOAD } from '../../wire/index.js';
 import { loadAllowList } from '../allow-list.js';
 import { createLogger } from '../logger.js';
-import { addCommonOptions, type CommonOptions } from '../common.js';
+import { addCommonOptions, reloadLogLevel, type CommonOptions } from '../common.js';
 import { positiveInteger } from '../parse.js';
 import { secretOption, type Secret } from '../secrets.js';
 import { describe } from '../describe.js';
-import { proxyMetrics, serveMetrics } from '../metrics.js';
+import { exposeMetrics, proxyMetrics } from '../metrics.js';
 import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
+import { webIngress, startWebIngress, type WebIngressOptions } from '../web-ingress.js';
+import { DEFAULT_MAX_PORTS_PER_KEY } from '../../ingress/ports.js';
+import { checkClusterOptions, clusterToken, joinCluster, type ClusterCliOptions, type JoinedCluster } from '../cluster.js';
 
 const registrationToken = secretOption('token', 'registration', 'require this token from servers that register (`proxy serve --token`)');
 const dialToken = secretOption('dial-token', 'dial', 'require this token from clients that open VCs (`proxy connect --dial-token`)');
 const statusToken = secretOption('status-token', 'status', 'answer `proxy status --token` with this token; with another token set and no status token, status is off');
 
-interface StartOptions extends CommonOptions {
+interface StartOptions extends CommonOptions, WebIngressOptions, ClusterCliOptions {
   listen: string;
   identity?: string;
   allowFile?: string;
@@ -52,13 +54,14 @@ interface StartOptions extends CommonOptions {
   idleTimeout: number;
   maxFrameSize: number;
   metrics?: string;
+  metricsPerRid?: boolean;
   refusalLogInterval: number;
 }
 
 export function registerStart(program: Command): void {
   const command = program
     .command('start')
-    .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM. SIGHUP reloads --allow-file and the token files and variables, keeping every connection.')
+    .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM. SIGHUP reloads the log level (from --config), --allow-file and the token files and variables, keeping every connection.')
     .option('--listen <host:port>', 'address to accept connections on (use 0.0.0.0:8100 to accept from other machines)', '127.0.0.1:8100')
     .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (mode 0600: a file group or others may access is refused; default: ${defaultProxyIdentityPath()}, created on first use)`);
   for (const secret of [registrationToken, dialToken, statusToken]) secret.addTo(command);
@@ -80,6 +83,21 @@ export function registerStart(program: Command): void {
     .addOption(limit('--idle-timeout <ms>', 'time a connection with no VCs and no registration may stay open (0: forever)', DEFAULT_IDLE_TIMEOUT))
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .option('--metrics <[host:]port>', 'serve Prometheus metrics at http://<host:port>/metrics and a health check at /healthz (200 "ok" while the proxy accepts connections); host defaults to 127.0.0.1, so --metrics 9464 is local only')
+    .option('--http <[host:]port>', 'accept public HTTP/1.1 here (host defaults to 0.0.0.0) and route each request by its Host to the server registered under that name in --domain; WebSocket and other upgrades pass through')
+    .option('--domain <domain>', 'the domain the web ingress (--http, --tls-passthrough; one of them is needed) names servers under: each server is <base32 of its routing id>.<domain>, and `serve --name app` asks for app.<domain>')
+    .option('--names-file <file>', 'where the names servers asked for are reserved, one key each, across restarts (default: names.json next to the proxy identity); read again on SIGHUP')
+    .option(
+      '--tls-passthrough <[host:]port>',
+      'accept public TLS here (host defaults to 0.0.0.0), read only the server name (SNI) of each ClientHello, and pass the whole connection to the server registered under that name in --domain, which terminates TLS itself (`serve --tls-cert`, or its local service): the proxy holds no certificate and sees no plaintext',
+    )
+    .option('--tcp-ports <[host:]from-to>', 'let servers ask for public TCP ports in this range (`serve --public-port`), listened on at host (default 0.0.0.0) while their registration lives; each connection becomes a flow to the server')
+    .addOption(limit('--max-ports-per-key <n>', 'public TCP ports one server key may hold at once, with --tcp-ports', DEFAULT_MAX_PORTS_PER_KEY))
+    .option('--trust-forwarded', 'keep the X-Forwarded-* and Forwarded headers requests arrive with (only behind a load balancer you trust); by default the proxy replaces them')
+    .option('--cluster <nats-url>', 'join a cluster of proxies whose directory is this NATS server (nats://host:port; several, comma-separated, for a NATS cluster): servers registered on any member are reached through every one (docs/cluster.md)')
+    .option('--advertise <host:port>', 'with --cluster: where the other proxies reach this one (default: the --listen address, which must then not be a wildcard)')
+    .option('--cluster-peers-file <file>', 'with --cluster (required): the routing ids of the cluster\'s proxies, one per line (# comments; this proxy\'s own may be listed), the only ones allowed to forward VCs here and be forwarded to; read again on SIGHUP')
+    .option('--cluster-name <name>', 'with --cluster: proxies on one NATS with the same name form one cluster (letters, digits, - and _; default ridproxy)')
+    .option('--metrics-per-rid', 'add ridproxy_server_bytes_total{routing_id, direction}, the bytes each registered server sent and received: one series per routing id, so off by default')
     .addOption(
       limit(
         '--refusal-log-interval <ms>',
@@ -88,12 +106,16 @@ export function registerStart(program: Command): void {
       ),
     )
     .addHelpText('after', '\nExample:\n  $ npx proxy start --listen 127.0.0.1:8100\n  ridp://127.0.0.1:8100/9a0c...   <- give this to `proxy serve --proxy`');
-  addCommonOptions(command).action(async (options: StartOptions) => {
+  clusterToken.addTo(command);
+  addCommonOptions(command).action(async (options: StartOptions, self: Command) => {
     let { token, dial, status, allowList } = await admissionSettings(options);
     const log = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
     const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
+    checkClusterOptions(options);
     const identityPath = options.identity ?? defaultProxyIdentityPath();
+    const web = webIngress(options, identityPath);
+    const names = web?.names;
     const { identity, created } = await identityFrom(identityPath, options.identity === undefined);
     if (created) log.info({ file: identityPath, routingId: identity.routingId.toString() }, 'created a new proxy identity');
     const proxy = await Proxy.listen({
@@ -118,18 +140,39 @@ export function registerStart(program: Command): void {
       handshakeTimeout: options.handshakeTimeout,
       idleTimeout: options.idleTimeout,
       maxPayload: options.maxFrameSize,
+      registrationHook: web?.hook,
     });
     const refusals = logProxyEvents(proxy, log, options.refusalLogInterval);
-    let metricsServer: Server | undefined;
+    let stopMetrics: (() => void) | undefined;
     if (metricsAddress !== undefined) {
-      const metrics = proxyMetrics(proxy, { bufferBudget: options.bufferBudget });
+      const metrics = proxyMetrics(proxy, { bufferBudget: options.bufferBudget, perRoutingId: options.metricsPerRid });
       try {
-        metricsServer = await serveMetrics(metricsAddress.host, metricsAddress.port, metrics.scrape, metrics.registry.contentType, () => proxy.listening, log);
+        stopMetrics = await exposeMetrics(metricsAddress, metrics.scrape, metrics.registry.contentType, () => proxy.listening, log);
       } catch (err) {
         await proxy.close();
         throw err;
       }
-      log.info({ metrics: `http://${formatAddress(metricsAddress.host, metricsAddress.port)}/metrics` }, 'serving metrics');
+    } else if (options.metricsPerRid) {
+      log.warn('--metrics-per-rid does nothing without --metrics');
+    }
+    let stopIngress: (() => Promise<void>) | undefined;
+    if (web !== undefined) {
+      try {
+        stopIngress = await startWebIngress(proxy, web, options, () => dial?.value, log);
+      } catch (err) {
+        stopMetrics?.();
+        await proxy.close();
+        throw err;
+      }
+    }
+    let cluster: JoinedCluster | undefined;
+    try {
+      cluster = await joinCluster(proxy, options, log);
+    } catch (err) {
+      await stopIngress?.();
+      stopMetrics?.();
+      await proxy.close();
+      throw err;
     }
     const described = () => ({
       token: token !== undefined,
@@ -142,18 +185,23 @@ export function registerStart(program: Command): void {
     });
     log.info({ endpoint: proxy.endpoint, routingId: proxy.routingId.toString(), ...described() }, 'proxy listening');
 
-    // SIGHUP reads the allow-list and the token files (and variables) again, as they are now; a
-    // bad file keeps the settings in force. Connections, registrations and VCs are kept.
+    // SIGHUP reads the log level, the allow-list and the token files (and variables) again, as
+    // they are now; a bad file keeps the settings in force. Connections, registrations and VCs are kept.
     let reloading = Promise.resolve();
     const reload = (): void => {
       reloading = reloading.then(async () => {
+        reloadLogLevel(self, log);
+        let applyPeers: (() => void) | undefined;
         try {
+          names?.reload();
+          applyPeers = await cluster?.reload();
           ({ token, dial, status, allowList } = await admissionSettings(options));
         } catch (err) {
           log.error({ reason: describe(err) }, 'SIGHUP: reload failed; the previous allow-list and tokens stay in force');
           return;
         }
         proxy.reload({ registrationToken: token?.value, dialToken: dial?.value, statusToken: status?.value, registrationAllowList: allowList });
+        applyPeers?.();
         log.info({ signal: 'SIGHUP', ...described() }, 'reloaded the allow-list and tokens');
       });
     };
@@ -166,10 +214,10 @@ export function registerStart(program: Command): void {
         process.off('SIGHUP', reload);
         const stats = proxy.stats();
         log.info({ signal, drainTimeoutMs: options.drainTimeout, connections: stats.connections, vcs: stats.vcs }, 'shutting down: telling connected processes the proxy is going away');
-        void proxy.close({ drainTimeout: options.drainTimeout }).then(() => {
+        // The cluster first: other proxies stop sending VCs here while this one drains.
+        void Promise.all([stopIngress?.(), cluster?.close(), proxy.close({ drainTimeout: options.drainTimeout })]).then(() => {
           refusals.flush();
-          metricsServer?.close();
-          metricsServer?.closeAllConnections();
+          stopMetrics?.();
           log.info({ bytesForwarded: proxy.stats().bytesForwarded }, 'proxy stopped');
           resolve();
         });
