@@ -1,11 +1,10 @@
 import { STATUS_CODES, createServer, request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
-import { once } from 'node:events';
 import type { Socket } from 'node:net';
-import { cannotListen } from '../errors.js';
 import { formatAddress } from '../id/endpoint.js';
 import type { Flow } from '../manager/flow.js';
 import { splice } from '../manager/splice.js';
 import type { IngressDialer } from './dialer.js';
+import { listenOn } from './listen.js';
 import type { NameDirectory } from './names.js';
 
 export interface HttpIngressOptions {
@@ -53,16 +52,8 @@ export class HttpIngress {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : /TIMEOUT/.test(err.code ?? '') ? '408 Request Timeout' : '400 Bad Request';
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${status}\n`);
     });
-    server.listen({ host, port });
-    try {
-      await once(server, 'listening');
-    } catch (err) {
-      throw cannotListen(host, port, err);
-    }
-    // After listening, errors are failed accepts (EMFILE): the listener lives on.
-    server.on('error', () => undefined);
-    const address = server.address();
-    return new HttpIngress(server, host, typeof address === 'object' && address !== null ? address.port : port);
+    const boundPort = await listenOn(server, host, port);
+    return new HttpIngress(server, host, boundPort);
   }
 
   get address(): string {

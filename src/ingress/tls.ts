@@ -1,10 +1,10 @@
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
-import { cannotListen } from '../errors.js';
 import { formatAddress } from '../id/endpoint.js';
 import type { Flow } from '../manager/flow.js';
 import { splice } from '../manager/splice.js';
 import type { IngressDialer } from './dialer.js';
+import { listenOn } from './listen.js';
 import type { NameDirectory } from './names.js';
 import { ClientHelloReader, DEFAULT_MAX_HELLO_BYTES, TlsAlert, alertRecord } from './sni.js';
 
@@ -53,16 +53,8 @@ export class TlsPassthroughIngress extends EventEmitter<{ refused: [TlsRefusal] 
   static async listen(host: string, port: number, names: NameDirectory, dialer: IngressDialer, options: TlsPassthroughOptions = {}): Promise<TlsPassthroughIngress> {
     const server = createServer({ noDelay: true, allowHalfOpen: true });
     server.maxConnections = options.maxConnections ?? 10_000;
-    server.listen({ host, port });
-    try {
-      await once(server, 'listening');
-    } catch (err) {
-      throw cannotListen(host, port, err);
-    }
-    // After listening, errors are failed accepts (EMFILE): the listener lives on.
-    server.on('error', () => undefined);
-    const address = server.address();
-    const ingress = new TlsPassthroughIngress(server, host, typeof address === 'object' && address !== null ? address.port : port);
+    const boundPort = await listenOn(server, host, port);
+    const ingress = new TlsPassthroughIngress(server, host, boundPort);
     const timeout = options.helloTimeout ?? 10_000;
     const maxBytes = options.maxHelloBytes ?? DEFAULT_MAX_HELLO_BYTES;
     server.on('connection', (socket: Socket) => ingress.accept(socket, names, dialer, timeout, maxBytes));
