@@ -284,8 +284,10 @@ describe('hostile input against a live proxy', () => {
     // queue) is not what the offenders left behind: close it before weighing the heap.
     circuit.destroy();
     await until(() => proxy.stats().vcs === 0 && proxy.stats().queuedBytes === 0, 10_000);
+    // 10,000 offenders: a leak of even 4 KiB each would be 40 MiB. Below that, what a GC leaves
+    // varies from run to run (compiled code, caches): 19 MB was seen once in a fresh-clone run.
     const heapGrowth = heapAfterGc() - baselineHeap;
-    expect(heapGrowth).toBeLessThan(16 << 20);
+    expect(heapGrowth).toBeLessThan(32 << 20);
   });
 
   it('drops a peer that keeps sending pings but never reads the replies, before their queue outgrows its budget', async () => {
