@@ -299,3 +299,9 @@ export async function socketTo(port: number): Promise<Socket> {
   });
   return socket;
 }
+
+/** A `lookup` for clients that take one (ws, http): every name resolves to 127.0.0.1, so a test can use real host names with no DNS. */
+export const loopbackLookup = (_hostname: string, options: { all?: boolean }, callback: (...args: unknown[]) => void): void => {
+  if (options.all) callback(null, [{ address: '127.0.0.1', family: 4 }]);
+  else callback(null, '127.0.0.1', 4);
+};

@@ -7,6 +7,7 @@ import { HttpIngress } from '../ingress/http.js';
 import { NameDirectory } from '../ingress/names.js';
 import { PublicPorts, parsePortRange } from '../ingress/ports.js';
 import { TlsPassthroughIngress } from '../ingress/tls.js';
+import { TlsTermination } from '../tunnel/tls-termination.js';
 import type { Proxy } from '../proxy/proxy.js';
 import type { RegistrationHook } from '../proxy/options.js';
 import { composeRegistrationHooks } from '../proxy/registration-hooks.js';
@@ -14,6 +15,9 @@ import type { Logger } from './logger.js';
 
 export interface WebIngressOptions {
   http?: string;
+  https?: string;
+  tlsCert?: string;
+  tlsKey?: string;
   tlsPassthrough?: string;
   domain?: string;
   namesFile?: string;
@@ -41,12 +45,20 @@ export function defaultNamesPath(identityPath: string): string {
 
 /** Throws ERR_INVALID_OPTION for ingress options that make no sense together. */
 export function checkWebIngressOptions(options: WebIngressOptions): void {
-  const byName = options.http !== undefined || options.tlsPassthrough !== undefined;
-  if (byName && options.domain === undefined) {
-    throw new InvalidArgumentError('ERR_INVALID_OPTION', `${options.http !== undefined ? '--http' : '--tls-passthrough'} needs --domain: the ingress routes by host names under the domain`);
+  const listeners = (['http', 'https', 'tlsPassthrough'] as const).filter((name) => options[name] !== undefined);
+  const flag = { http: '--http', https: '--https', tlsPassthrough: '--tls-passthrough' };
+  if (listeners.length > 0 && options.domain === undefined) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', `${flag[listeners[0]!]} needs --domain: the ingress routes by host names under the domain`);
   }
-  if (!byName && options.domain !== undefined) {
-    throw new InvalidArgumentError('ERR_INVALID_OPTION', '--domain needs --http or --tls-passthrough: it names servers for an ingress that routes by host name');
+  if (listeners.length === 0 && options.domain !== undefined) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', '--domain needs --http, --https or --tls-passthrough: it names servers for an ingress that routes by host name');
+  }
+  const hasCertificate = options.tlsCert !== undefined || options.tlsKey !== undefined;
+  if (options.https !== undefined && (options.tlsCert === undefined || options.tlsKey === undefined)) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', '--https needs --tls-cert and --tls-key: the certificate (a wildcard for *.<domain>) the proxy terminates TLS with');
+  }
+  if (options.https === undefined && hasCertificate) {
+    throw new InvalidArgumentError('ERR_INVALID_OPTION', '--tls-cert and --tls-key are for --https: --tls-passthrough holds no certificate (the servers terminate TLS)');
   }
 }
 
@@ -59,12 +71,13 @@ export function webIngress(options: WebIngressOptions, identityPath: string): We
   checkWebIngressOptions(options);
   if (options.domain === undefined && options.tcpPorts === undefined) return undefined;
   const identity = Identity.generate();
-  const http = options.http === undefined ? undefined : parseAddress(options.http, '0.0.0.0');
-  const tls = options.tlsPassthrough === undefined ? undefined : parseAddress(options.tlsPassthrough, '0.0.0.0');
-  const urls = (hostname: string): string[] => [
-    ...(http === undefined ? [] : [`http://${hostname}${http.port === 80 ? '' : `:${http.port}`}/`]),
-    ...(tls === undefined ? [] : [`https://${hostname}${tls.port === 443 ? '' : `:${tls.port}`}/`]),
-  ];
+  const url = (scheme: 'http' | 'https', address: string | undefined, defaultPort: number) => {
+    if (address === undefined) return () => [];
+    const { port } = parseAddress(address, '0.0.0.0');
+    return (hostname: string) => [`${scheme}://${hostname}${port === defaultPort ? '' : `:${port}`}/`];
+  };
+  const forms = [url('http', options.http, 80), url('https', options.https, 443), url('https', options.tlsPassthrough, 443)];
+  const urls = (hostname: string): string[] => forms.flatMap((form) => form(hostname));
   const names = options.domain === undefined ? undefined : new NameDirectory(options.domain, options.namesFile ?? defaultNamesPath(identityPath), urls, identity.routingId);
   let ports: PublicPorts | undefined;
   if (options.tcpPorts !== undefined) {
@@ -75,17 +88,25 @@ export function webIngress(options: WebIngressOptions, identityPath: string): We
   return { names, ports, identity, hook: hooks.length === 1 ? hooks[0]! : composeRegistrationHooks(...hooks) };
 }
 
+/** The running ingress listeners. */
+export interface StartedWebIngress {
+  stop(): Promise<void>;
+  /** Reads --https's certificate and key again (SIGHUP); on failure throws and keeps the one in use. */
+  reloadCertificate(): Promise<void>;
+}
+
 /**
- * Starts the ingress listeners of `start --http`, `--tls-passthrough` and `--tcp-ports`, all
- * reaching servers through one dialer (one identity, VCs shared); resolves to what stops them.
+ * Starts the ingress listeners of `start --http`, `--https`, `--tls-passthrough` and
+ * `--tcp-ports`, all reaching servers through one dialer (one identity, VCs shared).
  */
-export async function startWebIngress(proxy: Proxy, web: WebIngress, options: WebIngressOptions, dialToken: () => string | undefined, log: Logger): Promise<() => Promise<void>> {
+export async function startWebIngress(proxy: Proxy, web: WebIngress, options: WebIngressOptions, dialToken: () => string | undefined, log: Logger): Promise<StartedWebIngress> {
   const dialer = new IngressDialer(proxy, web.identity, dialToken);
   const stops: Array<() => Promise<void>> = [];
   const stop = async (): Promise<void> => {
     await Promise.all(stops.splice(0).map((s) => s()));
     await dialer.close();
   };
+  let reloadCertificate = async (): Promise<void> => undefined;
   try {
     const { names, ports } = web;
     if (options.http !== undefined && names !== undefined) {
@@ -93,6 +114,17 @@ export async function startWebIngress(proxy: Proxy, web: WebIngress, options: We
       const ingress = await HttpIngress.listen(host, port, names, dialer, { trustForwarded: options.trustForwarded });
       stops.push(() => ingress.close());
       log.info({ http: formatAddress(ingress.host, ingress.port), domain: names.domain }, `HTTP ingress for *.${names.domain} on ${ingress.address}`);
+    }
+    if (options.https !== undefined && names !== undefined) {
+      const { host, port } = parseAddress(options.https, '0.0.0.0');
+      const tls = await TlsTermination.load(options.tlsCert!, options.tlsKey!);
+      const ingress = await HttpIngress.listen(host, port, names, dialer, { trustForwarded: options.trustForwarded, tls });
+      stops.push(() => ingress.close());
+      reloadCertificate = async () => {
+        await tls.reload();
+        ingress.useReloadedCertificate();
+      };
+      log.info({ https: ingress.address, domain: names.domain, cert: options.tlsCert }, `HTTPS ingress for *.${names.domain} on ${ingress.address}, terminating TLS here (the proxy sees the plaintext)`);
     }
     if (options.tlsPassthrough !== undefined && names !== undefined) {
       const { host, port } = parseAddress(options.tlsPassthrough, '0.0.0.0');
@@ -110,5 +142,5 @@ export async function startWebIngress(proxy: Proxy, web: WebIngress, options: We
     await stop();
     throw err;
   }
-  return stop;
+  return { stop, reloadCertificate: () => reloadCertificate() };
 }

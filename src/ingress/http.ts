@@ -1,4 +1,5 @@
-import { STATUS_CODES, createServer, request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer as createHttpServer, request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { formatAddress } from '../id/endpoint.js';
 import type { Flow } from '../manager/flow.js';
@@ -6,6 +7,7 @@ import { splice } from '../manager/splice.js';
 import type { IngressDialer } from './dialer.js';
 import { listenOn } from './listen.js';
 import type { NameDirectory } from './names.js';
+import type { TlsTermination } from '../tunnel/tls-termination.js';
 
 export interface HttpIngressOptions {
   /** Keep the X-Forwarded-* and Forwarded headers a request arrives with (only behind a load balancer you trust); default: replace them. */
@@ -16,7 +18,16 @@ export interface HttpIngressOptions {
   headersTimeout?: number;
   /** Milliseconds a connection may stay silent (between requests, or mid-body) before it is closed. Default 60 s. */
   idleTimeout?: number;
+  /**
+   * Terminate TLS here with this certificate (`proxy start --https`): the listener speaks HTTPS,
+   * and the proxy sees every request in plaintext before it carries it, encrypted again, to the
+   * server. Without it the listener is plain HTTP.
+   */
+  tls?: TlsTermination;
 }
+
+/** Milliseconds a client has to finish its TLS handshake with an HTTPS listener. */
+const TLS_HANDSHAKE_TIMEOUT = 10_000;
 
 /** Connection-level headers (RFC 9110 7.6.1): they describe one hop, so they never cross the proxy. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -31,16 +42,21 @@ const FORWARDING = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 
  */
 export class HttpIngress {
   private constructor(
-    private readonly server: Server,
+    private readonly server: Server | HttpsServer,
     readonly host: string,
     readonly port: number,
+    private readonly tls: TlsTermination | undefined,
   ) {}
 
   static async listen(host: string, port: number, names: NameDirectory, dialer: IngressDialer, options: HttpIngressOptions = {}): Promise<HttpIngress> {
-    const server = createServer({ maxHeaderSize: options.maxHeaderSize ?? 16 * 1024, requestTimeout: 0, headersTimeout: options.headersTimeout ?? 10_000 });
+    const limits = { maxHeaderSize: options.maxHeaderSize ?? 16 * 1024, requestTimeout: 0, headersTimeout: options.headersTimeout ?? 10_000 };
+    const { tls } = options;
+    const server = tls === undefined ? createHttpServer(limits) : createHttpsServer({ ...limits, ...tls.credentials, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT });
+    // A failed TLS handshake (a scanner, a client that distrusts the certificate) is that client's alone.
+    if (tls !== undefined) server.on('tlsClientError', (_err: Error, socket: Socket) => socket.destroy());
     server.keepAliveTimeout = 5_000;
     server.setTimeout(options.idleTimeout ?? 60_000, (socket: Socket) => socket.destroy());
-    const route = new Router(names, dialer, options.trustForwarded ?? false);
+    const route = new Router(names, dialer, options.trustForwarded ?? false, tls === undefined ? 'http' : 'https');
     server.on('request', (req: IncomingMessage, res: ServerResponse) => void route.request(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => void route.upgrade(req, socket, head));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -53,7 +69,12 @@ export class HttpIngress {
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${status}\n`);
     });
     const boundPort = await listenOn(server, host, port);
-    return new HttpIngress(server, host, boundPort);
+    return new HttpIngress(server, host, boundPort, tls);
+  }
+
+  /** Puts the certificate the TLS termination holds now (after its reload) in use for new connections. */
+  useReloadedCertificate(): void {
+    if (this.tls !== undefined && 'setSecureContext' in this.server) this.server.setSecureContext(this.tls.credentials);
   }
 
   get address(): string {
@@ -82,6 +103,7 @@ class Router {
     private readonly names: NameDirectory,
     private readonly dialer: IngressDialer,
     private readonly trustForwarded: boolean,
+    private readonly proto: 'http' | 'https',
   ) {}
 
   async request(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -169,10 +191,10 @@ class Router {
     const host = req.headers.host ?? '';
     const prior = this.trustForwarded ? req.headers['x-forwarded-for'] : undefined;
     headers['x-forwarded-for'] = prior ? `${String(prior)}, ${ip}` : ip;
-    headers['x-forwarded-proto'] = 'http';
+    headers['x-forwarded-proto'] = this.proto;
     headers['x-forwarded-host'] = host;
     const node = ip.includes(':') ? `"[${ip}]"` : ip;
-    const forwarded = `for=${node};host="${host.replace(/["\\]/g, '')}";proto=http`;
+    const forwarded = `for=${node};host="${host.replace(/["\\]/g, '')}";proto=${this.proto}`;
     const priorForwarded = this.trustForwarded ? req.headers.forwarded : undefined;
     headers.forwarded = priorForwarded ? `${priorForwarded}, ${forwarded}` : forwarded;
     if (upgrade) {

@@ -15,4 +15,4 @@ export { PublicPorts, parsePortRange, DEFAULT_MAX_PORTS_PER_KEY, type FlowOpener
 export { composeRegistrationHooks } from '../proxy/registration-hooks.js';
 export type { RegistrationHook, RegistrationVerdict } from '../proxy/options.js';
 export { proxyHeader, parseSocketAddress, PROXY_PROTOCOL_VERSIONS, type ProxyProtocolVersion, type SocketAddress } from '../tunnel/proxy-protocol.js';
-export { TlsTermination } from '../tunnel/tls-termination.js';
+export { TlsTermination, type TlsCredentials } from '../tunnel/tls-termination.js';

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { request as httpsRequest, createServer as createHttpsServer } from 'node:https';
 import { connect as tcpConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -8,17 +8,22 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { readAll, startRelay, waitFor, type Relay } from '../helpers.js';
+import { WebSocket, WebSocketServer } from 'ws';
+import { loopbackLookup, readAll, startRelay, waitFor, type Relay } from '../helpers.js';
 import { readme } from '../readme.js';
 import { freePortRange, makeCertificates } from '../ingress/fixtures.js';
 import { freePort, isolatedConfig, killAll, runCli, runToExit, type CliProcess } from './cli.js';
 
 const DOMAIN = 'tunnel.test';
 const certs = makeCertificates([`myapp.${DOMAIN}`]);
+const wildcard = makeCertificates([`*.${DOMAIN}`]);
+const renewed = makeCertificates([`*.${DOMAIN}`]);
 const servers: Array<Server | HttpServer> = [];
 const relays: Relay[] = [];
 
-afterAll(() => rmSync(certs.dir, { recursive: true, force: true }));
+afterAll(() => {
+  for (const made of [certs, wildcard, renewed]) rmSync(made.dir, { recursive: true, force: true });
+});
 afterEach(async () => {
   await killAll();
   await Promise.all(relays.splice(0).map((relay) => relay.close()));
@@ -44,10 +49,10 @@ const BODY = Buffer.alloc(MiB);
 for (let i = 0; i < BODY.length; i += 64) BODY.write(`ridproxy-secret-response-${String(i).padStart(8, '0')}-`.padEnd(64, '#'), i, 'latin1');
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
-/** An HTTPS request through the ingress for `host`, trusting only the test's CA. */
-function httpsGet(port: number, host: string): Promise<{ status: number; body: Buffer; authorized: boolean; subject: string }> {
+/** An HTTPS request through the ingress for `host`, trusting only the test's CA (`ca`: another one). */
+function httpsGet(port: number, host: string, ca = certs.ca): Promise<{ status: number; body: Buffer; authorized: boolean; subject: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', port, servername: host, headers: { host, 'x-secret': 'ridproxy-secret-request' }, ca: certs.ca, path: '/', agent: false }, (res) => {
+    const req = httpsRequest({ host: '127.0.0.1', port, servername: host, headers: { host, 'x-secret': 'ridproxy-secret-request' }, ca, path: '/', agent: false }, (res) => {
       const socket = res.socket as TLSSocket;
       const authorized = socket.authorized;
       const subject = String(socket.getPeerCertificate().subject?.CN);
@@ -59,9 +64,9 @@ function httpsGet(port: number, host: string): Promise<{ status: number; body: B
 }
 
 /** How a TLS handshake with `servername` (none when empty) ends. */
-function handshake(port: number, servername: string): Promise<string> {
+function handshake(port: number, servername: string, ca = certs.ca): Promise<string> {
   return new Promise((resolve) => {
-    const socket = tlsConnect({ host: '127.0.0.1', port, servername, ca: certs.ca });
+    const socket = tlsConnect({ host: '127.0.0.1', port, servername, ca });
     socket.once('secureConnect', () => {
       socket.destroy();
       resolve('connected');
@@ -126,6 +131,94 @@ describe('web ingress: blind HTTPS by SNI (proxy start --tls-passthrough, serve 
     const answer = await httpsGet(tlsPort, `myapp.${DOMAIN}`);
     expect(answer).toMatchObject({ status: 200, authorized: true });
     expect(answer.body.toString()).toBe('terminated by the local service');
+  });
+});
+
+describe('web ingress: HTTPS terminated at the proxy (proxy start --https --tls-cert --tls-key)', () => {
+  it('serves *.<domain> with a wildcard certificate, says https to the service, carries a WebSocket, survives bad handshakes and takes a renewed certificate on SIGHUP', async () => {
+    const config = isolatedConfig();
+    const service = createHttpServer((req, res) => {
+      res.setHeader('x-proto', String(req.headers['x-forwarded-proto']));
+      res.setHeader('x-forwarded', String(req.headers.forwarded));
+      res.end(BODY);
+    });
+    const sockets = new WebSocketServer({ server: service });
+    sockets.on('connection', (socket) => socket.on('message', (data, binary) => socket.send(binary ? data : `echo: ${String(data)}`)));
+    const servicePort = await listening(service);
+    const httpsPort = await freePort();
+    // Files the test may overwrite with the renewed certificate, then signal the proxy to reread.
+    const certFile = join(config, 'wildcard.pem');
+    const keyFile = join(config, 'wildcard.key');
+    writeFileSync(certFile, readFileSync(wildcard.cert));
+    writeFileSync(keyFile, readFileSync(wildcard.key));
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--https', `127.0.0.1:${httpsPort}`, '--tls-cert', certFile, '--tls-key', keyFile, '--domain', DOMAIN], { config });
+    const serve = runCli(['serve', '--proxy', await proxy.firstLine, '--forward', String(servicePort), '--name', 'myapp', '--log-level', 'warn'], { config });
+    const printed = await lines(serve, 3);
+    expect(printed[1]).toBe(`https://myapp.${DOMAIN}:${httpsPort}/`);
+
+    const answer = await httpsGet(httpsPort, `myapp.${DOMAIN}`, wildcard.ca);
+    expect(answer).toMatchObject({ status: 200, authorized: true, subject: `*.${DOMAIN}` });
+    expect(sha(answer.body)).toBe(sha(BODY));
+    // The RID-derived name is under the same wildcard.
+    const ridName = new URL(printed[2]!).hostname;
+    expect(await httpsGet(httpsPort, ridName, wildcard.ca)).toMatchObject({ status: 200, authorized: true });
+
+    const headers = await new Promise<Record<string, string | string[] | undefined>>((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port: httpsPort, servername: `myapp.${DOMAIN}`, headers: { host: `myapp.${DOMAIN}`, 'x-forwarded-proto': 'gopher' }, ca: wildcard.ca, agent: false }, (res) => {
+        res.resume();
+        resolve(res.headers);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(headers['x-proto']).toBe('https');
+    expect(headers['x-forwarded']).toMatch(/^for=127\.0\.0\.1;host="myapp\.tunnel\.test";proto=https$/);
+
+    const client = new WebSocket(`wss://myapp.${DOMAIN}:${httpsPort}/`, { lookup: loopbackLookup as never, ca: wildcard.ca, perMessageDeflate: false });
+    client.on('error', () => undefined);
+    const replies: string[] = [];
+    client.on('message', (data) => replies.push(String(data)));
+    await new Promise((resolve, reject) => {
+      client.once('open', resolve);
+      client.once('error', reject);
+    });
+    for (let i = 0; i < 100; i++) client.send(`message ${i}`);
+    await waitFor(() => replies.length === 100, '100 WebSocket echoes', 20_000);
+    expect(replies).toEqual(Array.from({ length: 100 }, (_, i) => `echo: message ${i}`));
+    const closed = new Promise<number>((resolve) => client.once('close', (code) => resolve(code)));
+    client.close(4003, 'done');
+    expect(await closed).toBe(4003);
+
+    // A client that distrusts the certificate, and bytes that are not TLS, fail alone.
+    expect(await handshake(httpsPort, `myapp.${DOMAIN}`)).toMatch(/certificate/i);
+    const raw = tcpConnect({ host: '127.0.0.1', port: httpsPort });
+    raw.on('error', () => undefined);
+    raw.end('GET / HTTP/1.1\r\nHost: myapp.tunnel.test\r\n\r\n');
+    await readAll(raw).catch(() => Buffer.alloc(0));
+    expect(await httpsGet(httpsPort, `myapp.${DOMAIN}`, wildcard.ca)).toMatchObject({ status: 200, authorized: true });
+
+    // Renewal: new files, SIGHUP, and new connections get the new certificate.
+    writeFileSync(certFile, readFileSync(renewed.cert));
+    writeFileSync(keyFile, readFileSync(renewed.key));
+    proxy.child.kill('SIGHUP');
+    await waitFor(() => proxy.stderr().includes('reloaded the --https certificate'), 'the certificate reload logged', 10_000);
+    expect(await handshake(httpsPort, `myapp.${DOMAIN}`, renewed.ca)).toBe('connected');
+    expect(await handshake(httpsPort, `myapp.${DOMAIN}`, wildcard.ca)).toMatch(/certificate/i);
+    expect(proxy.child.exitCode).toBe(null);
+    sockets.close();
+  });
+
+  it('refuses --https without a certificate, and a certificate without --https, with the reason', async () => {
+    const config = isolatedConfig();
+    const noCert = await runToExit(['start', '--listen', '127.0.0.1:0', '--https', '127.0.0.1:0', '--domain', DOMAIN], config);
+    expect(noCert.code).toBe(1);
+    expect(noCert.stderr).toContain('--https needs --tls-cert and --tls-key');
+    const noHttps = await runToExit(['start', '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0', '--domain', DOMAIN, '--tls-cert', wildcard.cert, '--tls-key', wildcard.key], config);
+    expect(noHttps.code).toBe(1);
+    expect(noHttps.stderr).toContain('--tls-cert and --tls-key are for --https');
+    const badKey = await runToExit(['start', '--listen', '127.0.0.1:0', '--https', '127.0.0.1:0', '--domain', DOMAIN, '--tls-cert', wildcard.cert, '--tls-key', renewed.key], config);
+    expect(badKey.code).toBe(1);
+    expect(badKey.stderr).toContain('cannot use the TLS certificate');
   });
 });
 

@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { waitFor } from '../helpers.js';
+import { loopbackLookup, waitFor } from '../helpers.js';
 import { isolatedConfig, killAll } from './cli.js';
 import { serveWeb, startWebProxy } from './web-cli.js';
 
@@ -63,13 +63,8 @@ async function echoService(): Promise<EchoService> {
 }
 
 /** Resolves every name to 127.0.0.1, so the client dials the URL serve printed, Host header and all, as a browser with DNS would. */
-const toLoopback = (_hostname: string, options: { all?: boolean }, callback: (...args: unknown[]) => void): void => {
-  if (options.all) callback(null, [{ address: '127.0.0.1', family: 4 }]);
-  else callback(null, '127.0.0.1', 4);
-};
-
 function open(url: string, protocols: string[] = []): Promise<WebSocket> {
-  const client = new WebSocket(url, protocols, { lookup: toLoopback as never, perMessageDeflate: false, handshakeTimeout: 30_000 });
+  const client = new WebSocket(url, protocols, { lookup: loopbackLookup as never, perMessageDeflate: false, handshakeTimeout: 30_000 });
   clients.push(client);
   return new Promise((resolve, reject) => {
     client.once('open', () => resolve(client));

@@ -26,7 +26,7 @@ import { secretOption, type Secret } from '../secrets.js';
 import { describe } from '../describe.js';
 import { exposeMetrics, proxyMetrics } from '../metrics.js';
 import { DEFAULT_REFUSAL_LOG_INTERVAL, logProxyEvents } from '../proxy-log.js';
-import { webIngress, startWebIngress, type WebIngressOptions } from '../web-ingress.js';
+import { webIngress, startWebIngress, type StartedWebIngress, type WebIngressOptions } from '../web-ingress.js';
 import { DEFAULT_MAX_PORTS_PER_KEY } from '../../ingress/ports.js';
 import { checkClusterOptions, clusterToken, joinCluster, type ClusterCliOptions, type JoinedCluster } from '../cluster.js';
 
@@ -61,7 +61,7 @@ interface StartOptions extends CommonOptions, WebIngressOptions, ClusterCliOptio
 export function registerStart(program: Command): void {
   const command = program
     .command('start')
-    .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM. SIGHUP reloads the log level (from --config), --allow-file and the token files and variables, keeping every connection.')
+    .description('Run a proxy. Prints its endpoint as the first line of stdout, then serves until SIGINT or SIGTERM. SIGHUP reloads the log level (from --config), --allow-file, the token files and variables, --names-file and the --https certificate, keeping every connection.')
     .option('--listen <host:port>', 'address to accept connections on (use 0.0.0.0:8100 to accept from other machines)', '127.0.0.1:8100')
     .option('--identity <file>', `the proxy's identity; its routing ID is part of the endpoint (mode 0600: a file group or others may access is refused; default: ${defaultProxyIdentityPath()}, created on first use)`);
   for (const secret of [registrationToken, dialToken, statusToken]) secret.addTo(command);
@@ -84,8 +84,14 @@ export function registerStart(program: Command): void {
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .option('--metrics <[host:]port>', 'serve Prometheus metrics at http://<host:port>/metrics and a health check at /healthz (200 "ok" while the proxy accepts connections); host defaults to 127.0.0.1, so --metrics 9464 is local only')
     .option('--http <[host:]port>', 'accept public HTTP/1.1 here (host defaults to 0.0.0.0) and route each request by its Host to the server registered under that name in --domain; WebSocket and other upgrades pass through')
-    .option('--domain <domain>', 'the domain the web ingress (--http, --tls-passthrough; one of them is needed) names servers under: each server is <base32 of its routing id>.<domain>, and `serve --name app` asks for app.<domain>')
+    .option('--domain <domain>', 'the domain the web ingress (--http, --https, --tls-passthrough; one of them is needed) names servers under: each server is <base32 of its routing id>.<domain>, and `serve --name app` asks for app.<domain>')
     .option('--names-file <file>', 'where the names servers asked for are reserved, one key each, across restarts (default: names.json next to the proxy identity); read again on SIGHUP')
+    .option(
+      '--https <[host:]port>',
+      'accept public HTTPS here (host defaults to 0.0.0.0), terminating TLS with --tls-cert/--tls-key, and route each request by its Host as --http does: the proxy sees the plaintext (use --tls-passthrough if it must not)',
+    )
+    .option('--tls-cert <file>', 'with --https: the certificate chain (PEM), a wildcard for *.<domain>; read again on SIGHUP')
+    .option('--tls-key <file>', 'with --https: the certificate\'s private key (PEM); read again on SIGHUP')
     .option(
       '--tls-passthrough <[host:]port>',
       'accept public TLS here (host defaults to 0.0.0.0), read only the server name (SNI) of each ClientHello, and pass the whole connection to the server registered under that name in --domain, which terminates TLS itself (`serve --tls-cert`, or its local service): the proxy holds no certificate and sees no plaintext',
@@ -155,10 +161,10 @@ export function registerStart(program: Command): void {
     } else if (options.metricsPerRid) {
       log.warn('--metrics-per-rid does nothing without --metrics');
     }
-    let stopIngress: (() => Promise<void>) | undefined;
+    let ingress: StartedWebIngress | undefined;
     if (web !== undefined) {
       try {
-        stopIngress = await startWebIngress(proxy, web, options, () => dial?.value, log);
+        ingress = await startWebIngress(proxy, web, options, () => dial?.value, log);
       } catch (err) {
         stopMetrics?.();
         await proxy.close();
@@ -169,7 +175,7 @@ export function registerStart(program: Command): void {
     try {
       cluster = await joinCluster(proxy, options, log);
     } catch (err) {
-      await stopIngress?.();
+      await ingress?.stop();
       stopMetrics?.();
       await proxy.close();
       throw err;
@@ -203,6 +209,12 @@ export function registerStart(program: Command): void {
         proxy.reload({ registrationToken: token?.value, dialToken: dial?.value, statusToken: status?.value, registrationAllowList: allowList });
         applyPeers?.();
         log.info({ signal: 'SIGHUP', ...described() }, 'reloaded the allow-list and tokens');
+        if (options.https !== undefined) {
+          await ingress?.reloadCertificate().then(
+            () => log.info({ signal: 'SIGHUP', cert: options.tlsCert }, 'reloaded the --https certificate'),
+            (err) => log.error({ signal: 'SIGHUP', reason: describe(err) }, 'SIGHUP: cannot reload the --https certificate; the previous one stays in use'),
+          );
+        }
       });
     };
     process.on('SIGHUP', reload);
@@ -215,7 +227,7 @@ export function registerStart(program: Command): void {
         const stats = proxy.stats();
         log.info({ signal, drainTimeoutMs: options.drainTimeout, connections: stats.connections, vcs: stats.vcs }, 'shutting down: telling connected processes the proxy is going away');
         // The cluster first: other proxies stop sending VCs here while this one drains.
-        void Promise.all([stopIngress?.(), cluster?.close(), proxy.close({ drainTimeout: options.drainTimeout })]).then(() => {
+        void Promise.all([ingress?.stop(), cluster?.close(), proxy.close({ drainTimeout: options.drainTimeout })]).then(() => {
           refusals.flush();
           stopMetrics?.();
           log.info({ bytesForwarded: proxy.stats().bytesForwarded }, 'proxy stopped');
