@@ -1,6 +1,6 @@
 import type { ScenarioName } from './args.js';
 import type { BaselineName, Row, ScenarioReport, TargetResult } from './results.js';
-import { BULK_EIGHT, BULK_ONE } from '../scenarios/bulk.js';
+import { BULK_EIGHT, BULK_ONE, PER_CORE_EIGHT, PER_CORE_ONE } from '../scenarios/bulk.js';
 import { FAIRNESS_RATIO } from '../scenarios/fairness.js';
 import { P50_ADDED } from '../scenarios/latency.js';
 import { LONGPATH_RTTS_MS, longpathMetric } from '../scenarios/longpath.js';
@@ -39,6 +39,8 @@ const TARGETS: TargetSpec[] = [
   // What users compare: ridproxy against ssh -R (aes128-gcm through its own sshd) in the same run.
   { id: 'cli-bulk-1-ssh', description: 'cli bulk, 1 flow, vs ssh -R', scenario: 'bulk', path: 'cli', metric: BULK_ONE, ratioTo: 'ssh', comparison: '>=', threshold: 0.6, unit: 'x ssh' },
   { id: 'cli-bulk-8-ssh', description: 'cli bulk, 8 flows, vs ssh -R', scenario: 'bulk', path: 'cli', metric: BULK_EIGHT, ratioTo: 'ssh', comparison: '>=', threshold: 0.6, unit: 'x ssh' },
+  { id: 'cli-per-core-1-ssh', description: 'cli relay Gbit/s per core, 1 flow, vs ssh -R', scenario: 'bulk', path: 'cli', metric: PER_CORE_ONE, ratioTo: 'ssh', comparison: '>=', threshold: 0.5, unit: 'x ssh' },
+  { id: 'cli-per-core-8-ssh', description: 'cli relay Gbit/s per core, 8 flows, vs ssh -R', scenario: 'bulk', path: 'cli', metric: PER_CORE_EIGHT, ratioTo: 'ssh', comparison: '>=', threshold: 0.5, unit: 'x ssh' },
   { id: 'cli-latency-p50-ssh', description: "cli added p50 latency vs ssh -R's", scenario: 'latency', path: 'cli', metric: P50_ADDED, ratioTo: 'ssh', comparison: '<=', threshold: 1.5, unit: 'x ssh' },
   // Over a long path both the CLI and the library should at least match ssh -R, whose channel window is 2 MiB.
   ...LONGPATH_RTTS_MS.flatMap((rtt) =>

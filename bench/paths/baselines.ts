@@ -39,7 +39,8 @@ export async function startDelayedDirectRoute(sinkPort: number, rttMs: number): 
 
 export async function startRelayRoute(sinkPort: number): Promise<{ route: Route; workers: Worker<RelayApi>[] }> {
   const relay = await startRelay('relay', sinkPort);
-  return { route: { path: 'relay', target: { kind: 'tcp', host: '127.0.0.1', port: relay.port } }, workers: [relay.worker] };
+  const relayPids = (): number[] => (relay.worker.child.pid === undefined ? [] : [relay.worker.child.pid]);
+  return { route: { path: 'relay', target: { kind: 'tcp', host: '127.0.0.1', port: relay.port }, relayPids }, workers: [relay.worker] };
 }
 
 /** client -> relay A -> relay B -> sink: the second relay forwards to the sink, the first to the second. */

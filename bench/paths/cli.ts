@@ -91,7 +91,8 @@ export async function startCliPath(sinkPort: number, rttMs = 0): Promise<{ route
     const connect = cliProcess('proxy connect', ['connect', serverEndpoint, '--local', `127.0.0.1:${localPort}`, ...quiet]);
     procs.push(connect);
     await waitForPort(localPort, 15_000, connect);
-    return { route: { path: 'cli', target: { kind: 'tcp', host: '127.0.0.1', port: localPort } }, kill };
+    const relayPids = (): number[] => [proxy, serve, connect].flatMap((p) => (p.child.pid === undefined ? [] : [p.child.pid]));
+    return { route: { path: 'cli', target: { kind: 'tcp', host: '127.0.0.1', port: localPort }, relayPids }, kill };
   } catch (err) {
     kill();
     throw err;

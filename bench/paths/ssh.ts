@@ -133,7 +133,9 @@ export async function startSshPath(sinkPort: number, rttMs = 0): Promise<{ route
       return match ? Number(match[1]) : undefined;
     }, 15_000 + 10 * rttMs);
     await waitForPort(forwarded, 10_000, client);
-    return { route: { path: 'ssh', target: { kind: 'tcp', host: '127.0.0.1', port: forwarded } }, kill };
+    // sshd's share is its per-connection children (the listener itself is idle); the delay relay is the emulated network, not ssh.
+    const relayPids = (): number[] => [server, client].flatMap((p) => (p.child.pid === undefined ? [] : [p.child.pid]));
+    return { route: { path: 'ssh', target: { kind: 'tcp', host: '127.0.0.1', port: forwarded }, relayPids }, kill };
   } catch (err) {
     kill();
     throw err;

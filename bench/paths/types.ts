@@ -6,6 +6,11 @@ import type { Target } from '../lib/target.js';
 export interface Route {
   path: PathName;
   target: Target;
+  /**
+   * The processes that carry the path's bytes between client and sink (and whatever they fork),
+   * for CPU per byte; absent where they cannot be told apart from the client's or sink's own work.
+   */
+  relayPids?: () => number[];
 }
 
 /** The processes of a scenario's paths; close() kills every one of them. */
