@@ -12,6 +12,7 @@ import { cliProblem } from './paths/cli.js';
 import { sshProblem } from './paths/ssh.js';
 import { PATH_LABELS } from './paths/types.js';
 import type { Context } from './paths/topology.js';
+import { activeScenario } from './scenarios/active.js';
 import { bulkScenario } from './scenarios/bulk.js';
 import { clusterScenario } from './scenarios/cluster.js';
 import { fairnessScenario } from './scenarios/fairness.js';
@@ -27,6 +28,7 @@ const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> =
   setup: setupScenario,
   memory: memoryScenario,
   fairness: fairnessScenario,
+  active: activeScenario,
   longpath: longpathScenario,
   cluster: clusterScenario,
   reconnect: reconnectScenario,
