@@ -16,6 +16,7 @@ import { activeScenario } from './scenarios/active.js';
 import { bulkScenario } from './scenarios/bulk.js';
 import { clusterScenario } from './scenarios/cluster.js';
 import { fairnessScenario } from './scenarios/fairness.js';
+import { interactiveScenario } from './scenarios/interactive.js';
 import { latencyScenario } from './scenarios/latency.js';
 import { longpathScenario } from './scenarios/longpath.js';
 import { memoryScenario } from './scenarios/memory.js';
@@ -28,6 +29,7 @@ const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> =
   setup: setupScenario,
   memory: memoryScenario,
   fairness: fairnessScenario,
+  interactive: interactiveScenario,
   active: activeScenario,
   longpath: longpathScenario,
   cluster: clusterScenario,

@@ -3,6 +3,7 @@ import type { BaselineName, Row, ScenarioReport, TargetResult } from './results.
 import { ACTIVE_PEAK_OVER_BUDGET, FIXED_ALLOWANCE_MIB } from '../scenarios/active.js';
 import { BULK_EIGHT, BULK_ONE, PER_CORE_EIGHT, PER_CORE_ONE } from '../scenarios/bulk.js';
 import { FAIRNESS_RATIO } from '../scenarios/fairness.js';
+import { BULK_LOADS, addedP99Metric } from '../scenarios/interactive.js';
 import { P50_ADDED } from '../scenarios/latency.js';
 import { LONGPATH_RTTS_MS, longpathMetric } from '../scenarios/longpath.js';
 import { PER_IDLE_VC } from '../scenarios/memory.js';
@@ -60,6 +61,21 @@ const TARGETS: TargetSpec[] = [
           unit: 'x ssh',
         }),
       ),
+    ),
+  ),
+  // Issue 12: a bulk flow on the same VC adds at most 5 ms to an interactive flow's p99.
+  ...(['library', 'cli'] as const).flatMap((path) =>
+    BULK_LOADS.map(
+      (load): TargetSpec => ({
+        id: `interactive-${load}-${path}`,
+        description: `${path} ping-pong p99 added beside a bulk ${load} on the same VC`,
+        scenario: 'interactive',
+        path,
+        metric: addedP99Metric(load),
+        comparison: '<=',
+        threshold: 5,
+        unit: 'ms',
+      }),
     ),
   ),
   // Issue 13: after an outage of any length every server is registered again within 3 s of the proxy's return.
