@@ -81,8 +81,12 @@ export interface InteractiveParams {
   size: number;
   /** Time the bulk flow gets to fill the windows on its way before the first timed round trip. */
   settleMs: number;
+  /** The timed round trips stop after this long even if fewer than roundTrips were made. */
+  maxMs: number;
 }
 export interface InteractiveResult extends LatencyResult {
+  /** Timed round trips made (fewer than asked when maxMs ran out). */
+  measured: number;
   /** The bulk flow's rate while the ping-pong ran, as its sending end saw it (NaN alone). */
   bulkGbps: number;
 }
@@ -149,20 +153,26 @@ async function bulk({ target, bytesEachWay, flows, upOnly = false }: BulkParams)
   }
 }
 
-/** Round trips of `size` bytes on an echo stream, the next sent when the whole echo is back. */
-async function pingPong(stream: Duplex, roundTrips: number, warmup: number, size: number): Promise<LatencyResult> {
+/**
+ * Round trips of `size` bytes on an echo stream, the next sent when the whole echo is back; the
+ * timed ones stop after `maxMs` too, so a path whose round trips queue behind bulk data for tens
+ * of milliseconds still ends in bounded time.
+ */
+async function pingPong(stream: Duplex, roundTrips: number, warmup: number, size: number, maxMs = Number.POSITIVE_INFINITY): Promise<LatencyResult & { measured: number }> {
   stream.write(ECHO_HEADER);
   const echo = new EchoReader(stream);
   const message = BLOCK.subarray(0, size);
   for (let i = 0; i < warmup; i++) await echo.roundTrip(message);
   const rtts = new Float64Array(roundTrips);
-  for (let i = 0; i < roundTrips; i++) {
+  const deadline = nowNs() + maxMs * 1e6;
+  let measured = 0;
+  while (measured < roundTrips && nowNs() < deadline) {
     const start = nowNs();
     await echo.roundTrip(message);
-    rtts[i] = nowNs() - start;
+    rtts[measured++] = nowNs() - start;
   }
-  const s = sorted(Array.from(rtts));
-  return { p50Us: percentileOfSorted(s, 50) / 1000, p99Us: percentileOfSorted(s, 99) / 1000 };
+  const s = sorted(Array.from(rtts.subarray(0, measured)));
+  return { p50Us: percentileOfSorted(s, 50) / 1000, p99Us: percentileOfSorted(s, 99) / 1000, measured };
 }
 
 async function latency({ target, roundTrips, warmup, size }: LatencyParams): Promise<LatencyResult> {
@@ -171,7 +181,8 @@ async function latency({ target, roundTrips, warmup, size }: LatencyParams): Pro
   try {
     const stream = await openStream(target, manager);
     streams.push(stream);
-    return await pingPong(stream, roundTrips, warmup, size);
+    const { p50Us, p99Us } = await pingPong(stream, roundTrips, warmup, size);
+    return { p50Us, p99Us };
   } finally {
     await closeStreams(streams, manager);
   }
@@ -224,7 +235,7 @@ const ENDLESS = 2 ** 50;
  * both come from one Manager, so they share the VC and its hop connections; a TCP target gets two
  * connections (through `connect --local` two flows on its one VC).
  */
-async function interactive({ target, beside, roundTrips, warmup, size, settleMs }: InteractiveParams): Promise<InteractiveResult> {
+async function interactive({ target, beside, roundTrips, warmup, size, settleMs, maxMs }: InteractiveParams): Promise<InteractiveResult> {
   const manager = await managerFor(target);
   const streams: Duplex[] = [];
   const stop = new StopSignal();
@@ -251,7 +262,7 @@ async function interactive({ target, beside, roundTrips, warmup, size, settleMs 
     const moved = (): number => load?.bytes ?? downloaded;
     const before = moved();
     const start = nowNs();
-    const result = await pingPong(stream, roundTrips, warmup, size);
+    const result = await pingPong(stream, roundTrips, warmup, size, maxMs);
     const bulkGbps = beside === 'none' ? Number.NaN : gbits(moved() - before, nowNs() - start);
     if (beside !== 'none' && !(bulkGbps > 0)) throw new Error(`the bulk ${beside} beside the ping-pong moved nothing`);
     return { ...result, bulkGbps };
