@@ -12,9 +12,11 @@ import { cliProblem } from './paths/cli.js';
 import { sshProblem } from './paths/ssh.js';
 import { PATH_LABELS } from './paths/types.js';
 import type { Context } from './paths/topology.js';
+import { activeScenario } from './scenarios/active.js';
 import { bulkScenario } from './scenarios/bulk.js';
 import { clusterScenario } from './scenarios/cluster.js';
 import { fairnessScenario } from './scenarios/fairness.js';
+import { interactiveScenario } from './scenarios/interactive.js';
 import { latencyScenario } from './scenarios/latency.js';
 import { longpathScenario } from './scenarios/longpath.js';
 import { memoryScenario } from './scenarios/memory.js';
@@ -27,6 +29,8 @@ const RUNNERS: Record<ScenarioName, (ctx: Context) => Promise<ScenarioReport>> =
   setup: setupScenario,
   memory: memoryScenario,
   fairness: fairnessScenario,
+  interactive: interactiveScenario,
+  active: activeScenario,
   longpath: longpathScenario,
   cluster: clusterScenario,
   reconnect: reconnectScenario,

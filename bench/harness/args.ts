@@ -1,6 +1,6 @@
 /** Command-line options of `npm run bench`. Unknown flags are an error so a typo does not silently run the full bench. */
 
-export const SCENARIOS = ['bulk', 'latency', 'setup', 'memory', 'fairness', 'longpath', 'cluster', 'reconnect'] as const;
+export const SCENARIOS = ['bulk', 'latency', 'setup', 'memory', 'fairness', 'interactive', 'active', 'longpath', 'cluster', 'reconnect'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export const PATHS = ['direct', 'relay', 'chain', 'ssh', 'library', 'library-plain', 'cli'] as const;

@@ -1,7 +1,9 @@
 import type { ScenarioName } from './args.js';
 import type { BaselineName, Row, ScenarioReport, TargetResult } from './results.js';
+import { ACTIVE_PEAK_OVER_BUDGET, FIXED_ALLOWANCE_MIB } from '../scenarios/active.js';
 import { BULK_EIGHT, BULK_ONE, PER_CORE_EIGHT, PER_CORE_ONE } from '../scenarios/bulk.js';
 import { FAIRNESS_RATIO } from '../scenarios/fairness.js';
+import { BULK_LOADS, addedP99Metric } from '../scenarios/interactive.js';
 import { P50_ADDED } from '../scenarios/latency.js';
 import { LONGPATH_RTTS_MS, longpathMetric } from '../scenarios/longpath.js';
 import { PER_IDLE_VC } from '../scenarios/memory.js';
@@ -28,6 +30,7 @@ const TARGETS: TargetSpec[] = [
   { id: 'latency-p50', description: 'library added p50 latency vs plain relay\'s', scenario: 'latency', path: 'library', metric: P50_ADDED, ratioTo: 'relay', comparison: '<=', threshold: 2, unit: 'x relay' },
   { id: 'vc-setup', description: 'library VC setups per second', scenario: 'setup', path: LIBRARY_VC, metric: SETUP_METRIC, comparison: '>=', threshold: 2000, unit: '/s' },
   { id: 'rss-per-vc', description: 'proxy RSS per idle VC', scenario: 'memory', path: 'library', metric: PER_IDLE_VC, comparison: '<=', threshold: 16, unit: 'KiB' },
+  { id: 'active-rss', description: 'proxy peak RSS growth beyond its budget, active VCs (1,000; --quick 200), half stalled', scenario: 'active', path: 'library', metric: ACTIVE_PEAK_OVER_BUDGET, comparison: '<=', threshold: FIXED_ALLOWANCE_MIB, unit: 'MiB' },
   { id: 'fairness', description: 'library bulk beside a stalled flow / alone', scenario: 'fairness', path: 'library', metric: FAIRNESS_RATIO, comparison: '>=', threshold: 0.8, unit: 'ratio' },
   // The same targets for library-plain (encryption: false on both Managers). Memory has no plain
   // variant: the proxy forwards VC bytes without reading them, so its per-VC state is the same.
@@ -58,6 +61,21 @@ const TARGETS: TargetSpec[] = [
           unit: 'x ssh',
         }),
       ),
+    ),
+  ),
+  // Issue 12: a bulk flow on the same VC adds at most 5 ms to an interactive flow's p99.
+  ...(['library', 'cli'] as const).flatMap((path) =>
+    BULK_LOADS.map(
+      (load): TargetSpec => ({
+        id: `interactive-${load}-${path}`,
+        description: `${path} ping-pong p99 added beside a bulk ${load} on the same VC`,
+        scenario: 'interactive',
+        path,
+        metric: addedP99Metric(load),
+        comparison: '<=',
+        threshold: 5,
+        unit: 'ms',
+      }),
     ),
   ),
   // Issue 13: after an outage of any length every server is registered again within 3 s of the proxy's return.

@@ -3,6 +3,8 @@ import { delay } from './payload.js';
 export interface MemorySample {
   rssBytes: number;
   heapUsedBytes: number;
+  /** The process's highest RSS so far (getrusage's maxrss), garbage the collections above freed included. */
+  peakRssBytes: number;
 }
 
 /**
@@ -16,5 +18,5 @@ export async function settledMemory(): Promise<MemorySample> {
     await delay(200);
   }
   const usage = process.memoryUsage();
-  return { rssBytes: usage.rss, heapUsedBytes: usage.heapUsed };
+  return { rssBytes: usage.rss, heapUsedBytes: usage.heapUsed, peakRssBytes: process.resourceUsage().maxRSS * 1024 };
 }

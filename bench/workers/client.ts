@@ -8,7 +8,7 @@ import type { Identity, Manager } from '../../src/index.js';
 import { serveRpc } from '../harness/rpc.js';
 import { percentileOfSorted, sorted } from '../harness/stats.js';
 import { BLOCK, aggregateGbits, delay, drained, gbits, nowNs, wallMs } from '../lib/payload.js';
-import { ECHO_HEADER, EchoReader, STALL_HEADER, bulkClient, ended } from '../lib/peer.js';
+import { ECHO_HEADER, EchoReader, STALL_HEADER, bulkClient, bulkHeader, ended } from '../lib/peer.js';
 import { runPool } from '../lib/pool.js';
 import { loadRidproxy } from '../lib/ridproxy.js';
 import { openStream, type Target } from '../lib/target.js';
@@ -71,6 +71,40 @@ export interface FairnessResult {
   stalledBytesAccepted: number;
 }
 
+/** What runs beside the ping-pong flow on the same VC (TCP paths: beside it, on another connection). */
+export type BesideLoad = 'none' | 'upload' | 'download';
+export interface InteractiveParams {
+  target: Target;
+  beside: BesideLoad;
+  roundTrips: number;
+  warmup: number;
+  size: number;
+  /** Time the bulk flow gets to fill the windows on its way before the first timed round trip. */
+  settleMs: number;
+  /** The timed round trips stop after this long even if fewer than roundTrips were made. */
+  maxMs: number;
+}
+export interface InteractiveResult extends LatencyResult {
+  /** Timed round trips made (fewer than asked when maxMs ran out). */
+  measured: number;
+  /** The bulk flow's rate while the ping-pong ran, as its sending end saw it (NaN alone). */
+  bulkGbps: number;
+}
+
+export interface ActiveParams {
+  /** Server endpoints; every client Manager dials each once, so each (client, server) pair is its own VC. */
+  endpoints: string[];
+  clients: number;
+  /** VC i (client i / servers, server i % servers) is stalled when i % stallEvery === stallEvery - 1. */
+  stallEvery: number;
+  encryption: boolean;
+}
+export interface ActiveProgress {
+  /** Bytes each flow's writer got rid of so far, in VC order; backpressure runs end to end, so a moving flow's count is bounded by what its sink read. */
+  written: number[];
+  stalled: boolean[];
+}
+
 export interface HoldParams {
   /** A TCP target (one connection per stream) or ridproxy endpoints (one VC per endpoint). */
   target: Target | { kind: 'ridproxy-many'; endpoints: string[]; managers: number };
@@ -84,6 +118,10 @@ export interface ClientApi {
   prepareIdentities(p: { count: number }): Promise<{ ready: number }>;
   setupRate(p: SetupParams): Promise<SetupResult>;
   fairness(p: FairnessParams): Promise<FairnessResult>;
+  interactive(p: InteractiveParams): Promise<InteractiveResult>;
+  openActive(p: ActiveParams): Promise<{ opened: number; failures: number; firstError: string | undefined }>;
+  activeProgress(p: Record<string, never>): Promise<ActiveProgress>;
+  closeActive(p: Record<string, never>): Promise<{ closed: number }>;
   holdIdle(p: HoldParams): Promise<{ held: number; failures: number; firstError: string | undefined }>;
   releaseIdle(p: Record<string, never>): Promise<{ released: number }>;
 }
@@ -115,26 +153,123 @@ async function bulk({ target, bytesEachWay, flows, upOnly = false }: BulkParams)
   }
 }
 
+/**
+ * Round trips of `size` bytes on an echo stream, the next sent when the whole echo is back; the
+ * timed ones stop after `maxMs` too, so a path whose round trips queue behind bulk data for tens
+ * of milliseconds still ends in bounded time.
+ */
+async function pingPong(stream: Duplex, roundTrips: number, warmup: number, size: number, maxMs = Number.POSITIVE_INFINITY): Promise<LatencyResult & { measured: number }> {
+  stream.write(ECHO_HEADER);
+  const echo = new EchoReader(stream);
+  const message = BLOCK.subarray(0, size);
+  for (let i = 0; i < warmup; i++) await echo.roundTrip(message);
+  const rtts = new Float64Array(roundTrips);
+  const deadline = nowNs() + maxMs * 1e6;
+  let measured = 0;
+  while (measured < roundTrips && nowNs() < deadline) {
+    const start = nowNs();
+    await echo.roundTrip(message);
+    rtts[measured++] = nowNs() - start;
+  }
+  const s = sorted(Array.from(rtts.subarray(0, measured)));
+  return { p50Us: percentileOfSorted(s, 50) / 1000, p99Us: percentileOfSorted(s, 99) / 1000, measured };
+}
+
 async function latency({ target, roundTrips, warmup, size }: LatencyParams): Promise<LatencyResult> {
   const manager = await managerFor(target);
   const streams: Duplex[] = [];
   try {
     const stream = await openStream(target, manager);
     streams.push(stream);
-    stream.write(ECHO_HEADER);
-    const echo = new EchoReader(stream);
-    const message = BLOCK.subarray(0, size);
-    for (let i = 0; i < warmup; i++) await echo.roundTrip(message);
-    const rtts = new Float64Array(roundTrips);
-    for (let i = 0; i < roundTrips; i++) {
-      const start = nowNs();
-      await echo.roundTrip(message);
-      rtts[i] = nowNs() - start;
-    }
-    const s = sorted(Array.from(rtts));
-    return { p50Us: percentileOfSorted(s, 50) / 1000, p99Us: percentileOfSorted(s, 99) / 1000 };
+    const { p50Us, p99Us } = await pingPong(stream, roundTrips, warmup, size);
+    return { p50Us, p99Us };
   } finally {
     await closeStreams(streams, manager);
+  }
+}
+
+/**
+ * Settles a set of writers at once: `stopped` for loops that check it between writes, `settled`
+ * for one waiting on a drain that will never come (a stalled reader).
+ */
+class StopSignal {
+  stopped = false;
+  readonly settled: Promise<void>;
+  private release!: () => void;
+
+  constructor() {
+    this.settled = new Promise<void>((resolve) => {
+      this.release = resolve;
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.release();
+  }
+}
+
+/** A writer that keeps `stream` full of BLOCKs until `stop`, honouring backpressure; `bytes` is what the stream took. */
+interface Pump {
+  bytes: number;
+  done: Promise<void>;
+}
+
+/** Bounded by `cap` too, in case a path has no backpressure at all (then the cap shows in the result). */
+function pump(stream: Duplex, stop: StopSignal, cap = Number.POSITIVE_INFINITY): Pump {
+  const state: Pump = { bytes: 0, done: Promise.resolve() };
+  state.done = (async () => {
+    while (!stop.stopped && state.bytes < cap) {
+      state.bytes += BLOCK.length;
+      if (!stream.write(BLOCK)) await Promise.race([drained(stream), stop.settled]);
+    }
+  })().catch(() => undefined);
+  return state;
+}
+
+/** Far more than any run moves: the sink sends until the stream is destroyed. */
+const ENDLESS = 2 ** 50;
+
+/**
+ * Ping-pong on one flow, alone or beside a bulk flow that runs the whole time: for the library
+ * both come from one Manager, so they share the VC and its hop connections; a TCP target gets two
+ * connections (through `connect --local` two flows on its one VC).
+ */
+async function interactive({ target, beside, roundTrips, warmup, size, settleMs, maxMs }: InteractiveParams): Promise<InteractiveResult> {
+  const manager = await managerFor(target);
+  const streams: Duplex[] = [];
+  const stop = new StopSignal();
+  let load: Pump | undefined;
+  let downloaded = 0;
+  try {
+    if (beside !== 'none') {
+      const bulk = await openStream(target, manager);
+      streams.push(bulk);
+      bulk.on('error', () => undefined);
+      if (beside === 'upload') {
+        bulk.write(bulkHeader(0));
+        load = pump(bulk, stop);
+      } else {
+        bulk.on('data', (chunk: Buffer) => {
+          downloaded += chunk.length;
+        });
+        bulk.write(bulkHeader(ENDLESS));
+      }
+      await delay(settleMs);
+    }
+    const stream = await openStream(target, manager);
+    streams.push(stream);
+    const moved = (): number => load?.bytes ?? downloaded;
+    const before = moved();
+    const start = nowNs();
+    const result = await pingPong(stream, roundTrips, warmup, size, maxMs);
+    const bulkGbps = beside === 'none' ? Number.NaN : gbits(moved() - before, nowNs() - start);
+    if (beside !== 'none' && !(bulkGbps > 0)) throw new Error(`the bulk ${beside} beside the ping-pong moved nothing`);
+    return { ...result, bulkGbps };
+  } finally {
+    stop.stop();
+    await closeStreams(streams, manager);
+    await load?.done;
   }
 }
 
@@ -257,41 +392,66 @@ async function setupRate(params: SetupParams): Promise<SetupResult> {
 async function fairness({ target, bytes, stall, settleMs }: FairnessParams): Promise<FairnessResult> {
   const manager = await managerFor(target);
   const streams: Duplex[] = [];
-  let stop = false;
-  // Settles when the run is over, releasing a stalled writer that waits for a drain that will never come.
-  let release!: () => void;
-  const stopped = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  let stalledBytesAccepted = 0;
-  let stalledWriter: Promise<void> = Promise.resolve();
+  const stop = new StopSignal();
+  let stalledWriter: Pump | undefined;
   try {
     if (stall) {
       const stalled = await openStream(target, manager);
       streams.push(stalled);
       stalled.on('error', () => undefined);
       stalled.write(STALL_HEADER);
-      // Keeps the stalled flow's windows full for the whole measurement. Bounded by `stop` and by
-      // a cap, in case a path has no backpressure at all (then the cap shows in the result).
-      const cap = 4 * bytes;
-      stalledWriter = (async () => {
-        while (!stop && stalledBytesAccepted < cap) {
-          stalledBytesAccepted += BLOCK.length;
-          if (!stalled.write(BLOCK)) await Promise.race([drained(stalled), stopped]);
-        }
-      })().catch(() => undefined);
+      // Keeps the stalled flow's windows full for the whole measurement.
+      stalledWriter = pump(stalled, stop, 4 * bytes);
       await delay(settleMs);
     }
     const bulk = await openStream(target, manager);
     streams.push(bulk);
     const { up } = await bulkClient(bulk, bytes, 0);
-    return { gbps: gbits(up.bytes, up.lastNs - up.firstNs), stalledBytesAccepted };
+    return { gbps: gbits(up.bytes, up.lastNs - up.firstNs), stalledBytesAccepted: stalledWriter?.bytes ?? 0 };
   } finally {
-    stop = true;
-    release();
+    stop.stop();
     await closeStreams(streams, manager);
-    await stalledWriter;
+    await stalledWriter?.done;
   }
+}
+
+/** The memory scenario's active VCs: one uploading flow each, half to sinks that never read. */
+const active: { managers: Manager[]; streams: Duplex[]; pumps: Pump[]; stalled: boolean[]; stop: StopSignal } = {
+  managers: [],
+  streams: [],
+  pumps: [],
+  stalled: [],
+  stop: new StopSignal(),
+};
+
+async function openActive({ endpoints, clients, stallEvery, encryption }: ActiveParams): Promise<{ opened: number; failures: number; firstError: string | undefined }> {
+  const { Manager } = await loadRidproxy();
+  active.stop = new StopSignal();
+  active.managers = Array.from({ length: clients }, () => new Manager({ encryption }));
+  const count = clients * endpoints.length;
+  active.pumps = new Array<Pump>(count);
+  active.stalled = Array.from({ length: count }, (_, i) => i % stallEvery === stallEvery - 1);
+  const result = await runPool(count, 50, async (i) => {
+    const stream = await active.managers[Math.floor(i / endpoints.length)].dial(endpoints[i % endpoints.length]);
+    active.streams.push(stream);
+    stream.on('error', () => undefined);
+    stream.write(active.stalled[i] ? STALL_HEADER : bulkHeader(0));
+    active.pumps[i] = pump(stream, active.stop);
+  });
+  return { opened: result.completed, failures: result.failures, firstError: result.firstError };
+}
+
+async function activeProgress(): Promise<ActiveProgress> {
+  return { written: Array.from(active.pumps, (p) => p?.bytes ?? 0), stalled: active.stalled };
+}
+
+async function closeActive(): Promise<{ closed: number }> {
+  active.stop.stop();
+  const closed = active.streams.length;
+  await closeStreams(active.streams.splice(0), undefined);
+  await Promise.all(active.managers.splice(0).map((m) => m.close()));
+  await Promise.all(active.pumps.splice(0).map((p) => p?.done));
+  return { closed };
 }
 
 /** Streams (and their Managers) held open for the memory scenario until releaseIdle. */
@@ -340,6 +500,10 @@ serveRpc<ClientApi>({
   prepareIdentities,
   setupRate,
   fairness,
+  interactive,
+  openActive,
+  activeProgress,
+  closeActive,
   holdIdle,
   releaseIdle,
 });

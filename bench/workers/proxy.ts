@@ -4,10 +4,21 @@ import { serveRpc } from '../harness/rpc.js';
 import { settledMemory, type MemorySample } from '../lib/memory.js';
 import { loadRidproxy } from '../lib/ridproxy.js';
 
-/** Limits the memory scenario raises: its servers all come from 127.0.0.1 and outnumber the defaults, and it holds thousands of idle VCs. */
+/**
+ * Limits the memory and active scenarios raise: their servers all come from 127.0.0.1 and outnumber
+ * the defaults, and they hold thousands of VCs (active: the budgets under the global one raised to
+ * it, so the global budget is the one that binds).
+ */
 export type ProxyLimits = Pick<
   ProxyOptions,
-  'maxConnections' | 'maxConnectionsPerAddress' | 'maxRegistrations' | 'maxVcsPerConnection' | 'bufferBudget' | 'connectionBufferBudget'
+  | 'maxConnections'
+  | 'maxConnectionsPerAddress'
+  | 'maxRegistrations'
+  | 'maxVcsPerConnection'
+  | 'bufferBudget'
+  | 'connectionBufferBudget'
+  | 'identityBufferBudget'
+  | 'addressBufferBudget'
 >;
 
 export interface ProxyApi {
