@@ -6,7 +6,7 @@ import { Flag, FrameType, GoAwayCode, INITIAL_STREAM_WINDOW, MAX_U32, encodeHead
 import { kAbort, kData, kDataStart, kFlags, kLink, kOpen, kSendSome, kWindowUpdate, type SessionLink } from './internal.js';
 import { PeerStreamIds } from './ids.js';
 import { FrameParser } from './parser.js';
-import { YamuxStream, type YamuxStreamInit } from './stream.js';
+import { YamuxStream, sessionOf, type YamuxStreamInit } from './stream.js';
 
 export interface YamuxSessionOptions {
   /** True on the side that opened the underlying transport: its streams get odd ids. */
@@ -337,7 +337,7 @@ export class YamuxSession extends EventEmitter {
 
   #newStream(id: number): YamuxStream {
     const stream = this.#createStream({ session: this, id });
-    if (stream.session !== this || stream.id !== id) {
+    if (sessionOf(stream) !== this || stream.id !== id) {
       throw new InvalidArgumentError('ERR_INVALID_OPTION', 'createStream must pass its init object to the YamuxStream constructor');
     }
     this.#streams.set(id, stream);

@@ -11,6 +11,18 @@ export interface YamuxStreamInit {
   id: number;
 }
 
+/**
+ * The session of each stream, for the session's own check that a createStream passed its init
+ * through. Kept here rather than on the stream so that a stream (a manager's Flow) offers no
+ * path, not even a symbol-keyed one, into the session beneath it.
+ */
+const sessions = new WeakMap<YamuxStream, YamuxSession>();
+
+/** The session `stream` was constructed for, if it was constructed from a session's init. */
+export function sessionOf(stream: YamuxStream): YamuxSession | undefined {
+  return sessions.get(stream);
+}
+
 type WriteCallback = (err?: Error | null) => void;
 
 /** The write being sent: the chunks of one `_write`/`_writev` call, consumed front to back. */
@@ -40,7 +52,6 @@ interface PendingWrite {
  */
 export class YamuxStream extends Duplex {
   readonly id: number;
-  readonly session: YamuxSession;
 
   readonly #link: SessionLink;
   /** Bytes the peer has allowed us to send and we have not sent yet. */
@@ -72,7 +83,7 @@ export class YamuxStream extends Duplex {
   constructor(init: YamuxStreamInit) {
     super({ allowHalfOpen: true });
     this.id = init.id;
-    this.session = init.session;
+    sessions.set(this, init.session);
     this.#link = init.session[kLink];
     // Counted as already granted so that a _read before the SYN/ACK goes out cannot announce it twice.
     this.#recvWindow = this.#link.streamWindow;
