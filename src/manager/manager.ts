@@ -231,7 +231,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     }
     // A flow nobody will accept is reset at once rather than left to hang the peer. Flows on a VC
     // this process dialed are its own to accept, listening or not: Vanadium's flow.Manager takes
-    // them for the connection's lifetime, which is what lets a dial-only process be called back.
+    // them for the VC's lifetime, which is what lets a dial-only process be called back.
     if ((!flow.conn.dialer && !this.isListening) || this.isClosing || flow.destroyed) {
       flow.destroy();
       return;

@@ -79,7 +79,7 @@ export class VcCache {
   /**
    * The acceptor's half of a new VC: the secure handshake, in which the peer must prove the
    * source routing ID its open frame claimed (a proxy, or a peer, may lie about it) and pass our
-   * authorize check; then the session.
+   * authorize check; then the VcSession over it.
    */
   async accept(circuit: VirtualCircuit, local: string, remoteAt: (rid: RoutingId) => string): Promise<void> {
     const { identity, options } = this.owner;
