@@ -182,8 +182,13 @@ export class VcCache {
     setupRtt?: number,
   ): VcSession {
     const { options } = this.owner;
+    // An acceptor's peer passed authorize in the handshake; a dialed peer opening flows back must pass it too.
+    const authorize = options.authorize;
+    const peer = { publicKey: Buffer.from(remotePublicKey), routingId: RoutingId.fromPublicKey(remotePublicKey) };
+    const allowed: true | Promise<boolean> = !dialer || authorize === undefined ? true : Promise.resolve().then(() => authorize(peer)).then((ok) => ok === true, () => false);
     const vc = new VcSession({
       circuit,
+      onFlow: (flow) => this.owner.flow(flow, allowed),
       transport,
       remotePublicKey,
       dialer,
@@ -202,11 +207,6 @@ export class VcCache {
     const key = vc.remoteRoutingId.toString();
     this.all.add(vc);
     if (!this.byRoutingId.get(key)?.isOpen) this.byRoutingId.set(key, vc);
-    // An acceptor's peer passed authorize in the handshake; a dialed peer opening flows back must pass it too.
-    const authorize = options.authorize;
-    const peer = { publicKey: Buffer.from(remotePublicKey), routingId: vc.remoteRoutingId };
-    const allowed: true | Promise<boolean> = !dialer || authorize === undefined ? true : Promise.resolve().then(() => authorize(peer)).then((ok) => ok === true, () => false);
-    vc.on('flow', (flow: Flow) => this.owner.flow(flow, allowed));
     void vc.closed.then(() => {
       this.all.delete(vc);
       if (this.byRoutingId.get(key) === vc) this.byRoutingId.delete(key);

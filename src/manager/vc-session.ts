@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { MuxError, Reason, VcClosedError, type RidproxyError } from '../errors.js';
 import { RoutingId } from '../id/routing-id.js';
@@ -8,6 +7,11 @@ import { Flow } from './flow.js';
 
 export interface VcSessionInit {
   circuit: VirtualCircuit;
+  /**
+   * Each flow the remote opens. A callback, not an event: `flow.conn` is in the application's
+   * hands, and a listener there would get flows before accept(), and before authorize decided.
+   */
+  onFlow: (flow: Flow) => void;
   /** What the multiplexer runs over: the end-to-end secure channel inside the circuit, or the circuit itself. */
   transport: Duplex;
   /** The peer's key as authenticated end to end (or as vouched for by the proxy, without encryption). */
@@ -33,9 +37,9 @@ export interface VcSessionInit {
 /**
  * A VC between this process and one other, carrying a yamux session whose streams are Flows.
  * This is what `flow.conn` exposes. It closes itself after `idleTimeout` with no flows that
- * keep it alive, and emits 'flow' for each flow the remote opens.
+ * keep it alive, and hands each flow the remote opens to `onFlow`.
  */
-export class VcSession extends EventEmitter {
+export class VcSession {
   // The layers below stay inside: a flow's `conn` is this VC, not a way into its multiplexer or circuit.
   readonly #circuit: VirtualCircuit;
   readonly #mux: YamuxSession;
@@ -59,7 +63,6 @@ export class VcSession extends EventEmitter {
   readonly #idleTimeout: number;
 
   constructor(init: VcSessionInit) {
-    super();
     this.#circuit = init.circuit;
     this.remotePublicKey = init.remotePublicKey;
     this.remoteRoutingId = RoutingId.fromPublicKey(init.remotePublicKey);
@@ -82,7 +85,7 @@ export class VcSession extends EventEmitter {
     });
     this.#mux.on('stream', (flow: Flow) => {
       this.#track(flow, false);
-      this.emit('flow', flow);
+      init.onFlow(flow);
     });
     // A VC closed underneath the session (peer lost, proxy gone) must fail the flows with its own
     // typed reason, so this runs before the multiplexer's generic transport-error handling. Once
