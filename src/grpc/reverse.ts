@@ -15,7 +15,7 @@ export interface ServeGrpcReverseOptions extends ServeGrpcOptions, BackoffOption
 export interface GrpcReverseEvents {
   /**
    * A VC to the hub is up again and held open (the first one is what start() resolves with);
-   * `attempt` numbers the dial that made it, counting from the loss of the last connection that
+   * `attempt` numbers the dial that made it, counting from the loss of the last VC that
    * lasted (1 = the first dial after it).
    */
   connected: [{ vc: VcSession; attempt: number }];
@@ -26,7 +26,7 @@ export interface GrpcReverseEvents {
 }
 
 /**
- * A connection that lasted this long was not a flap: its loss starts the backoff again from an
+ * A VC that lasted this long was not a flap: its loss starts the backoff again from an
  * immediate dial. A shorter one continues it, so a hub that closes every held flow at once is
  * dialed at most every maxDelay, not in a loop.
  */
@@ -47,7 +47,7 @@ export class GrpcReverseServing extends EventEmitter<GrpcReverseEvents> implemen
   readonly done: Promise<void>;
   private held: Flow | undefined;
   private heldSince = 0;
-  /** Dials since the start or since losing a connection that lasted STABLE_AFTER: the backoff's position. */
+  /** Dials since the start or since losing a VC that lasted STABLE_AFTER: the backoff's position. */
   private attempts = 0;
   private stopped = false;
   private readonly stop = new AbortController();
@@ -80,7 +80,7 @@ export class GrpcReverseServing extends EventEmitter<GrpcReverseEvents> implemen
     }
     agent.attempts = 1;
     agent.adopt(first);
-    // As after a connection that lasted: the first loss is dialed again at once.
+    // As after a VC that lasted: the first loss is dialed again at once.
     agent.attempts = 0;
     return agent;
   }

@@ -13,7 +13,7 @@ const LENGTH_PREFIX = 4;
  * the bytes; mixing them with plain reads on the same flow is the caller's choice to make.
  */
 export class Flow extends YamuxStream {
-  /** The VC this flow runs on: `rtt`, `lastUsed`, `closed`. */
+  /** The VC this flow runs on (README: `rtt`, `ping()`, `receiveWindow`, `lastUsed`, `closed`, `remoteRoutingId`); never a way to the multiplexer or circuit beneath it. */
   readonly conn: VcSession;
   #reading: Promise<void> = Promise.resolve();
   #peerEnded = false;
@@ -98,16 +98,16 @@ export class Flow extends YamuxStream {
   }
 
   async #readOneMsg(maxSize: number): Promise<Buffer> {
-    const header = await this.readExactly(LENGTH_PREFIX, true);
+    const header = await this.#readExactly(LENGTH_PREFIX, true);
     const length = header.readUInt32BE(0);
     if (length > maxSize) {
       this.destroy(new ManagerError('ERR_MESSAGE_TOO_LARGE', `peer sent a ${length}-byte message; the limit is ${maxSize} bytes`));
       throw this.errored;
     }
-    return length === 0 ? Buffer.alloc(0) : this.readExactly(length, false);
+    return length === 0 ? Buffer.alloc(0) : this.#readExactly(length, false);
   }
 
-  private readExactly(size: number, atBoundary: boolean): Promise<Buffer> {
+  #readExactly(size: number, atBoundary: boolean): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       const attempt = (): void => {
         const chunk = this.read(size) as Buffer | null;

@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { MuxError, Reason, VcClosedError, type RidproxyError } from '../errors.js';
 import { RoutingId } from '../id/routing-id.js';
@@ -8,6 +7,11 @@ import { Flow } from './flow.js';
 
 export interface VcSessionInit {
   circuit: VirtualCircuit;
+  /**
+   * Each flow the remote opens. A callback, not an event: `flow.conn` is in the application's
+   * hands, and a listener there would get flows before accept(), and before authorize decided.
+   */
+  onFlow: (flow: Flow) => void;
   /** What the multiplexer runs over: the end-to-end secure channel inside the circuit, or the circuit itself. */
   transport: Duplex;
   /** The peer's key as authenticated end to end (or as vouched for by the proxy, without encryption). */
@@ -33,9 +37,9 @@ export interface VcSessionInit {
 /**
  * A VC between this process and one other, carrying a yamux session whose streams are Flows.
  * This is what `flow.conn` exposes. It closes itself after `idleTimeout` with no flows that
- * keep it alive, and emits 'flow' for each flow the remote opens.
+ * keep it alive, and hands each flow the remote opens to `onFlow`.
  */
-export class VcSession extends EventEmitter {
+export class VcSession {
   // The layers below stay inside: a flow's `conn` is this VC, not a way into its multiplexer or circuit.
   readonly #circuit: VirtualCircuit;
   readonly #mux: YamuxSession;
@@ -51,23 +55,22 @@ export class VcSession extends EventEmitter {
   /** Date.now() of the last flow opened or accepted on this VC. */
   lastUsed = Date.now();
 
-  private readonly flows = new Set<Flow>();
-  private settled = false;
-  private readonly setupRtt: number | undefined;
-  private keepAliveFlows = 0;
-  private idleTimer: NodeJS.Timeout | undefined;
-  private readonly idleTimeout: number;
+  readonly #flows = new Set<Flow>();
+  #settled = false;
+  readonly #setupRtt: number | undefined;
+  #keepAliveFlows = 0;
+  #idleTimer: NodeJS.Timeout | undefined;
+  readonly #idleTimeout: number;
 
   constructor(init: VcSessionInit) {
-    super();
     this.#circuit = init.circuit;
     this.remotePublicKey = init.remotePublicKey;
     this.remoteRoutingId = RoutingId.fromPublicKey(init.remotePublicKey);
     this.dialer = init.dialer;
     this.localEndpoint = init.localEndpoint;
     this.remoteEndpoint = init.remoteEndpoint;
-    this.idleTimeout = init.idleTimeout;
-    this.setupRtt = init.setupRtt;
+    this.#idleTimeout = init.idleTimeout;
+    this.#setupRtt = init.setupRtt;
     this.#mux = new YamuxSession(init.transport, {
       client: init.dialer,
       streamWindow: init.streamWindow,
@@ -81,8 +84,8 @@ export class VcSession extends EventEmitter {
       createStream: (streamInit: YamuxStreamInit) => new Flow(streamInit, this),
     });
     this.#mux.on('stream', (flow: Flow) => {
-      this.track(flow, false);
-      this.emit('flow', flow);
+      this.#track(flow, false);
+      init.onFlow(flow);
     });
     // A VC closed underneath the session (peer lost, proxy gone) must fail the flows with its own
     // typed reason, so this runs before the multiplexer's generic transport-error handling. Once
@@ -99,8 +102,8 @@ export class VcSession extends EventEmitter {
       if (!this.#mux.isClosed) this.#mux.destroy(reason);
     });
     this.closed = this.#mux.closed.then((err) => {
-      this.settled = true;
-      this.clearIdle();
+      this.#settled = true;
+      this.#clearIdle();
       init.transport.destroy();
       this.#circuit.destroy();
       return err;
@@ -108,7 +111,7 @@ export class VcSession extends EventEmitter {
     // The flows' windows are tuned by the multiplexer's own round trip, so one ping measures it
     // now rather than at the first keepalive (it also gives `rtt` when no handshake timed it).
     this.#mux.ping().catch(() => undefined);
-    this.armIdle();
+    this.#armIdle();
   }
 
   /** The receive window of this VC end now: it grows with the path from `vcWindow` toward `maxVcWindow`. */
@@ -126,7 +129,7 @@ export class VcSession extends EventEmitter {
 
   /** Round-trip time in milliseconds: of the last keepalive ping, or of the VC's setup before one was answered. */
   get rtt(): number | undefined {
-    return this.#mux.rtt ?? this.setupRtt;
+    return this.#mux.rtt ?? this.#setupRtt;
   }
 
   get isOpen(): boolean {
@@ -136,7 +139,7 @@ export class VcSession extends EventEmitter {
   openFlow(sideChannel: boolean): Flow {
     if (!this.isOpen) throw new MuxError('ERR_SESSION_CLOSED', `VC to ${this.remoteRoutingId} is closed`);
     const flow = this.#mux.openStream() as Flow;
-    this.track(flow, sideChannel);
+    this.#track(flow, sideChannel);
     return flow;
   }
 
@@ -154,7 +157,7 @@ export class VcSession extends EventEmitter {
    */
   async close(drainTimeout: number, message: string): Promise<void> {
     this.#mux.close();
-    const flows = [...this.flows];
+    const flows = [...this.#flows];
     for (const flow of flows) {
       // close() has taken the flows over: a peer resetting one now must not crash an application
       // that stopped handling its errors. Listeners of its own still hear them.
@@ -170,7 +173,7 @@ export class VcSession extends EventEmitter {
     });
     await Promise.race([this.closed, delivered, expired]);
     clearTimeout(timer);
-    if (!this.settled) this.goAway(message);
+    if (!this.#settled) this.goAway(message);
     await this.closed;
   }
 
@@ -185,32 +188,32 @@ export class VcSession extends EventEmitter {
     this.#mux.destroy();
   }
 
-  private track(flow: Flow, sideChannel: boolean): void {
+  #track(flow: Flow, sideChannel: boolean): void {
     this.lastUsed = Date.now();
-    this.flows.add(flow);
-    flow.once('close', () => this.flows.delete(flow));
+    this.#flows.add(flow);
+    flow.once('close', () => this.#flows.delete(flow));
     if (sideChannel) return;
-    this.keepAliveFlows++;
-    this.clearIdle();
+    this.#keepAliveFlows++;
+    this.#clearIdle();
     flow.once('close', () => {
-      this.keepAliveFlows--;
+      this.#keepAliveFlows--;
       this.lastUsed = Date.now();
-      if (this.keepAliveFlows === 0) this.armIdle();
+      if (this.#keepAliveFlows === 0) this.#armIdle();
     });
   }
 
-  private armIdle(): void {
-    if (this.idleTimeout <= 0 || !this.isOpen) return;
-    this.clearIdle();
-    this.idleTimer = setTimeout(() => {
+  #armIdle(): void {
+    if (this.#idleTimeout <= 0 || !this.isOpen) return;
+    this.#clearIdle();
+    this.#idleTimer = setTimeout(() => {
       // Side-channel flows do not hold the VC open: they end with it.
-      if (this.keepAliveFlows === 0) this.goAway(`the peer closed the VC after ${this.idleTimeout} ms without flows`);
-    }, this.idleTimeout);
-    this.idleTimer.unref();
+      if (this.#keepAliveFlows === 0) this.goAway(`the peer closed the VC after ${this.#idleTimeout} ms without flows`);
+    }, this.#idleTimeout);
+    this.#idleTimer.unref();
   }
 
-  private clearIdle(): void {
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = undefined;
+  #clearIdle(): void {
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
   }
 }

@@ -8,7 +8,7 @@ import type { YamuxStream } from './stream.js';
  */
 
 /** What a stream may ask of its session. */
-export interface SessionLink {
+export interface SessionHandle {
   /** Receive window per stream that this side announces at first. */
   readonly streamWindow: number;
   /** Largest receive window a stream grows to. */
@@ -31,7 +31,7 @@ export interface SessionLink {
   accepted(stream: YamuxStream): void;
 }
 
-export const kLink = Symbol('yamux.sessionLink');
+export const kSessionHandle = Symbol('yamux.sessionHandle');
 
 /** Stream members the session calls. */
 export const kOpen = Symbol('yamux.open');

@@ -3,10 +3,10 @@ import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, MuxError } from '../errors.js';
 import { Flag, FrameType, GoAwayCode, INITIAL_STREAM_WINDOW, MAX_U32, encodeHeader, type FrameHeader } from './frame.js';
-import { kAbort, kData, kDataStart, kFlags, kLink, kOpen, kSendSome, kWindowUpdate, type SessionLink } from './internal.js';
+import { kAbort, kData, kDataStart, kFlags, kSessionHandle, kOpen, kSendSome, kWindowUpdate, type SessionHandle } from './internal.js';
 import { PeerStreamIds } from './ids.js';
 import { FrameParser } from './parser.js';
-import { YamuxStream, type YamuxStreamInit } from './stream.js';
+import { YamuxStream, sessionOf, type YamuxStreamInit } from './stream.js';
 
 export interface YamuxSessionOptions {
   /** True on the side that opened the underlying transport: its streams get odd ids. */
@@ -127,7 +127,7 @@ function checkInteger(name: string, value: number, min: number, max: number): nu
 export class YamuxSession extends EventEmitter {
   /** Settles when the session ends: undefined for a clean close, the error otherwise. Never rejects. */
   readonly closed: Promise<Error | undefined>;
-  readonly [kLink]: SessionLink;
+  readonly [kSessionHandle]: SessionHandle;
 
   readonly #transport: Duplex;
   readonly #parser: FrameParser;
@@ -188,7 +188,7 @@ export class YamuxSession extends EventEmitter {
       this.#resolveClosed = resolve;
     });
 
-    this[kLink] = {
+    this[kSessionHandle] = {
       streamWindow: this.#streamWindow,
       maxStreamWindow,
       rtt: () => this.#rtt,
@@ -337,7 +337,7 @@ export class YamuxSession extends EventEmitter {
 
   #newStream(id: number): YamuxStream {
     const stream = this.#createStream({ session: this, id });
-    if (stream.session !== this || stream.id !== id) {
+    if (sessionOf(stream) !== this || stream.id !== id) {
       throw new InvalidArgumentError('ERR_INVALID_OPTION', 'createStream must pass its init object to the YamuxStream constructor');
     }
     this.#streams.set(id, stream);

@@ -2,13 +2,25 @@ import { Duplex } from 'node:stream';
 import { MuxError } from '../errors.js';
 import { ReceiveWindow } from '../flow-control/receive-window.js';
 import { Flag, FrameType, INITIAL_STREAM_WINDOW, MAX_U32 } from './frame.js';
-import { kAbort, kData, kDataStart, kFlags, kLink, kOpen, kSendSome, kWindowUpdate, type SessionLink } from './internal.js';
+import { kAbort, kData, kDataStart, kFlags, kSessionHandle, kOpen, kSendSome, kWindowUpdate, type SessionHandle } from './internal.js';
 import type { YamuxSession } from './session.js';
 
 /** What the session hands to a stream constructor; subclasses pass it through to `super`. */
 export interface YamuxStreamInit {
   session: YamuxSession;
   id: number;
+}
+
+/**
+ * The session of each stream, for the session's own check that a createStream passed its init
+ * through. Kept here rather than on the stream so that a stream (a manager's Flow) offers no
+ * path, not even a symbol-keyed one, into the session beneath it.
+ */
+const sessions = new WeakMap<YamuxStream, YamuxSession>();
+
+/** The session `stream` was constructed for, if it was constructed from a session's init. */
+export function sessionOf(stream: YamuxStream): YamuxSession | undefined {
+  return sessions.get(stream);
 }
 
 type WriteCallback = (err?: Error | null) => void;
@@ -40,9 +52,8 @@ interface PendingWrite {
  */
 export class YamuxStream extends Duplex {
   readonly id: number;
-  readonly session: YamuxSession;
 
-  readonly #link: SessionLink;
+  readonly #session: SessionHandle;
   /** Bytes the peer has allowed us to send and we have not sent yet. */
   #sendWindow = INITIAL_STREAM_WINDOW;
   /** Bytes we have allowed the peer to send and it has not sent yet. */
@@ -72,11 +83,11 @@ export class YamuxStream extends Duplex {
   constructor(init: YamuxStreamInit) {
     super({ allowHalfOpen: true });
     this.id = init.id;
-    this.session = init.session;
-    this.#link = init.session[kLink];
+    sessions.set(this, init.session);
+    this.#session = init.session[kSessionHandle];
     // Counted as already granted so that a _read before the SYN/ACK goes out cannot announce it twice.
-    this.#recvWindow = this.#link.streamWindow;
-    this.#window = new ReceiveWindow(this.#link.streamWindow, this.#link.maxStreamWindow);
+    this.#recvWindow = this.#session.streamWindow;
+    this.#window = new ReceiveWindow(this.#session.streamWindow, this.#session.maxStreamWindow);
   }
 
   /** The receive window this stream grants its peer now: from `streamWindow` up to `maxStreamWindow`. */
@@ -91,12 +102,12 @@ export class YamuxStream extends Duplex {
   markAccepted(): void {
     if (!this.#awaitingAccept) return;
     this.#awaitingAccept = false;
-    this.#link.accepted(this);
+    this.#session.accepted(this);
     // The window beyond the spec's initial one was held back from the ACK; it goes out now as it would have then.
-    const extra = this.#link.streamWindow - INITIAL_STREAM_WINDOW;
-    if (extra > 0 && !this.#remoteFin && !this.destroyed && this.#link.canSend()) {
+    const extra = this.#session.streamWindow - INITIAL_STREAM_WINDOW;
+    if (extra > 0 && !this.#remoteFin && !this.destroyed && this.#session.canSend()) {
       this.#recvWindow += extra;
-      this.#link.sendControl(FrameType.WindowUpdate, 0, this.id, extra);
+      this.#session.sendControl(FrameType.WindowUpdate, 0, this.id, extra);
     }
     // A _read that came while pending returned nothing, and Node will not call it again until more data is pushed.
     this.#returnCredit(true);
@@ -129,7 +140,7 @@ export class YamuxStream extends Duplex {
    * while the peer has no credit left, since then nothing else would ever send one.
    */
   #returnCredit(starving: boolean): void {
-    if (!this.#announced || this.#awaitingAccept || this.#remoteFin || this.destroyed || !this.#link.canSend()) return;
+    if (!this.#announced || this.#awaitingAccept || this.#remoteFin || this.destroyed || !this.#session.canSend()) return;
     const window = this.#window.size;
     const room = (size: number): number =>
       // A consumer calling read(n) with n above the window raises readableHighWaterMark to n and
@@ -138,10 +149,10 @@ export class YamuxStream extends Duplex {
     let credit = room(window);
     if (credit <= 0) return;
     if (credit < window / 2 && (this.#recvWindow > 0 || !starving)) return;
-    const tuned = this.#window.beforeGrant(credit, this.#link.rtt());
+    const tuned = this.#window.beforeGrant(credit, this.#session.rtt());
     if (tuned !== window) credit = room(tuned);
     this.#recvWindow += credit;
-    this.#link.sendControl(FrameType.WindowUpdate, 0, this.id, credit);
+    this.#session.sendControl(FrameType.WindowUpdate, 0, this.id, credit);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: WriteCallback): void {
@@ -158,7 +169,7 @@ export class YamuxStream extends Duplex {
   }
 
   override _final(callback: WriteCallback): void {
-    if (!this.#link.canSend()) {
+    if (!this.#session.canSend()) {
       callback(new MuxError('ERR_SESSION_CLOSED', `cannot end stream ${this.id}: its session is closed`));
       return;
     }
@@ -170,7 +181,7 @@ export class YamuxStream extends Duplex {
       callback();
       return;
     }
-    this.#link.sendControl(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
+    this.#session.sendControl(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
     if (this.#remoteFin) this.#release();
     callback();
   }
@@ -181,8 +192,8 @@ export class YamuxStream extends Duplex {
     pending?.callback(err ?? new MuxError('ERR_STREAM_RESET', `stream ${this.id} was destroyed before this write was sent`));
     const fullyClosed = this.#localFin && this.#remoteFin;
     // A stream whose SYN never went out is unknown to the peer: nothing to reset.
-    if (this.#announced && !fullyClosed && !this.#resetNotNeeded && this.#link.canSend()) {
-      this.#link.sendControl(FrameType.WindowUpdate, Flag.RST, this.id, 0);
+    if (this.#announced && !fullyClosed && !this.#resetNotNeeded && this.#session.canSend()) {
+      this.#session.sendControl(FrameType.WindowUpdate, Flag.RST, this.id, 0);
     }
     this.#release();
     callback(err);
@@ -197,12 +208,12 @@ export class YamuxStream extends Duplex {
     this.#announced = true;
     this.#awaitingAccept = awaitingAccept;
     if (awaitingAccept) this.#recvWindow = INITIAL_STREAM_WINDOW;
-    this.#link.sendControl(FrameType.WindowUpdate, flag, this.id, awaitingAccept ? 0 : this.#link.streamWindow - INITIAL_STREAM_WINDOW);
+    this.#session.sendControl(FrameType.WindowUpdate, flag, this.id, awaitingAccept ? 0 : this.#session.streamWindow - INITIAL_STREAM_WINDOW);
     // What a stream that waited for its SYN was asked to do meanwhile.
     if (this.#finAfterSyn) {
-      this.#link.sendControl(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
+      this.#session.sendControl(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
     } else if (this.#pending && this.#sendWindow > 0) {
-      this.#link.schedule(this);
+      this.#session.schedule(this);
     }
     // read(n) may have raised the high-water mark while it waited.
     this.#returnCredit(false);
@@ -244,7 +255,7 @@ export class YamuxStream extends Duplex {
 
   [kWindowUpdate](delta: number): void {
     this.#sendWindow += delta;
-    if (delta > 0 && this.#pending && !this.destroyed) this.#link.schedule(this);
+    if (delta > 0 && this.#pending && !this.destroyed) this.#session.schedule(this);
   }
 
   /**
@@ -254,7 +265,7 @@ export class YamuxStream extends Duplex {
   [kSendSome](): boolean {
     const pending = this.#pending;
     if (!pending || !this.#announced || this.destroyed || this.#sendWindow === 0) return false;
-    const length = Math.min(this.#link.maxFrameSize, this.#sendWindow, pending.remaining);
+    const length = Math.min(this.#session.maxFrameSize, this.#sendWindow, pending.remaining);
     const pieces: Buffer[] = [];
     let left = length;
     while (left > 0) {
@@ -270,7 +281,7 @@ export class YamuxStream extends Duplex {
     }
     this.#sendWindow -= length;
     pending.remaining -= length;
-    this.#link.sendData(this.id, length, pieces);
+    this.#session.sendData(this.id, length, pieces);
     if (pending.remaining > 0) return this.#sendWindow > 0;
     this.#pending = undefined;
     // May synchronously start the next write (Node flushes its buffer from here), which reschedules us.
@@ -285,7 +296,7 @@ export class YamuxStream extends Duplex {
   }
 
   #enqueue(chunks: Buffer[], total: number, callback: WriteCallback): void {
-    if (!this.#link.canSend()) {
+    if (!this.#session.canSend()) {
       callback(new MuxError('ERR_SESSION_CLOSED', `cannot write to stream ${this.id}: its session is closed`));
       return;
     }
@@ -296,12 +307,12 @@ export class YamuxStream extends Duplex {
     this.#pending = { chunks, index: 0, offset: 0, remaining: total, callback };
     // With a zero window the write stays parked until the peer's WindowUpdate reschedules it;
     // before the SYN has gone out, until kOpen schedules it.
-    if (this.#announced && this.#sendWindow > 0) this.#link.schedule(this);
+    if (this.#announced && this.#sendWindow > 0) this.#session.schedule(this);
   }
 
   #release(): void {
     if (this.#released) return;
     this.#released = true;
-    this.#link.release(this);
+    this.#session.release(this);
   }
 }
