@@ -16,3 +16,6 @@ export { composeRegistrationHooks } from '../proxy/registration-hooks.js';
 export type { RegistrationHook, RegistrationVerdict } from '../proxy/options.js';
 export { proxyHeader, parseSocketAddress, PROXY_PROTOCOL_VERSIONS, type ProxyProtocolVersion, type SocketAddress } from '../tunnel/proxy-protocol.js';
 export { TlsTermination, type TlsCredentials } from '../tunnel/tls-termination.js';
+// awaitServiceReady: what a dialer reads first from a flow forwardFlow carries (the local service's refusal, if any).
+export { awaitServiceReady } from '../tunnel/protocol.js';
+export { forwardFlow, forwardFlows, type ForwardOptions, type ForwardResult, type Forwarding } from '../tunnel/forward.js';
