@@ -2,7 +2,8 @@
  * `ridproxy/ingress`: the web ingress a proxy can run beside its listener (`proxy start --http
  * --domain`, `--tls-passthrough`, `--tcp-ports`): host names for registered servers, the HTTP
  * listener and the blind TLS listener that route to them by name, public TCP ports, and the
- * registration hooks that compose them.
+ * registration hooks that compose them; and, for the serving side, `forwardFlows`, which carries
+ * each flow to a local port as `serve --forward` does.
  */
 export { IngressDialer } from './dialer.js';
 export { HttpIngress, type HttpIngressOptions } from './http.js';
