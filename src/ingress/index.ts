@@ -2,7 +2,8 @@
  * `ridproxy/ingress`: the web ingress a proxy can run beside its listener (`proxy start --http
  * --domain`, `--tls-passthrough`, `--tcp-ports`): host names for registered servers, the HTTP
  * listener and the blind TLS listener that route to them by name, public TCP ports, and the
- * registration hooks that compose them.
+ * registration hooks that compose them; and, for the serving side, `forwardFlows`, which carries
+ * each flow to a local port as `serve --forward` does.
  */
 export { IngressDialer } from './dialer.js';
 export { HttpIngress, type HttpIngressOptions } from './http.js';
@@ -16,3 +17,6 @@ export { composeRegistrationHooks } from '../proxy/registration-hooks.js';
 export type { RegistrationHook, RegistrationVerdict } from '../proxy/options.js';
 export { proxyHeader, parseSocketAddress, PROXY_PROTOCOL_VERSIONS, type ProxyProtocolVersion, type SocketAddress } from '../tunnel/proxy-protocol.js';
 export { TlsTermination, type TlsCredentials } from '../tunnel/tls-termination.js';
+// awaitServiceReady: what a dialer reads first from a flow forwardFlow carries (the local service's refusal, if any).
+export { awaitServiceReady } from '../tunnel/protocol.js';
+export { forwardFlow, forwardFlows, type ForwardOptions, type ForwardResult, type Forwarding } from '../tunnel/forward.js';

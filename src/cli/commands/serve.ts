@@ -1,11 +1,9 @@
 import { access } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import type { Duplex } from 'node:stream';
 import { ConnectionClosedError, InvalidArgumentError, RegistrationError, Reason } from '../../errors.js';
 import { parseAddress, Endpoint, formatAddress } from '../../id/endpoint.js';
 import { Manager } from '../../manager/manager.js';
 import { PersistentRegistration } from '../../manager/persistent-registration.js';
-import { splice } from '../../manager/splice.js';
 import type { Flow } from '../../manager/flow.js';
 import { addTunnelOptions, reloadLogLevel, type TunnelOptions } from '../common.js';
 import { defaultIdentityPath, defaultServeIdentityPath, defaultServeIdentityPattern, identityFrom } from '../identity-file.js';
@@ -13,8 +11,8 @@ import { createLogger } from '../logger.js';
 import { describe } from '../describe.js';
 import { exposeMetrics, TunnelMetrics } from '../metrics.js';
 import { secretOption } from '../secrets.js';
-import { openServiceConnection, readOrigin, type FlowOrigin } from '../../tunnel/protocol.js';
-import { PROXY_PROTOCOL_VERSIONS, parseSocketAddress, proxyHeader, type ProxyProtocolVersion } from '../../tunnel/proxy-protocol.js';
+import { forwardFlows, type ForwardOptions, type ForwardResult } from '../../tunnel/forward.js';
+import { PROXY_PROTOCOL_VERSIONS, type ProxyProtocolVersion } from '../../tunnel/proxy-protocol.js';
 import { TlsTermination } from '../../tunnel/tls-termination.js';
 import { publicPortList } from '../parse.js';
 
@@ -155,41 +153,33 @@ export function registerServe(program: Command): void {
       registration.on('conflict', (err) => log.error({ proxy, reason: describe(err), code: err.code }, 'another process registered this identity; stopping'));
     });
 
-    const serveFlow = async (flow: Flow): Promise<void> => {
-      const peer = flow.conn.remoteRoutingId.toString();
-      const startedAt = Date.now();
+    // Each outcome logged and counted here; what happens to the bytes is the library's forwardFlow.
+    const forwardOptions: ForwardOptions = {
+      host: forward.host,
+      port: forward.port,
+      proxyProtocol: options.proxyProtocol,
+      tls,
+      fromIngress,
       // A flow can fail at any point (the client vanished, the proxy went away); that is logged, never fatal.
-      let failure: Error | undefined;
-      flow.on('error', (err) => {
-        failure ??= err;
-        log.debug({ peer, reason: describe(err) }, 'flow failed');
-      });
-      let socket;
-      let origin: FlowOrigin | undefined;
-      try {
-        // A flow from the proxy itself comes from its web ingress, and says first where from.
-        origin = fromIngress(peer) ? await readOrigin(flow) : undefined;
-        if (origin !== undefined) log.debug({ peer, via: origin.via, client: origin.client, host: origin.host }, 'flow from the web ingress');
-        socket = await openServiceConnection(flow, forward.host, forward.port);
-        if (options.proxyProtocol !== undefined) {
-          const client = origin === undefined ? undefined : parseSocketAddress(origin.client);
-          const local = socket.remoteAddress === undefined ? undefined : { address: socket.remoteAddress, port: socket.remotePort ?? forward.port };
-          socket.write(proxyHeader(options.proxyProtocol, client, local));
-        }
-      } catch (err) {
-        metrics.refused((err as { code?: string }).code ?? 'ERR_SERVICE_UNREACHABLE');
-        log.warn({ peer, forward: `${forward.host}:${forward.port}`, reason: describe(err) }, 'local service refused a flow');
+      onFlowError: (err, flow) => log.debug({ peer: flow.conn.remoteRoutingId.toString(), reason: describe(err) }, 'flow failed'),
+      onOrigin: (origin, flow) => log.debug({ peer: flow.conn.remoteRoutingId.toString(), via: origin.via, client: origin.client, host: origin.host }, 'flow from the web ingress'),
+      onConnected: (socket, flow) => {
+        log.debug({ peer: flow.conn.remoteRoutingId.toString() }, 'flow connected to the local service');
+        carried.set(flow, metrics.carry(socket));
+      },
+    };
+    const carried = new WeakMap<Flow, (outcome: string) => void>();
+    const flowEnded = (result: ForwardResult, flow: Flow): void => {
+      const { peer } = result;
+      if (result.outcome === 'refused') {
+        metrics.refused(result.code);
+        log.warn({ peer, forward: `${forward.host}:${forward.port}`, reason: describe(result.error) }, 'local service refused a flow');
         return;
       }
-      log.debug({ peer }, 'flow connected to the local service');
-      const ended = metrics.carry(socket);
-      // TLS a proxy passed on blind ends here when this serve has the certificate.
-      const peerSide: Duplex = origin?.via === 'tls' && tls !== undefined ? tls.accept(flow) : flow;
-      await splice(peerSide, socket);
-      ended(failure ? ((failure as { code?: string }).code ?? 'error') : 'ok');
-      // The local socket counts what crossed it: read from the service went to the peer.
+      const failure = result.error;
+      carried.get(flow)?.(failure ? ((failure as { code?: string }).code ?? 'error') : 'ok');
       log.info(
-        { event: 'flow', peer, bytesToPeer: socket.bytesRead, bytesFromPeer: socket.bytesWritten, durationMs: Date.now() - startedAt, ...(failure && { reason: describe(failure) }) },
+        { event: 'flow', peer, bytesToPeer: result.bytesToPeer, bytesFromPeer: result.bytesFromPeer, durationMs: result.durationMs, ...(failure && { reason: describe(failure) }) },
         failure ? 'flow failed' : 'flow finished',
       );
     };
@@ -214,9 +204,7 @@ export function registerServe(program: Command): void {
     // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
     if (options.json) event({ event: 'registered', endpoint, urls, tcp: publicAddresses() });
     else process.stdout.write(`${[endpoint, ...urls, ...publicAddresses()].join('\n')}\n`);
-    const accepting = (async () => {
-      for await (const flow of manager) void serveFlow(flow);
-    })();
+    const forwarding = forwardFlows(manager, { ...forwardOptions, onResult: flowEnded });
     // A conflict on any proxy stops this serve: the other process with its key would be displaced there forever.
     const conflicts = registrations.map((r) => r.done.then((conflict) => conflict ?? new Promise<never>(() => undefined)));
     const conflict = await Promise.race([stop.then(() => undefined), ...conflicts]);
@@ -227,7 +215,7 @@ export function registerServe(program: Command): void {
     stopMetrics?.();
     // After a conflict the proxy has dropped the connection, and with it every VC: nothing to drain.
     await manager.close(conflict ? { drainTimeout: 0 } : undefined);
-    await accepting;
+    await forwarding.done;
     event({ event: 'stopped', ...(conflict && { reason: conflict.message, code: conflict.code }) });
     if (conflict) throw new ConnectionClosedError(conflict.reason, `${conflict.message}; give each serve its own --identity`);
   });
