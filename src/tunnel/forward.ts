@@ -110,7 +110,8 @@ export function forwardFlows(manager: Manager, options: ForwardOptions & { onRes
       }
       const forwarded = forwardFlow(flow, options).then((result) => options.onResult?.(result, flow));
       running.add(forwarded);
-      void forwarded.finally(() => running.delete(forwarded));
+      // The deletion's own promise must not carry a throwing onResult on as an unhandled rejection: `done` reports it.
+      forwarded.finally(() => running.delete(forwarded)).catch(() => undefined);
     }
     await Promise.all(running);
   })();
