@@ -66,6 +66,8 @@ export async function forwardFlow(flow: Flow, options: ForwardOptions): Promise<
     }
   } catch (err) {
     const error = err as Error;
+    // A refused service closed the flow with its reason; a bad origin message leaves nothing to say to the ingress.
+    if (origin === undefined && options.fromIngress?.(peer)) flow.destroy(error);
     return { outcome: 'refused', peer, code: (error as { code?: string }).code ?? 'ERR_SERVICE_UNREACHABLE', error, ...(origin && { origin }) };
   }
   options.onConnected?.(socket, flow, origin);

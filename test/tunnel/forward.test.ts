@@ -77,6 +77,23 @@ describe('forwardFlows', () => {
     await waitFor(() => results.length === 2, 'the second refusal reported');
   });
 
+  it('ends a flow whose origin message is not one, from a peer it takes for an ingress, and reports ERR_PROTOCOL', async () => {
+    const { server, client, endpoint } = await pair();
+    const service = await listenLocal(net, (socket) => socket.pipe(socket));
+    const results: ForwardResult[] = [];
+    const forwarding = forwardFlows(server, { host: '127.0.0.1', port: service.port, fromIngress: () => true, onResult: (result) => results.push(result) });
+    net.defer(async () => forwarding.close());
+
+    const flow = await client.dial(endpoint);
+    flow.on('error', () => undefined);
+    await flow.writeMsg(Buffer.from('not json'));
+    const ended = new Promise<void>((resolve) => flow.once('close', () => resolve()));
+    flow.resume();
+    await ended;
+    await waitFor(() => results.length === 1, 'the refusal reported');
+    expect(results[0]).toMatchObject({ outcome: 'refused', code: 'ERR_PROTOCOL' });
+  });
+
   it('forwards no new flow after close(), and done settles', async () => {
     const { server, client, endpoint } = await pair();
     let connections = 0;
