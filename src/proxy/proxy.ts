@@ -76,7 +76,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
    * Accepted connections waiting for a handshake slot, oldest first (a Map keeps insertion order
    * and lets one that closes leave from anywhere in the line).
    */
-  private readonly waiting = new Map<Socket, { group: string; address: string; since: number }>();
+  private readonly waiting = new Map<Socket, { group: string; address: string; since: number; spoke: boolean }>();
   /** Due when the oldest waiting connection has waited handshakeTimeout ms. */
   private waitTimer: NodeJS.Timeout | undefined;
   private peakHandshakes = 0;
@@ -345,21 +345,25 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       this.waiting.delete(socket);
       this.admission.release(group);
     });
-    if (this.handshaking.size < maxHandshakes) {
-      this.handshake(socket, group, address);
-      return;
-    }
-    // Nothing is read or sent until its turn: the kernel holds what the peer sent, and the
+    // Nothing is read or sent until its turn: the socket holds what the peer sent, and the
     // handshake timeout starts once the proxy works on it, so waiting costs the peer no attempt.
-    this.waiting.set(socket, { group, address, since: Date.now() });
+    // A connection gets a slot only once it has spoken (the initiator's Hello comes first), so
+    // silent ones cannot take every slot; they wait, and go at the wait bound.
+    const entry = { group, address, since: Date.now(), spoke: false };
+    this.waiting.set(socket, entry);
+    socket.once('readable', () => {
+      entry.spoke = true;
+      this.admitWaiting();
+    });
     this.waitTimer ??= setTimeout(() => this.expireWaiting(), this.options.handshakeTimeout).unref();
   }
 
   /** Starts the handshakes of waiting connections, oldest first, while there are free slots. */
   private admitWaiting(): void {
     if (this.closing) return;
-    for (const [socket, { group, address }] of this.waiting) {
+    for (const [socket, { group, address, spoke }] of this.waiting) {
       if (this.handshaking.size >= this.options.maxHandshakes) return;
+      if (!spoke) continue;
       this.waiting.delete(socket);
       // Destroyed but its 'close' not yet delivered: it would only hold a slot for nothing.
       if (!socket.destroyed) this.handshake(socket, group, address);
@@ -374,7 +378,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     this.waitTimer = undefined;
     const timeout = this.options.handshakeTimeout;
     const now = Date.now();
-    for (const [socket, { group, address, since }] of this.waiting) {
+    for (const [socket, { group, address, since, spoke }] of this.waiting) {
       if (now - since < timeout) {
         this.waitTimer = setTimeout(() => this.expireWaiting(), since + timeout - now).unref();
         return;
@@ -382,7 +386,9 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       this.waiting.delete(socket);
       this.counters.connectionsRefused++;
       socket.destroy();
-      const reason = `waited ${timeout} ms for one of the proxy's ${this.options.maxHandshakes} handshake slots`;
+      const reason = spoke
+        ? `waited ${timeout} ms for one of the proxy's ${this.options.maxHandshakes} handshake slots`
+        : `sent nothing within the handshake timeout of ${timeout} ms`;
       this.refused({ kind: 'connection', code: 'ERR_TIMEOUT', reason, address, addressGroup: group });
     }
   }

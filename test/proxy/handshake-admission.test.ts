@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { Proxy, type ProxyRefusedEvent } from '../../src/index.js';
+import { encodePreface } from '../../src/wire/index.js';
 import { useNetwork } from '../fixtures.js';
 import { socketTo, waitFor } from '../helpers.js';
 
@@ -13,10 +14,14 @@ function refusals(proxy: Proxy): ProxyRefusedEvent[] {
   return events;
 }
 
-/** A raw TCP connection that never speaks: once admitted, it holds a handshake slot until handshakeTimeout. */
-async function silent(proxy: Proxy, expect: { handshakesInProgress: number; handshakesQueued: number }): Promise<Socket> {
+/**
+ * A raw TCP connection that sends the first byte of a preface and no more: a silent one gets no
+ * slot, this one does, and holds it until handshakeTimeout.
+ */
+async function stalled(proxy: Proxy, expect: { handshakesInProgress: number; handshakesQueued: number }): Promise<Socket> {
   const socket = await socketTo(proxy.port);
   socket.on('error', () => undefined);
+  socket.write(encodePreface().subarray(0, 1));
   // Connected one at a time, so that the proxy sees them in this order.
   await waitFor(() => {
     const stats = proxy.stats();
@@ -61,8 +66,8 @@ describe('handshake admission', () => {
   it('sends a waiting connection nothing, and forgets one that resets while it waits', async () => {
     const proxy = await net.proxy({ maxHandshakes: 1 });
     const events = refusals(proxy);
-    const holder = await silent(proxy, { handshakesInProgress: 1, handshakesQueued: 0 });
-    const waiter = await silent(proxy, { handshakesInProgress: 1, handshakesQueued: 1 });
+    const holder = await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 0 });
+    const waiter = await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 1 });
     const waiterReceived = closed(waiter);
     const manager = net.manager();
     const registering = manager.proxyListen('main', proxy.endpoint);
@@ -82,9 +87,9 @@ describe('handshake admission', () => {
   it('closes a connection that waited handshakeTimeout for a slot, as a connection refusal', async () => {
     const proxy = await net.proxy({ maxHandshakes: 1, handshakeTimeout: 1000 });
     const events = refusals(proxy);
-    const first = await silent(proxy, { handshakesInProgress: 1, handshakesQueued: 0 });
-    const second = await silent(proxy, { handshakesInProgress: 1, handshakesQueued: 1 });
-    const third = await silent(proxy, { handshakesInProgress: 1, handshakesQueued: 2 });
+    const first = await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 0 });
+    const second = await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 1 });
+    const third = await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 2 });
     const thirdPort = third.localPort;
     const thirdReceived = closed(third);
     // The first times out in its handshake and the second gets its slot; the third, which would
@@ -103,9 +108,9 @@ describe('handshake admission', () => {
     const proxy = await net.proxy({ maxHandshakes: 1, maxQueuedHandshakes: 2 });
     const events = refusals(proxy);
     const held = [
-      await silent(proxy, { handshakesInProgress: 1, handshakesQueued: 0 }),
-      await silent(proxy, { handshakesInProgress: 1, handshakesQueued: 1 }),
-      await silent(proxy, { handshakesInProgress: 1, handshakesQueued: 2 }),
+      await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 0 }),
+      await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 1 }),
+      await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 2 }),
     ];
     const extra = [await socketTo(proxy.port), await socketTo(proxy.port)];
     for (const socket of extra) socket.on('error', () => undefined);
@@ -120,6 +125,20 @@ describe('handshake admission', () => {
     for (const socket of held) socket.destroy();
     await waitFor(() => proxy.stats().handshakesInProgress === 0 && proxy.stats().handshakesQueued === 0, 'the slots to free up');
     await net.manager().proxyListen('main', proxy.endpoint);
+    expect(proxy.stats()).toMatchObject({ registrations: 1, handshakesInProgress: 0, handshakesQueued: 0 });
+  });
+
+  it('gives no slot to a connection that has sent nothing, so silent ones cannot block the others', async () => {
+    const proxy = await net.proxy({ maxHandshakes: 1, handshakeTimeout: 500 });
+    const events = refusals(proxy);
+    const silent = await Promise.all([socketTo(proxy.port), socketTo(proxy.port), socketTo(proxy.port)]);
+    for (const socket of silent) socket.on('error', () => undefined);
+    await waitFor(() => proxy.stats().handshakesQueued === 3, 'the silent connections to wait');
+    expect(proxy.stats().handshakesInProgress).toBe(0);
+    await net.manager().proxyListen('main', proxy.endpoint);
+    await Promise.all(silent.map(closed));
+    expect(events).toHaveLength(3);
+    expect(events.every((event) => event.kind === 'connection' && event.code === 'ERR_TIMEOUT' && event.reason === 'sent nothing within the handshake timeout of 500 ms')).toBe(true);
     expect(proxy.stats()).toMatchObject({ registrations: 1, handshakesInProgress: 0, handshakesQueued: 0 });
   });
 
