@@ -167,6 +167,8 @@ function checkProxy(run: ProxyRun): void {
  * last one is stopped with SIGTERM, not SIGKILL, so it writes the profile of the last storm.
  */
 const PROFILE_DIR = process.env.BENCH_CPU_PROF;
+/** `--max-handshakes` for the proxy, to compare caps on one machine at one load (a huge one is the proxy before the cap); absent, its default. */
+const MAX_HANDSHAKES = process.env.BENCH_RECONNECT_MAX_HANDSHAKES;
 
 async function startProxy(args: string[], label: string): Promise<ProxyRun> {
   const proc = cliProcess(label, args);
@@ -471,6 +473,7 @@ export async function reconnectScenario(ctx: Context): Promise<ScenarioReport> {
     `proxy CPU: user + system time from /proc over ${SAMPLE_MS} ms windows (peak) and from the endpoint line until the last server was back (mean); peak RSS is VmHWM of the restarted process; lag is the max of nodejs_eventloop_lag_max_seconds over scrapes every ${SAMPLE_MS} ms`,
     'refusals and handshake failures: ridproxy_refusals_total and ridproxy_handshake_failures_total of the restarted proxy once all servers were back; failed attempts are the servers\' own count after the restart',
     'the servers\' processes do the other end of every handshake on the same 2 cores: their CPU during the storm, the whole machine\'s busy share and the host-wide listen-queue overflows are in the JSON (detail)',
+    `hop handshakes in progress at once: ${MAX_HANDSHAKES === undefined ? 'the default --max-handshakes' : `--max-handshakes ${MAX_HANDSHAKES} (BENCH_RECONNECT_MAX_HANDSHAKES)`}`,
     'no server back for 3 s while some are missing is logged as a STALL with the proxy\'s scheduler state (BENCH_RECONNECT_GDB=1 adds its native stacks); a proxy signalled by another process on the machine ends the scenario, reported',
   ];
   if (!ctx.options.paths.includes('cli') && !ctx.options.paths.includes('library')) {
@@ -497,6 +500,7 @@ export async function reconnectScenario(ctx: Context): Promise<ScenarioReport> {
       '--max-registrations', String(cap),
       '--metrics', `127.0.0.1:${metricsPort}`,
       '--log-level', 'info',
+      ...(MAX_HANDSHAKES === undefined ? [] : ['--max-handshakes', MAX_HANDSHAKES]),
     ];
     const proxy = await startProxy(args, 'proxy start');
     const endpoint = proxy.proc.stdout.split('\n')[0].trim();

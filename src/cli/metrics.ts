@@ -26,6 +26,8 @@ export function proxyMetrics(proxy: Proxy, options: { bufferBudget: number; perR
   };
   gauge('ridproxy_connections', 'Hop connections open (handshake done).', (s) => s.connections);
   gauge('ridproxy_registrations', 'Routing ids registered now.', (s) => s.registrations);
+  gauge('ridproxy_handshakes_in_progress', 'Hop handshakes the proxy is working on now (at most --max-handshakes).', (s) => s.handshakesInProgress);
+  gauge('ridproxy_handshakes_queued', 'Accepted connections waiting for a handshake slot (--max-handshakes).', (s) => s.handshakesQueued);
   gauge('ridproxy_vcs_open', 'VCs open now (accepted or awaiting acceptance).', (s) => s.vcs);
   gauge('ridproxy_reserved_bytes', 'Window bytes committed to open VCs: the buffer budget in use.', (s) => s.reservedBytes);
   gauge('ridproxy_buffer_budget_bytes', 'The buffer budget (--buffer-budget): the most reserved_bytes may reach.', () => options.bufferBudget);

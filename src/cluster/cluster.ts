@@ -3,6 +3,7 @@ import { InvalidArgumentError, Reason } from '../errors.js';
 import { formatAddress, parseAddress } from '../id/endpoint.js';
 import { RoutingId } from '../id/routing-id.js';
 import type { Proxy, RemoteRoute, RemoteRoutes } from '../proxy/proxy.js';
+import { positive } from '../proxy/options.js';
 import type { ProxyRegisteredEvent, ProxyUnregisteredEvent } from '../proxy/events.js';
 import { DEFAULT_MAX_PAYLOAD } from '../wire/index.js';
 import { Directory } from './directory.js';
@@ -308,10 +309,4 @@ function advertised(proxy: Proxy, advertise: string | undefined): { host: string
     throw new InvalidArgumentError('ERR_INVALID_OPTION', `a proxy listening on ${formatAddress(proxy.host, proxy.port)} must say where the other proxies of its cluster reach it (--advertise host:port)`);
   }
   return { host: proxy.host, port: proxy.port };
-}
-
-function positive(value: number | undefined, fallback: number, name: string): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value <= 0) throw new InvalidArgumentError('ERR_INVALID_OPTION', `${name} must be a positive integer, got ${value}`);
-  return value;
 }

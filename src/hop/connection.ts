@@ -564,7 +564,7 @@ export class HopConnection extends EventEmitter {
 }
 
 /** Errors a socket reports after its owner has already given up on it (EPIPE, ECONNRESET). */
-function ignoreSocketError(): void {}
+export function ignoreSocketError(): void {}
 
 function frameBytes(type: FrameType, vci: number, payload: Buffer): Buffer {
   return Buffer.concat([encodeHeader(type, vci, payload.length), payload]);

@@ -27,7 +27,8 @@ export interface ProxyUnregisteredEvent {
 /**
  * What the proxy refused:
  * - `connection`: a TCP connection, before or after its handshake (connection limits, an address
- *   locked out for wrong tokens, an idle connection timed out);
+ *   locked out for wrong tokens, the line of connections waiting for a handshake slot full, or
+ *   one waited in it for the handshake timeout, an idle connection timed out);
  * - `handshake`: a handshake that failed (not a ridproxy peer, a failed proof, too slow); a peer
  *   that just closes during the handshake is not counted;
  * - `registration`, `vc`, `status`: a Register, OpenVc or status request (token, allow-list, limit,

@@ -67,8 +67,21 @@ export interface ProxyOptions {
   statusToken?: string;
   /** When set, only these routing IDs (32-hex strings) may register. */
   registrationAllowList?: ReadonlySet<string>;
-  /** Hop connections (including ones still in their handshake) the proxy holds at once. */
+  /** Hop connections (including ones still in their handshake or waiting for one) the proxy holds at once. */
   maxConnections?: number;
+  /**
+   * Hop handshakes the proxy works on at once. Each costs about a millisecond of CPU; answering
+   * every accepted connection at once (servers reconnecting to a restarted proxy) makes them all
+   * slow together until they all time out, so beyond this many new connections wait their turn.
+   * Default 64.
+   */
+  maxHandshakes?: number;
+  /**
+   * Connections that may wait for a handshake slot (maxHandshakes) at once; one more is closed at
+   * once, as a refusal. A connection that waited handshakeTimeout ms is closed too: its peer has
+   * likely given up. Default 10,000.
+   */
+  maxQueuedHandshakes?: number;
   /** Hop connections from one source address group (an IPv4 address, an IPv6 /64). */
   maxConnectionsPerAddress?: number;
   /** Failed token checks from one address group within a minute after which it is refused for the rest of that minute. */
@@ -86,6 +99,8 @@ export interface ProxyOptions {
 export const DEFAULT_MAX_VC_WINDOW = 16 << 20;
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
 export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
+export const DEFAULT_MAX_HANDSHAKES = 64;
+export const DEFAULT_MAX_QUEUED_HANDSHAKES = 10_000;
 export const DEFAULT_MAX_REGISTRATIONS = 10_000;
 export const DEFAULT_MAX_VCS_PER_CONNECTION = 1_000;
 export const DEFAULT_IDLE_TIMEOUT = 60_000;
@@ -102,6 +117,13 @@ export type ReloadableProxyOptions = Pick<ProxyOptions, 'registrationToken' | 'd
 /** The options with every default filled in; tokens and the allow-list stay optional (absent means off). */
 export type ResolvedProxyOptions = Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'host' | 'port' | 'registrationHook'>> &
   Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'registrationHook'>;
+
+/** `value`, or `fallback` when it is absent, for an option where 0 would mean never (maxHandshakes: no connection would ever be answered). */
+export function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value <= 0) throw new InvalidArgumentError('ERR_INVALID_OPTION', `${name} must be a positive integer, got ${value}`);
+  return value;
+}
 
 export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions {
   const prefix = options.ipv6PrefixLength;
@@ -125,6 +147,8 @@ export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions
     registrationAllowList: options.registrationAllowList,
     maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    maxHandshakes: positive(options.maxHandshakes, DEFAULT_MAX_HANDSHAKES, 'maxHandshakes'),
+    maxQueuedHandshakes: options.maxQueuedHandshakes ?? DEFAULT_MAX_QUEUED_HANDSHAKES,
     maxTokenFailures: options.maxTokenFailures ?? DEFAULT_MAX_TOKEN_FAILURES,
     maxRegistrations: options.maxRegistrations ?? DEFAULT_MAX_REGISTRATIONS,
     maxVcsPerConnection: options.maxVcsPerConnection ?? DEFAULT_MAX_VCS_PER_CONNECTION,

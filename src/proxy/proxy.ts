@@ -4,7 +4,7 @@ import { ConnectionClosedError, ProtocolError, Reason, cannotListen, codeForReas
 import { Endpoint } from '../id/endpoint.js';
 import { Identity } from '../id/identity.js';
 import type { RoutingId } from '../id/routing-id.js';
-import { HopConnection } from '../hop/connection.js';
+import { HopConnection, ignoreSocketError } from '../hop/connection.js';
 import { FrameType, decodeRegistrationDocument, payloadOf, type Frame } from '../wire/index.js';
 import { Admission } from './admission.js';
 import { CircuitTable } from './circuits.js';
@@ -44,8 +44,13 @@ export interface ProxyStats {
   bytesToClients: number;
   vcsRejected: number;
   protocolErrors: number;
-  /** Connections refused or dropped by a limit (count, per address, handshake or idle time). */
+  /** Connections refused or dropped by a limit (count, per address, handshake queue, handshake or idle time). */
   connectionsRefused: number;
+  /** Handshakes the proxy is working on now (at most maxHandshakes), and the most ever at once. */
+  handshakesInProgress: number;
+  peakHandshakesInProgress: number;
+  /** Accepted connections waiting for a handshake slot now. */
+  handshakesQueued: number;
   /** Frames for VCs that had just closed, dropped as the protocol allows. */
   staleFrames: number;
 }
@@ -67,6 +72,14 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   private readonly options: ResolvedProxyOptions;
   private readonly connections = new Set<ProxyConnection>();
   private readonly handshaking = new Set<Socket>();
+  /**
+   * Accepted connections waiting for a handshake slot, oldest first (a Map keeps insertion order
+   * and lets one that closes leave from anywhere in the line).
+   */
+  private readonly waiting = new Map<Socket, { group: string; address: string; since: number; spoke: boolean }>();
+  /** Due when the oldest waiting connection has waited handshakeTimeout ms. */
+  private waitTimer: NodeJS.Timeout | undefined;
+  private peakHandshakes = 0;
   /** Every accepted socket until it closes, so shutdown can bound the wait for lingering ones. */
   private readonly sockets = new Set<Socket>();
   private readonly counters: ProxyCounters = { bytesForwarded: 0, bytesToServers: 0, vcsRejected: 0, protocolErrors: 0, staleFrames: 0, peakConnectionBufferedBytes: 0, queuedBytes: 0, peakQueuedBytes: 0, connectionsRefused: 0 };
@@ -215,6 +228,9 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       protocolErrors: this.counters.protocolErrors,
       staleFrames: this.counters.staleFrames,
       connectionsRefused: this.counters.connectionsRefused,
+      handshakesInProgress: this.handshaking.size,
+      peakHandshakesInProgress: this.peakHandshakes,
+      handshakesQueued: this.waiting.size,
     };
   }
 
@@ -266,6 +282,8 @@ export class Proxy extends EventEmitter<ProxyEvents> {
 
   private async shutdown(drainTimeout: number): Promise<void> {
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    clearTimeout(this.waitTimer);
+    for (const socket of this.waiting.keys()) socket.destroy();
     for (const socket of this.handshaking) socket.destroy();
     for (const conn of this.connections) {
       conn.hop.goAway(Reason.GoingAway, SHUTTING_DOWN);
@@ -296,12 +314,15 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   }
 
   private accept(socket: Socket): void {
+    // From the start: a connection waiting for its handshake may be reset before anything else listens to it.
+    socket.on('error', ignoreSocketError);
     if (this.closing) {
       socket.destroy();
       return;
     }
     const address = `${socket.remoteAddress}:${socket.remotePort}`;
-    const { group, refused } = this.admission.admit(socket.remoteAddress ?? 'unknown', this.handshaking.size + this.connections.size);
+    const held = this.handshaking.size + this.waiting.size + this.connections.size;
+    const { group, refused } = this.admission.admit(socket.remoteAddress ?? 'unknown', held);
     if (refused !== undefined) {
       // Refused before any parsing: a flood must cost the proxy as little as possible.
       this.counters.connectionsRefused++;
@@ -309,12 +330,72 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       this.refused({ kind: 'connection', ...refused, address, addressGroup: group });
       return;
     }
+    const { maxHandshakes, maxQueuedHandshakes } = this.options;
+    if (this.handshaking.size >= maxHandshakes && this.waiting.size >= maxQueuedHandshakes) {
+      this.admission.release(group);
+      this.counters.connectionsRefused++;
+      socket.destroy();
+      const reason = `${maxQueuedHandshakes} connections already wait for one of the proxy's ${maxHandshakes} handshake slots`;
+      this.refused({ kind: 'connection', code: 'ERR_LIMIT', reason, address, addressGroup: group });
+      return;
+    }
     this.sockets.add(socket);
     socket.once('close', () => {
       this.sockets.delete(socket);
+      this.waiting.delete(socket);
       this.admission.release(group);
     });
+    // Nothing is read or sent until its turn: the socket holds what the peer sent, and the
+    // handshake timeout starts once the proxy works on it, so waiting costs the peer no attempt.
+    // A connection gets a slot only once it has spoken (the initiator's Hello comes first), so
+    // silent ones cannot take every slot; they wait, and go at the wait bound.
+    const entry = { group, address, since: Date.now(), spoke: false };
+    this.waiting.set(socket, entry);
+    socket.once('readable', () => {
+      entry.spoke = true;
+      this.admitWaiting();
+    });
+    this.waitTimer ??= setTimeout(() => this.expireWaiting(), this.options.handshakeTimeout).unref();
+  }
+
+  /** Starts the handshakes of waiting connections, oldest first, while there are free slots. */
+  private admitWaiting(): void {
+    if (this.closing) return;
+    for (const [socket, { group, address, spoke }] of this.waiting) {
+      if (this.handshaking.size >= this.options.maxHandshakes) return;
+      if (!spoke) continue;
+      this.waiting.delete(socket);
+      // Destroyed but its 'close' not yet delivered: it would only hold a slot for nothing.
+      if (!socket.destroyed) this.handshake(socket, group, address);
+    }
+  }
+
+  /**
+   * Closes the connections that waited handshakeTimeout ms for a slot: their peers gave up on
+   * them by now or soon will, and a handshake for a peer that is gone is wasted work.
+   */
+  private expireWaiting(): void {
+    this.waitTimer = undefined;
+    const timeout = this.options.handshakeTimeout;
+    const now = Date.now();
+    for (const [socket, { group, address, since, spoke }] of this.waiting) {
+      if (now - since < timeout) {
+        this.waitTimer = setTimeout(() => this.expireWaiting(), since + timeout - now).unref();
+        return;
+      }
+      this.waiting.delete(socket);
+      this.counters.connectionsRefused++;
+      socket.destroy();
+      const reason = spoke
+        ? `waited ${timeout} ms for one of the proxy's ${this.options.maxHandshakes} handshake slots`
+        : `sent nothing within the handshake timeout of ${timeout} ms`;
+      this.refused({ kind: 'connection', code: 'ERR_TIMEOUT', reason, address, addressGroup: group });
+    }
+  }
+
+  private handshake(socket: Socket, group: string, address: string): void {
     this.handshaking.add(socket);
+    this.peakHandshakes = Math.max(this.peakHandshakes, this.handshaking.size);
     HopConnection.establish({
       socket,
       identity: this.identity,
@@ -325,6 +406,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     }).then(
       (hop) => {
         this.handshaking.delete(socket);
+        this.admitWaiting();
         if (this.closing) {
           hop.close(Reason.GoingAway, SHUTTING_DOWN);
           return;
@@ -333,6 +415,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       },
       (err: RidproxyError) => {
         this.handshaking.delete(socket);
+        this.admitWaiting();
         if (err.code === 'ERR_TIMEOUT') this.counters.connectionsRefused++;
         else if (!(err instanceof ConnectionClosedError)) this.counters.protocolErrors++;
         // A peer that just hangs up (a port probe) is no refusal.

@@ -13,6 +13,8 @@ import {
   DEFAULT_IDLE_TIMEOUT,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+  DEFAULT_MAX_HANDSHAKES,
+  DEFAULT_MAX_QUEUED_HANDSHAKES,
   DEFAULT_MAX_REGISTRATIONS,
   DEFAULT_MAX_VCS_PER_CONNECTION,
   Proxy,
@@ -41,6 +43,8 @@ interface StartOptions extends CommonOptions, WebIngressOptions, ClusterCliOptio
   drainTimeout: number;
   maxConnections: number;
   maxConnectionsPerAddress: number;
+  maxHandshakes: number;
+  maxQueuedHandshakes: number;
   ipv6Prefix: number;
   maxTokenFailures: number;
   maxRegistrations: number;
@@ -70,6 +74,20 @@ export function registerStart(program: Command): void {
     .addOption(new Option('--drain-timeout <ms>', 'on SIGINT/SIGTERM, how long open VCs may finish before they are cut').argParser(positiveInteger).default(5000))
     .addOption(limit('--max-connections <n>', 'hop connections held at once, handshaking ones included', DEFAULT_MAX_CONNECTIONS))
     .addOption(limit('--max-connections-per-address <n>', 'hop connections from one source address (IPv6: one --ipv6-prefix)', DEFAULT_MAX_CONNECTIONS_PER_ADDRESS))
+    .addOption(
+      limit(
+        '--max-handshakes <n>',
+        'hop handshakes worked on at once (about 1 ms of CPU each); more new connections wait their turn, oldest first, so a reconnect storm is answered a batch at a time instead of all timing out together. --handshake-timeout starts when a connection\'s turn comes',
+        DEFAULT_MAX_HANDSHAKES,
+      ),
+    )
+    .addOption(
+      limit(
+        '--max-queued-handshakes <n>',
+        'connections that may wait for a --max-handshakes slot; more are closed at once (refused, ERR_LIMIT), and one that waited --handshake-timeout ms is closed (ERR_TIMEOUT)',
+        DEFAULT_MAX_QUEUED_HANDSHAKES,
+      ),
+    )
     .addOption(limit('--ipv6-prefix <bits>', 'IPv6 sources count as one address per prefix of this length, for the per-address limits', DEFAULT_IPV6_PREFIX_LENGTH))
     .addOption(limit('--max-token-failures <n>', 'wrong tokens from one address within a minute before it is refused for the rest of that minute', DEFAULT_MAX_TOKEN_FAILURES))
     .addOption(limit('--max-registrations <n>', 'registered servers', DEFAULT_MAX_REGISTRATIONS))
@@ -134,6 +152,8 @@ export function registerStart(program: Command): void {
       registrationAllowList: allowList,
       maxConnections: options.maxConnections,
       maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+      maxHandshakes: options.maxHandshakes,
+      maxQueuedHandshakes: options.maxQueuedHandshakes,
       ipv6PrefixLength: options.ipv6Prefix,
       maxTokenFailures: options.maxTokenFailures,
       maxRegistrations: options.maxRegistrations,
