@@ -73,7 +73,8 @@ export interface ProxyOptions {
    * Hop handshakes the proxy works on at once. Each costs about a millisecond of CPU; answering
    * every accepted connection at once (servers reconnecting to a restarted proxy) makes them all
    * slow together until they all time out, so beyond this many new connections wait their turn.
-   * Default 64.
+   * Default 256: a slot is held for a round trip to the peer, and 64 left the proxy's CPU idle
+   * while servers on loaded machines were slow to answer (bench/RESULTS.md, "Reconnect storm").
    */
   maxHandshakes?: number;
   /**
@@ -99,7 +100,7 @@ export interface ProxyOptions {
 export const DEFAULT_MAX_VC_WINDOW = 16 << 20;
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
 export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000;
-export const DEFAULT_MAX_HANDSHAKES = 64;
+export const DEFAULT_MAX_HANDSHAKES = 256;
 export const DEFAULT_MAX_QUEUED_HANDSHAKES = 10_000;
 export const DEFAULT_MAX_REGISTRATIONS = 10_000;
 export const DEFAULT_MAX_VCS_PER_CONNECTION = 1_000;
