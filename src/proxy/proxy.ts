@@ -77,6 +77,8 @@ export class Proxy extends EventEmitter<ProxyEvents> {
    * and lets one that closes leave from anywhere in the line).
    */
   private readonly waiting = new Map<Socket, { group: string; address: string; since: number; spoke: boolean }>();
+  /** The waiting connections that have spoken, in the order they did: the ones a free slot goes to (never a scan past silent ones). */
+  private readonly ready = new Set<Socket>();
   /** Due when the oldest waiting connection has waited handshakeTimeout ms. */
   private waitTimer: NodeJS.Timeout | undefined;
   private peakHandshakes = 0;
@@ -284,6 +286,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     clearTimeout(this.waitTimer);
     for (const socket of this.waiting.keys()) socket.destroy();
+    this.ready.clear();
     for (const socket of this.handshaking) socket.destroy();
     for (const conn of this.connections) {
       conn.hop.goAway(Reason.GoingAway, SHUTTING_DOWN);
@@ -343,6 +346,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     socket.once('close', () => {
       this.sockets.delete(socket);
       this.waiting.delete(socket);
+      this.ready.delete(socket);
       this.admission.release(group);
     });
     // Nothing is read or sent until its turn: the socket holds what the peer sent, and the
@@ -352,7 +356,9 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     const entry = { group, address, since: Date.now(), spoke: false };
     this.waiting.set(socket, entry);
     socket.once('readable', () => {
+      if (!this.waiting.has(socket)) return;
       entry.spoke = true;
+      this.ready.add(socket);
       this.admitWaiting();
     });
     this.waitTimer ??= setTimeout(() => this.expireWaiting(), this.options.handshakeTimeout).unref();
@@ -361,9 +367,10 @@ export class Proxy extends EventEmitter<ProxyEvents> {
   /** Starts the handshakes of waiting connections, oldest first, while there are free slots. */
   private admitWaiting(): void {
     if (this.closing) return;
-    for (const [socket, { group, address, spoke }] of this.waiting) {
+    for (const socket of this.ready) {
       if (this.handshaking.size >= this.options.maxHandshakes) return;
-      if (!spoke) continue;
+      const { group, address } = this.waiting.get(socket)!;
+      this.ready.delete(socket);
       this.waiting.delete(socket);
       // Destroyed but its 'close' not yet delivered: it would only hold a slot for nothing.
       if (!socket.destroyed) this.handshake(socket, group, address);
@@ -384,6 +391,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
         return;
       }
       this.waiting.delete(socket);
+      this.ready.delete(socket);
       this.counters.connectionsRefused++;
       socket.destroy();
       const reason = spoke
