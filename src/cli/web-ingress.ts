@@ -71,13 +71,10 @@ export function webIngress(options: WebIngressOptions, identityPath: string): We
   checkWebIngressOptions(options);
   if (options.domain === undefined && options.tcpPorts === undefined) return undefined;
   const identity = Identity.generate();
-  const url = (scheme: 'http' | 'https', address: string | undefined, defaultPort: number) => {
-    if (address === undefined) return () => [];
-    const { port } = parseAddress(address, '0.0.0.0');
-    return (hostname: string) => [`${scheme}://${hostname}${port === defaultPort ? '' : `:${port}`}/`];
-  };
-  const forms = [url('http', options.http, 80), url('https', options.https, 443), url('https', options.tlsPassthrough, 443)];
-  const urls = (hostname: string): string[] => forms.flatMap((form) => form(hostname));
+  const listeners = ([['http', options.http, 80], ['https', options.https, 443], ['https', options.tlsPassthrough, 443]] as const).flatMap(([scheme, address, defaultPort]) =>
+    address === undefined ? [] : [{ scheme, port: parseAddress(address, '0.0.0.0').port, defaultPort }],
+  );
+  const urls = (hostname: string): string[] => listeners.map(({ scheme, port, defaultPort }) => `${scheme}://${hostname}${port === defaultPort ? '' : `:${port}`}/`);
   const names = options.domain === undefined ? undefined : new NameDirectory(options.domain, options.namesFile ?? defaultNamesPath(identityPath), urls, identity.routingId);
   let ports: PublicPorts | undefined;
   if (options.tcpPorts !== undefined) {
