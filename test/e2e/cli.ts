@@ -43,7 +43,8 @@ export function runCli(args: string[], options: { config: string; env?: Record<s
     stderr += text;
   });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': by then all it wrote to stdout and stderr has been read.
+    child.once('close', (code, signal) => {
       running.delete(child);
       resolve({ code, signal });
     });
@@ -72,7 +73,7 @@ export async function killAll(): Promise<void> {
     [...running].map(
       (child) =>
         new Promise<void>((resolve) => {
-          child.once('exit', () => resolve());
+          child.once('close', () => resolve());
           child.kill('SIGKILL');
         }),
     ),

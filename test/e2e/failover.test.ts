@@ -1,6 +1,7 @@
 import { createServer, type Server, connect, type AddressInfo } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Endpoint } from '../../src/id/endpoint.js';
+import { waitFor } from '../helpers.js';
 import { isolatedConfig, killAll, runCli, runToExit } from './cli.js';
 
 const servers: Server[] = [];
@@ -75,7 +76,7 @@ describe('a server on two proxies', () => {
     expect(recovery).toBeLessThan(2000);
     // Once one got through, every later one did too.
     expect(after.slice(after.indexOf(firstOk!)).every((o) => o.ok)).toBe(true);
-    expect(client.stderr()).toContain('lost the VC to the server');
+    await waitFor(() => client.stderr().includes('lost the VC to the server'), 'connect to log the lost VC');
     expect(serve.child.exitCode).toBeNull();
   }, 30_000);
 });

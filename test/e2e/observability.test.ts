@@ -3,7 +3,9 @@ import { get, request, createServer as createHttpServer, type Server as HttpServ
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import parsePrometheusTextFormat, { type PrometheusFamily as Family } from 'parse-prometheus-text-format';
 import { afterEach, describe, expect, it } from 'vitest';
-import { waitFor } from '../helpers.js';
+import { Endpoint, Manager } from '../../src/index.js';
+import { serveEcho } from '../fixtures.js';
+import { readAll, waitFor } from '../helpers.js';
 import { freePort, isolatedConfig, killAll, runCli, type CliProcess } from './cli.js';
 
 const BODY = randomBytes(200_000);
@@ -175,6 +177,47 @@ describe('proxy start logs who, when and why', () => {
     expect(lines.length).toBeLessThanOrEqual(2 * Math.ceil(seconds + 1));
     expect(lines.length).toBeLessThan(20);
     console.log(`${FLOOD} refused connections: ${lines.length} log lines over ${seconds} s`);
+  });
+  it('keeps serving while nothing reads its stderr, and writes the lines once it is read again', async () => {
+    const config = isolatedConfig();
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0'], { config });
+    const endpoint = Endpoint.parse(await proxy.firstLine);
+    // From here on stderr is not read: the pipe fills after some 80 KiB (the kernel's 64 KiB and
+    // the stream's buffer), a few hundred lines. A proxy writing its log synchronously stops there.
+    proxy.child.stderr!.pause();
+    const before = logLines(proxy).length;
+    const CYCLES = 600;
+    for (let done = 0; done < CYCLES; done += 50) {
+      await Promise.all(
+        Array.from({ length: 50 }, async () => {
+          const manager = new Manager();
+          try {
+            await manager.proxyListen('main', endpoint);
+          } finally {
+            await manager.close();
+          }
+        }),
+      );
+    }
+    // Registrations and VCs still work while some 200 KiB of log lines wait.
+    const server = new Manager();
+    const client = new Manager();
+    try {
+      const { endpoint: serverEndpoint } = await server.proxyListen('main', endpoint);
+      serveEcho(server);
+      const flow = await client.dial(serverEndpoint);
+      flow.end(Buffer.from('still relaying'));
+      expect((await readAll(flow)).toString()).toBe('still relaying');
+    } finally {
+      await client.close();
+      await server.close();
+    }
+    proxy.child.stderr!.resume();
+    await waitFor(() => events(proxy, 'registered').length >= CYCLES + 1, `${CYCLES + 1} "registered" lines`, 20_000);
+    const lines = logLines(proxy).slice(before);
+    expect(lines.every((line) => line.droppedLogLines === undefined)).toBe(true);
+    expect(events(proxy, 'unregistered').length).toBeGreaterThanOrEqual(CYCLES);
+    expect(Buffer.byteLength(proxy.stderr())).toBeGreaterThan(150_000);
   });
 });
 

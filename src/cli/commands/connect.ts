@@ -10,7 +10,7 @@ import { Manager } from '../../manager/manager.js';
 import { splice } from '../../manager/splice.js';
 import { addTunnelOptions, reloadLogLevel, type TunnelOptions } from '../common.js';
 import { describe } from '../describe.js';
-import { createLogger, type Logger } from '../logger.js';
+import { createLogger, type CliLogger, type Logger } from '../logger.js';
 import { exposeMetrics, TunnelMetrics } from '../metrics.js';
 import { secretOption } from '../secrets.js';
 import { awaitServiceReady } from '../../tunnel/protocol.js';
@@ -53,7 +53,7 @@ Examples:
       throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `endpoint "${endpointText}" has no routing id; use the endpoint \`proxy serve\` printed`);
     }
     const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
-    const log = createLogger({ level: options.logLevel, pretty: options.pretty });
+    const { log, announce } = createLogger({ level: options.logLevel, pretty: options.pretty });
     const identity = options.identity ? await loadIdentity(options.identity) : undefined;
     const manager = new Manager({ identity, maxFlowsPerVc: options.maxFlows });
     // Every local connection dials; the manager reuses the VC while it lives and opens a new one
@@ -88,7 +88,7 @@ Examples:
         }
       };
       if (options.stdio) await connectStdio(dial, endpoint, log);
-      else await connectLocal(dial, endpoint, options.local!, log, metrics);
+      else await connectLocal(dial, endpoint, options.local!, { log, announce }, metrics);
     } finally {
       stopMetrics?.();
       process.off('SIGHUP', reload);
@@ -123,7 +123,7 @@ function closableStdout(): Writable {
   return socket;
 }
 
-async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local: string, log: Logger, metrics: TunnelMetrics): Promise<void> {
+async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local: string, { log, announce }: CliLogger, metrics: TunnelMetrics): Promise<void> {
   const { host, port } = parseAddress(local, '127.0.0.1');
   const active = new Set<Socket>();
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
@@ -176,7 +176,7 @@ async function connectLocal(dial: () => Promise<Flow>, endpoint: Endpoint, local
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
     // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
-    process.stdout.write(`${address}\n`);
+    announce(`${address}\n`);
   });
   server.close();
   for (const socket of active) socket.destroy();

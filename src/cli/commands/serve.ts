@@ -66,7 +66,7 @@ export function registerServe(program: Command): void {
     .addHelpText('after', '\nExample:\n  $ npx proxy serve --proxy ridp://203.0.113.7:8100/9a0c... --forward 127.0.0.1:3000\n  ridp://9a0c...@203.0.113.7:8100/4f1c...   <- give this to `proxy connect`');
   addTunnelOptions(token.addTo(command), 'while registered on the proxy, 503 while reconnecting').action(async (options: ServeOptions, self: Command) => {
     const registrationToken = await token.resolve(options);
-    const log = createLogger({ level: options.logLevel, pretty: options.pretty });
+    const { log, announce } = createLogger({ level: options.logLevel, pretty: options.pretty });
     const proxies = options.proxy.map((text) => Endpoint.parse(text));
     const forward = parseAddress(options.forward, '127.0.0.1');
     const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
@@ -202,8 +202,9 @@ export function registerServe(program: Command): void {
     };
     process.on('SIGHUP', reload);
     // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
-    if (options.json) event({ event: 'registered', endpoint, urls, tcp: publicAddresses() });
-    else process.stdout.write(`${[endpoint, ...urls, ...publicAddresses()].join('\n')}\n`);
+    announce(
+      options.json ? `${JSON.stringify({ event: 'registered', endpoint, urls, tcp: publicAddresses() })}\n` : `${[endpoint, ...urls, ...publicAddresses()].join('\n')}\n`,
+    );
     const forwarding = forwardFlows(manager, { ...forwardOptions, onResult: flowEnded });
     // A conflict on any proxy stops this serve: the other process with its key would be displaced there forever.
     const conflicts = registrations.map((r) => r.done.then((conflict) => conflict ?? new Promise<never>(() => undefined)));

@@ -133,7 +133,7 @@ export function registerStart(program: Command): void {
   clusterToken.addTo(command);
   addCommonOptions(command).action(async (options: StartOptions, self: Command) => {
     let { token, dial, status, allowList } = await admissionSettings(options);
-    const log = createLogger({ level: options.logLevel, pretty: options.pretty });
+    const { log, announce } = createLogger({ level: options.logLevel, pretty: options.pretty });
     const { host, port } = parseAddress(options.listen, '127.0.0.1');
     const metricsAddress = options.metrics === undefined ? undefined : parseAddress(options.metrics, '127.0.0.1');
     checkClusterOptions(options);
@@ -257,7 +257,7 @@ export function registerStart(program: Command): void {
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
       // Only now: whoever waits for this line may signal at once, and a signal without a handler kills.
-      process.stdout.write(`${proxy.endpoint}\n`);
+      announce(`${proxy.endpoint}\n`);
     });
   });
 }
