@@ -119,7 +119,7 @@ export type ReloadableProxyOptions = Pick<ProxyOptions, 'registrationToken' | 'd
 export type ResolvedProxyOptions = Required<Omit<ProxyOptions, 'identity' | 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'host' | 'port' | 'registrationHook'>> &
   Pick<ProxyOptions, 'registrationToken' | 'dialToken' | 'statusToken' | 'registrationAllowList' | 'registrationHook'>;
 
-/** `value`, or `fallback` when it is absent, for an option where 0 would mean never (maxHandshakes: no connection would ever be answered). */
+/** `value`, or `fallback` when it is absent, for a limit where 0 would refuse everything (maxHandshakes: no connection would ever be answered). */
 export function positive(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value <= 0) throw new InvalidArgumentError('ERR_INVALID_OPTION', `${name} must be a positive integer, got ${value}`);
@@ -132,27 +132,27 @@ export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions
     throw new InvalidArgumentError('ERR_INVALID_OPTION', `ipv6PrefixLength must be an integer from 1 to 128, got ${prefix}`);
   }
   return {
-    maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
-    handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
+    maxPayload: positive(options.maxPayload, DEFAULT_MAX_PAYLOAD, 'maxPayload'),
+    handshakeTimeout: positive(options.handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT, 'handshakeTimeout'),
     keepAliveInterval: options.keepAliveInterval ?? 15_000,
-    maxVcWindow: options.maxVcWindow ?? DEFAULT_MAX_VC_WINDOW,
-    bufferBudget: options.bufferBudget ?? DEFAULT_BUFFER_BUDGET,
-    connectionBufferBudget: options.connectionBufferBudget ?? DEFAULT_CONNECTION_BUFFER_BUDGET,
-    identityBufferBudget: options.identityBufferBudget ?? DEFAULT_IDENTITY_BUFFER_BUDGET,
-    addressBufferBudget: options.addressBufferBudget ?? DEFAULT_ADDRESS_BUFFER_BUDGET,
+    maxVcWindow: positive(options.maxVcWindow, DEFAULT_MAX_VC_WINDOW, 'maxVcWindow'),
+    bufferBudget: positive(options.bufferBudget, DEFAULT_BUFFER_BUDGET, 'bufferBudget'),
+    connectionBufferBudget: positive(options.connectionBufferBudget, DEFAULT_CONNECTION_BUFFER_BUDGET, 'connectionBufferBudget'),
+    identityBufferBudget: positive(options.identityBufferBudget, DEFAULT_IDENTITY_BUFFER_BUDGET, 'identityBufferBudget'),
+    addressBufferBudget: positive(options.addressBufferBudget, DEFAULT_ADDRESS_BUFFER_BUDGET, 'addressBufferBudget'),
     ipv6PrefixLength: options.ipv6PrefixLength ?? DEFAULT_IPV6_PREFIX_LENGTH,
-    vcOpenTimeout: options.vcOpenTimeout ?? DEFAULT_VC_OPEN_TIMEOUT,
+    vcOpenTimeout: positive(options.vcOpenTimeout, DEFAULT_VC_OPEN_TIMEOUT, 'vcOpenTimeout'),
     registrationToken: options.registrationToken,
     dialToken: options.dialToken,
     statusToken: options.statusToken,
     registrationAllowList: options.registrationAllowList,
-    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
-    maxConnectionsPerAddress: options.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    maxConnections: positive(options.maxConnections, DEFAULT_MAX_CONNECTIONS, 'maxConnections'),
+    maxConnectionsPerAddress: positive(options.maxConnectionsPerAddress, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, 'maxConnectionsPerAddress'),
     maxHandshakes: positive(options.maxHandshakes, DEFAULT_MAX_HANDSHAKES, 'maxHandshakes'),
     maxQueuedHandshakes: options.maxQueuedHandshakes ?? DEFAULT_MAX_QUEUED_HANDSHAKES,
-    maxTokenFailures: options.maxTokenFailures ?? DEFAULT_MAX_TOKEN_FAILURES,
-    maxRegistrations: options.maxRegistrations ?? DEFAULT_MAX_REGISTRATIONS,
-    maxVcsPerConnection: options.maxVcsPerConnection ?? DEFAULT_MAX_VCS_PER_CONNECTION,
+    maxTokenFailures: positive(options.maxTokenFailures, DEFAULT_MAX_TOKEN_FAILURES, 'maxTokenFailures'),
+    maxRegistrations: positive(options.maxRegistrations, DEFAULT_MAX_REGISTRATIONS, 'maxRegistrations'),
+    maxVcsPerConnection: positive(options.maxVcsPerConnection, DEFAULT_MAX_VCS_PER_CONNECTION, 'maxVcsPerConnection'),
     idleTimeout: options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT,
     registrationHook: options.registrationHook,
   };

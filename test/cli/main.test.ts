@@ -21,6 +21,28 @@ describe('buildProgram', () => {
     }
   });
 
+  it('refuses 0 for a limit that 0 would make refuse everything, and accepts it where the option gives 0 a meaning', async () => {
+    const parse = (args: string[]): Promise<unknown> =>
+      buildProgramWithQuietErrors()
+        .parseAsync(args, { from: 'user' })
+        .then(() => undefined, (e: unknown) => e);
+    for (const flag of ['--max-connections', '--max-connections-per-address', '--max-handshakes', '--max-registrations', '--max-vcs-per-connection', '--buffer-budget', '--handshake-timeout', '--max-frame-size']) {
+      const err = await parse(['start', flag, '0']);
+      expect(err, flag).toBeInstanceOf(CommanderError);
+      expect(err, flag).toMatchObject({ code: 'commander.invalidArgument', message: expect.stringContaining(`${flag} <`) });
+      expect((err as Error).message, flag).toContain('0 would refuse everything');
+    }
+    for (const args of [['serve', '--max-flows', '0'], ['connect', 'ridp://127.0.0.1:1/00', '--max-flows', '0']]) {
+      expect(await parse(args), args.join(' ')).toMatchObject({ code: 'commander.invalidArgument' });
+    }
+    // 0 means "forever", "none wait" and "at once" for these; each parses (and fails later, on the missing key or listen).
+    const start = buildProgram().commands.find((command) => command.name() === 'start')!;
+    for (const flag of ['--idle-timeout', '--max-queued-handshakes', '--drain-timeout']) {
+      const option = start.options.find((o) => o.long === flag)!;
+      expect(option.parseArg!('0', undefined), flag).toBe(0);
+    }
+  });
+
   it('explains every option of every command in --help', () => {
     const program = buildProgram();
     const undocumented = [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)].flatMap((command) =>

@@ -142,7 +142,10 @@ describe('handshake admission', () => {
     expect(proxy.stats()).toMatchObject({ registrations: 1, handshakesInProgress: 0, handshakesQueued: 0 });
   });
 
-  it('refuses maxHandshakes 0, which would answer no connection', async () => {
+  it('refuses maxHandshakes 0, which would answer no connection, and the other limits 0 would make refuse everything', async () => {
     await expect(Proxy.listen({ maxHandshakes: 0 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: expect.stringContaining('maxHandshakes') });
+    for (const name of ['maxConnections', 'maxConnectionsPerAddress', 'maxRegistrations', 'maxVcsPerConnection', 'bufferBudget', 'handshakeTimeout', 'maxPayload'] as const) {
+      await expect(Proxy.listen({ [name]: 0 }), name).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: `${name} must be a positive integer, got 0` });
+    }
   });
 });

@@ -23,7 +23,7 @@ import { DEFAULT_MAX_PAYLOAD } from '../../wire/index.js';
 import { loadAllowList } from '../allow-list.js';
 import { createLogger } from '../logger.js';
 import { addCommonOptions, reloadLogLevel, type CommonOptions } from '../common.js';
-import { positiveInteger } from '../parse.js';
+import { positiveInteger, wholeNumber } from '../parse.js';
 import { secretOption, type Secret } from '../secrets.js';
 import { describe } from '../describe.js';
 import { exposeMetrics, proxyMetrics } from '../metrics.js';
@@ -71,7 +71,7 @@ export function registerStart(program: Command): void {
   for (const secret of [registrationToken, dialToken, statusToken]) secret.addTo(command);
   command
     .option('--allow-file <file>', 'only routing IDs listed in this file (one per line, # comments) may register; read again on SIGHUP')
-    .addOption(new Option('--drain-timeout <ms>', 'on SIGINT/SIGTERM, how long open VCs may finish before they are cut').argParser(positiveInteger).default(5000))
+    .addOption(new Option('--drain-timeout <ms>', 'on SIGINT/SIGTERM, how long open VCs may finish before they are cut (0: at once)').argParser(wholeNumber).default(5000))
     .addOption(limit('--max-connections <n>', 'hop connections held at once, handshaking ones included', DEFAULT_MAX_CONNECTIONS))
     .addOption(limit('--max-connections-per-address <n>', 'hop connections from one source address (IPv6: one --ipv6-prefix)', DEFAULT_MAX_CONNECTIONS_PER_ADDRESS))
     .addOption(
@@ -84,8 +84,9 @@ export function registerStart(program: Command): void {
     .addOption(
       limit(
         '--max-queued-handshakes <n>',
-        'connections that may wait for a --max-handshakes slot; more are closed at once (refused, ERR_LIMIT), and one that waited --handshake-timeout ms is closed (ERR_TIMEOUT)',
+        'connections that may wait for a --max-handshakes slot; more are closed at once (refused, ERR_LIMIT), and one that waited --handshake-timeout ms is closed (ERR_TIMEOUT); 0: none wait',
         DEFAULT_MAX_QUEUED_HANDSHAKES,
+        { zero: true },
       ),
     )
     .addOption(limit('--ipv6-prefix <bits>', 'IPv6 sources count as one address per prefix of this length, for the per-address limits', DEFAULT_IPV6_PREFIX_LENGTH))
@@ -98,7 +99,7 @@ export function registerStart(program: Command): void {
     .addOption(limit('--address-buffer-budget <bytes>', 'VC window bytes the proxy may commit to the VCs opened from one source address', DEFAULT_ADDRESS_BUFFER_BUDGET))
     .addOption(limit('--vc-open-timeout <ms>', 'time a server has to answer a new VC before it is refused and its reservation released', DEFAULT_VC_OPEN_TIMEOUT))
     .addOption(limit('--handshake-timeout <ms>', 'time a new connection has to prove its identity', DEFAULT_HANDSHAKE_TIMEOUT))
-    .addOption(limit('--idle-timeout <ms>', 'time a connection with no VCs and no registration may stay open (0: forever)', DEFAULT_IDLE_TIMEOUT))
+    .addOption(limit('--idle-timeout <ms>', 'time a connection with no VCs and no registration may stay open (0: forever)', DEFAULT_IDLE_TIMEOUT, { zero: true }))
     .addOption(limit('--max-frame-size <bytes>', 'largest frame payload accepted', DEFAULT_MAX_PAYLOAD))
     .option('--metrics <[host:]port>', 'serve Prometheus metrics at http://<host:port>/metrics and a health check at /healthz (200 "ok" while the proxy accepts connections); host defaults to 127.0.0.1, so --metrics 9464 is local only')
     .option('--http <[host:]port>', 'accept public HTTP/1.1 here (host defaults to 0.0.0.0) and route each request by its Host to the server registered under that name in --domain; WebSocket and other upgrades pass through')
@@ -272,6 +273,7 @@ async function admissionSettings(options: StartOptions): Promise<{ token?: Secre
   };
 }
 
-function limit(flags: string, description: string, defaultValue: number): Option {
-  return new Option(flags, description).argParser(positiveInteger).default(defaultValue);
+/** A numeric option; 0 is refused unless the option gives it a meaning (`zero`). */
+function limit(flags: string, description: string, defaultValue: number, { zero = false } = {}): Option {
+  return new Option(flags, description).argParser(zero ? wholeNumber : positiveInteger).default(defaultValue);
 }
