@@ -119,6 +119,8 @@ export interface ClientApi {
   setupRate(p: SetupParams): Promise<SetupResult>;
   fairness(p: FairnessParams): Promise<FairnessResult>;
   interactive(p: InteractiveParams): Promise<InteractiveResult>;
+  startLoad(p: { target: Target; load: Exclude<BesideLoad, 'none'> }): Promise<{ started: true }>;
+  stopLoad(p: Record<string, never>): Promise<{ gbps: number }>;
   openActive(p: ActiveParams): Promise<{ opened: number; failures: number; firstError: string | undefined }>;
   activeProgress(p: Record<string, never>): Promise<ActiveProgress>;
   closeActive(p: Record<string, never>): Promise<{ closed: number }>;
@@ -230,47 +232,85 @@ function pump(stream: Duplex, stop: StopSignal, cap = Number.POSITIVE_INFINITY):
 /** Far more than any run moves: the sink sends until the stream is destroyed. */
 const ENDLESS = 2 ** 50;
 
+/** A bulk flow that runs until stopped: an endless upload, or an endless download from the sink. */
+interface BulkBeside {
+  /** Bytes moved so far, as this end saw them (written for an upload, read for a download). */
+  moved(): number;
+  stop(): Promise<void>;
+}
+
+async function startBulk(target: Target, manager: Manager | undefined, load: Exclude<BesideLoad, 'none'>): Promise<BulkBeside> {
+  const stream = await openStream(target, manager);
+  stream.on('error', () => undefined);
+  const stop = new StopSignal();
+  let upload: Pump | undefined;
+  let downloaded = 0;
+  if (load === 'upload') {
+    stream.write(bulkHeader(0));
+    upload = pump(stream, stop);
+  } else {
+    stream.on('data', (chunk: Buffer) => {
+      downloaded += chunk.length;
+    });
+    stream.write(bulkHeader(ENDLESS));
+  }
+  return {
+    moved: () => upload?.bytes ?? downloaded,
+    async stop() {
+      stop.stop();
+      stream.destroy();
+      await upload?.done;
+    },
+  };
+}
+
 /**
  * Ping-pong on one flow, alone or beside a bulk flow that runs the whole time: for the library
  * both come from one Manager, so they share the VC and its hop connections; a TCP target gets two
- * connections (through `connect --local` two flows on its one VC).
+ * connections (through `connect --local` two flows on its one VC). With `beside: 'none'` the
+ * ping-pong may still run beside a bulk flow of another process (startLoad).
  */
 async function interactive({ target, beside, roundTrips, warmup, size, settleMs, maxMs }: InteractiveParams): Promise<InteractiveResult> {
   const manager = await managerFor(target);
   const streams: Duplex[] = [];
-  const stop = new StopSignal();
-  let load: Pump | undefined;
-  let downloaded = 0;
+  let load: BulkBeside | undefined;
   try {
     if (beside !== 'none') {
-      const bulk = await openStream(target, manager);
-      streams.push(bulk);
-      bulk.on('error', () => undefined);
-      if (beside === 'upload') {
-        bulk.write(bulkHeader(0));
-        load = pump(bulk, stop);
-      } else {
-        bulk.on('data', (chunk: Buffer) => {
-          downloaded += chunk.length;
-        });
-        bulk.write(bulkHeader(ENDLESS));
-      }
+      load = await startBulk(target, manager, beside);
       await delay(settleMs);
     }
     const stream = await openStream(target, manager);
     streams.push(stream);
-    const moved = (): number => load?.bytes ?? downloaded;
-    const before = moved();
+    const before = load?.moved() ?? 0;
     const start = nowNs();
     const result = await pingPong(stream, roundTrips, warmup, size, maxMs);
-    const bulkGbps = beside === 'none' ? Number.NaN : gbits(moved() - before, nowNs() - start);
-    if (beside !== 'none' && !(bulkGbps > 0)) throw new Error(`the bulk ${beside} beside the ping-pong moved nothing`);
+    const bulkGbps = load === undefined ? Number.NaN : gbits(load.moved() - before, nowNs() - start);
+    if (load !== undefined && !(bulkGbps > 0)) throw new Error(`the bulk ${beside} beside the ping-pong moved nothing`);
     return { ...result, bulkGbps };
   } finally {
-    stop.stop();
+    await load?.stop();
     await closeStreams(streams, manager);
-    await load?.done;
   }
+}
+
+/** The bulk flow this process runs for another's ping-pong (startLoad .. stopLoad). */
+let loadForOthers: { bulk: BulkBeside; startNs: number } | undefined;
+
+/** Starts a bulk flow to a TCP target (through `connect --local`: a flow on its VC) and returns once it runs. */
+async function startLoad({ target, load }: { target: Target; load: Exclude<BesideLoad, 'none'> }): Promise<{ started: true }> {
+  if (loadForOthers !== undefined) throw new Error('a load is already running');
+  if (target.kind !== 'tcp') throw new Error('a load from another process shares nothing with a ridproxy target: it would be its own VC');
+  loadForOthers = { bulk: await startBulk(target, undefined, load), startNs: nowNs() };
+  return { started: true };
+}
+
+async function stopLoad(_: Record<string, never>): Promise<{ gbps: number }> {
+  const running = loadForOthers;
+  if (running === undefined) throw new Error('no load is running');
+  loadForOthers = undefined;
+  const gbps = gbits(running.bulk.moved(), nowNs() - running.startNs);
+  await running.bulk.stop();
+  return { gbps };
 }
 
 /** Identities for 'manager' mode, made before the clock starts: key generation is the client's cost, not the relay's. */
@@ -501,6 +541,8 @@ serveRpc<ClientApi>({
   setupRate,
   fairness,
   interactive,
+  startLoad,
+  stopLoad,
   openActive,
   activeProgress,
   closeActive,
