@@ -4,9 +4,9 @@ import { listenOnLoopback } from './listen.js';
 /**
  * A TCP relay on loopback that holds every chunk for `oneWayMs` in each direction, so that a
  * connection through it has a round trip of twice that: a long path without netem. It adds
- * delay, not a bandwidth limit: it buffers what is in flight (up to `maxInFlight` bytes per
- * direction, far beyond any window here, before it stops reading) and ends, or resets, each
- * side as the other does.
+ * delay, and with `bytesPerSecond` a bottleneck whose queue is deep (a bufferbloated link): it
+ * buffers what is in flight (up to `maxInFlight` bytes per direction, far beyond any window here,
+ * before it stops reading) and ends, or resets, each side as the other does.
  */
 export interface DelayRelay {
   port: number;
@@ -20,10 +20,16 @@ interface Held {
 
 const DEFAULT_MAX_IN_FLIGHT = 256 << 20;
 
-export async function startDelayRelay(targetPort: number, oneWayMs: number, maxInFlight = DEFAULT_MAX_IN_FLIGHT): Promise<DelayRelay> {
+export async function startDelayRelay(
+  targetPort: number,
+  oneWayMs: number,
+  { maxInFlight = DEFAULT_MAX_IN_FLIGHT, bytesPerSecond = Number.POSITIVE_INFINITY }: { maxInFlight?: number; bytesPerSecond?: number } = {},
+): Promise<DelayRelay> {
   const sockets = new Set<Socket>();
   const delayed = (from: Socket, to: Socket): void => {
     const held: Held[] = [];
+    /** When the bottleneck has sent what is held: a chunk leaves no earlier than the one before it plus its own time on the link. */
+    let linkFreeAt = 0;
     let heldBytes = 0;
     let timer: NodeJS.Timeout | undefined;
     let ended = false;
@@ -40,7 +46,8 @@ export async function startDelayRelay(targetPort: number, oneWayMs: number, maxI
       else if (ended) to.end();
     };
     from.on('data', (chunk: Buffer) => {
-      held.push({ chunk, due: performance.now() + oneWayMs });
+      linkFreeAt = Math.max(performance.now(), linkFreeAt) + (chunk.length * 1000) / bytesPerSecond;
+      held.push({ chunk, due: linkFreeAt + oneWayMs });
       heldBytes += chunk.length;
       if (heldBytes >= maxInFlight) from.pause();
       timer ??= setTimeout(release, oneWayMs);

@@ -54,6 +54,11 @@ export class ReceiveWindow {
    * Called when a grant is due after `consumed` bytes since the last one, with the round trip in
    * milliseconds (undefined while unknown: the window then stays as it is). Returns the size the
    * grant should fill the window to.
+   *
+   * The round trip must be the path's, the least one seen on the connection, not the latest: a
+   * ping that waited behind this very transfer's data measures the queue the window let build,
+   * and growing the window by it builds a longer queue (a bulk flow on loopback grew its windows
+   * to the maximum and kept a ping-pong flow beside it 40 ms behind).
    */
   beforeGrant(consumed: number, rtt: number | undefined): number {
     const now = performance.now();

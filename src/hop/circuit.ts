@@ -205,7 +205,7 @@ export class VirtualCircuit extends Duplex implements DrainWaiter {
     const room = (size: number): number => size - this.peerCredit - this.receivedBytes;
     let amount = room(window);
     if (amount < window / 4) return;
-    const tuned = this.window.beforeGrant(amount, this.connection.rtt);
+    const tuned = this.window.beforeGrant(amount, this.connection.baseRtt);
     if (tuned !== window) amount = room(tuned);
     this.peerCredit += amount;
     this.connection.send(FrameType.Credit, this.vci, encodeCredit(amount));

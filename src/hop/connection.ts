@@ -119,6 +119,7 @@ export class HopConnection extends EventEmitter {
   private pingSentAt = 0;
   private lastFrameAt = performance.now();
   private rttMs: number | undefined;
+  private baseRttMs: number | undefined;
   private readonly keepAliveInterval: number;
   private readonly keepAliveTimeout: number;
   private readonly localRoutingId: RoutingId;
@@ -331,6 +332,11 @@ export class HopConnection extends EventEmitter {
     return this.rttMs;
   }
 
+  /** The least round trip any ping on this connection took: the path's, without the queues the traffic itself builds (ReceiveWindow times windows by it). */
+  get baseRtt(): number | undefined {
+    return this.baseRttMs;
+  }
+
   /** Bytes written to this connection that the kernel has not yet taken. */
   get bufferedBytes(): number {
     return this.socket.writableLength;
@@ -492,6 +498,7 @@ export class HopConnection extends EventEmitter {
         case FrameType.Pong:
           if (this.pingSentAt !== 0) {
             this.rttMs = performance.now() - this.pingSentAt;
+            this.baseRttMs = Math.min(this.baseRttMs ?? this.rttMs, this.rttMs);
             this.pingSentAt = 0;
           }
           return;

@@ -13,8 +13,8 @@ export interface SessionHandle {
   readonly streamWindow: number;
   /** Largest receive window a stream grows to. */
   readonly maxStreamWindow: number;
-  /** The session's round trip in milliseconds, once a ping has measured it. */
-  rtt(): number | undefined;
+  /** The least round trip in milliseconds a ping of the session took, once one has. */
+  baseRtt(): number | undefined;
   /** Largest Data body this side sends in one frame. */
   readonly maxFrameSize: number;
   /** False once the session is torn down or its transport can no longer be written. */

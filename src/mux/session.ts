@@ -157,6 +157,8 @@ export class YamuxSession extends EventEmitter {
   #dataTarget: YamuxStream | undefined;
   #nextPingId = 1;
   #rtt: number | undefined;
+  /** The least round trip any ping took: what stream windows are timed by (see HopConnection.baseRtt). */
+  #baseRtt: number | undefined;
   #keepAliveTimer: NodeJS.Timeout | undefined;
   #keepAliveDeadline: NodeJS.Timeout | undefined;
   readonly #keepAliveTimeout: number;
@@ -191,7 +193,7 @@ export class YamuxSession extends EventEmitter {
     this[kSessionHandle] = {
       streamWindow: this.#streamWindow,
       maxStreamWindow,
-      rtt: () => this.#rtt,
+      baseRtt: () => this.#baseRtt,
       maxFrameSize: this.#maxFrameSize,
       canSend: () => this.#canSend(),
       sendControl: (type, flags, streamId, length) => this.#sendControl(type, flags, streamId, length),
@@ -409,6 +411,7 @@ export class YamuxSession extends EventEmitter {
       if (!ping) return;
       this.#pings.delete(header.length);
       this.#rtt = performance.now() - ping.start;
+      this.#baseRtt = Math.min(this.#baseRtt ?? this.#rtt, this.#rtt);
       ping.done(undefined, this.#rtt);
     } else {
       this.#protocolError(`Ping frame with neither SYN nor ACK (flags ${header.flags})`);

@@ -149,7 +149,7 @@ export class YamuxStream extends Duplex {
     let credit = room(window);
     if (credit <= 0) return;
     if (credit < window / 2 && (this.#recvWindow > 0 || !starving)) return;
-    const tuned = this.#window.beforeGrant(credit, this.#session.rtt());
+    const tuned = this.#window.beforeGrant(credit, this.#session.baseRtt());
     if (tuned !== window) credit = room(tuned);
     this.#recvWindow += credit;
     this.#session.sendControl(FrameType.WindowUpdate, 0, this.id, credit);

@@ -393,7 +393,7 @@ export class CircuitTable {
     if (amount < window / 4) return;
     const sender = dir.toAcceptor ? dir.route.opener : dir.route.acceptor!;
     // With bytes still queued the receiver is what holds the sender back: no growth then.
-    const tuned = dir.window.beforeGrant(amount, dir.queued === 0 ? sender.hop.rtt : undefined);
+    const tuned = dir.window.beforeGrant(amount, dir.queued === 0 ? sender.hop.baseRtt : undefined);
     if (tuned !== window) amount = room(tuned);
     dir.senderCredit += amount;
     sender.hop.send(FrameType.Credit, dir.toAcceptor ? dir.route.openerVci : dir.route.acceptorVci, encodeCredit(amount));

@@ -46,8 +46,8 @@ describe('windows over a long path', () => {
     for (const relay of relays.splice(0)) await relay.close();
   });
 
-  /** Sends 24 MiB over `flow` while sampling the largest windows the receiving side reached. */
-  async function transfer(flow: Flow, accepted: Promise<Flow>, sample: () => number): Promise<{ stream: number; vc: number; other: number }> {
+  /** Sends `bytes` (24 MiB) over `flow` while sampling the largest windows the receiving side reached. */
+  async function transfer(flow: Flow, accepted: Promise<Flow>, sample: () => number, bytes = 24 * MiB): Promise<{ stream: number; vc: number; other: number }> {
     const receiver = await accepted;
     const peak = { stream: 0, vc: 0, other: 0 };
     const sampler = setInterval(() => {
@@ -55,9 +55,9 @@ describe('windows over a long path', () => {
       peak.vc = Math.max(peak.vc, receiver.conn.receiveWindow);
       peak.other = Math.max(peak.other, sample());
     }, 5);
-    const [sent, received] = await Promise.all([writeRandom(flow, 24 * MiB), digestUntilEnd(receiver)]);
+    const [sent, received] = await Promise.all([writeRandom(flow, bytes), digestUntilEnd(receiver)]);
     clearInterval(sampler);
-    expect(received).toEqual({ sha256: sent, bytes: 24 * MiB });
+    expect(received).toEqual({ sha256: sent, bytes });
     receiver.end();
     flow.resume();
     await waitFor(() => flow.closed && receiver.closed, 'both ends of the flow to close');
@@ -99,5 +99,32 @@ describe('windows over a long path', () => {
     expect(peak.other).toBeGreaterThan(floor + MiB);
     expect(proxy.stats().peakQueuedBytes).toBeLessThanOrEqual(peak.other);
     await waitFor(() => proxy.stats().reservedBytes === floor, "the proxy's reservation to return to its floor", 3 * WINDOW_IDLE_MS);
+  });
+  it('times a flow\'s window by the least round trip, so the queue a transfer builds at a slow link does not grow it', async () => {
+    const server = net.manager();
+    const listening = Endpoint.parse(await server.listen('127.0.0.1:0'));
+    // 5 MiB/s with a queue as deep as the sender fills it: a 256 KiB window alone keeps it busy
+    // (the path's round trip is 2 ms), and every round trip taken during the transfer includes it.
+    const relay = await startDelayRelay(listening.port, 1, { bytesPerSecond: 5 * MiB });
+    relays.push(relay);
+    const client = net.manager();
+    const flow = await client.dial(new Endpoint('127.0.0.1', relay.port, server.routingId));
+    const accepted = server.accept();
+    const receiver = await accepted;
+    // Round trips from the receiving end, whose answers wait behind the queued data: what the keepalive would see.
+    let slowest = 0;
+    const pinger = setInterval(() => {
+      receiver.conn.ping().then((ms) => (slowest = Math.max(slowest, ms)), () => undefined);
+    }, 50);
+    // Pings are traffic too: they stop with the transfer, so that the windows can go idle.
+    receiver.once('end', () => clearInterval(pinger));
+    try {
+      const peak = await transfer(flow, Promise.resolve(receiver), () => 0, 6 * MiB);
+      console.log(`5 MiB/s link with a deep queue: round trips up to ${slowest.toFixed(0)} ms during the transfer; the flow's window reached ${(peak.stream / MiB).toFixed(2)} MiB`);
+      expect(slowest).toBeGreaterThan(20);
+      expect(peak.stream).toBeLessThan(MiB);
+    } finally {
+      clearInterval(pinger);
+    }
   });
 });
