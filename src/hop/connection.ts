@@ -29,6 +29,13 @@ import {
 } from '../wire/index.js';
 import { deriveTokenKey, generateEphemeral, signProof, tokenMac, tokenMacMatches, transcriptHash, verifyProof, type EphemeralKey, type HopRole, type TokenPurpose } from './handshake.js';
 
+/**
+ * Round trips measured back to back when a connection starts. The first is slow (code not yet
+ * optimised, the peer still busy with its side of the handshake); the least of a few, taken while
+ * every window is at its floor and can queue little, is the path's (baseRtt).
+ */
+export const STARTUP_PINGS = 3;
+
 export interface HopConnectionOptions {
   socket: Socket;
   identity: Identity;
@@ -117,6 +124,8 @@ export class HopConnection extends EventEmitter {
   private resolveClosed!: (err: RidproxyError | undefined) => void;
   private keepAliveTimer: NodeJS.Timeout | undefined;
   private pingSentAt = 0;
+  /** Pings still to send back to back after the first (see STARTUP_PINGS). */
+  private startupPingsLeft = STARTUP_PINGS - 1;
   private lastFrameAt = performance.now();
   private rttMs: number | undefined;
   private baseRttMs: number | undefined;
@@ -500,6 +509,10 @@ export class HopConnection extends EventEmitter {
             this.rttMs = performance.now() - this.pingSentAt;
             this.baseRttMs = Math.min(this.baseRttMs ?? this.rttMs, this.rttMs);
             this.pingSentAt = 0;
+            if (this.startupPingsLeft > 0) {
+              this.startupPingsLeft--;
+              this.ping();
+            }
           }
           return;
         case FrameType.GoAway: {

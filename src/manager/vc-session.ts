@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import { MuxError, Reason, VcClosedError, type RidproxyError } from '../errors.js';
 import { RoutingId } from '../id/routing-id.js';
 import type { VirtualCircuit } from '../hop/circuit.js';
+import { STARTUP_PINGS } from '../hop/connection.js';
 import { YamuxSession, type YamuxStreamInit } from '../mux/index.js';
 import { Flow } from './flow.js';
 
@@ -108,9 +109,13 @@ export class VcSession {
       this.#circuit.destroy();
       return err;
     });
-    // The flows' windows are tuned by the multiplexer's own round trip, so one ping measures it
-    // now rather than at the first keepalive (it also gives `rtt` when no handshake timed it).
-    this.#mux.ping().catch(() => undefined);
+    // The flows' windows are tuned by the multiplexer's own least round trip, so pings measure
+    // it now rather than at the first keepalive (they also give `rtt` when no handshake timed
+    // it), a few back to back for the reason of STARTUP_PINGS.
+    const mux = this.#mux;
+    void (async () => {
+      for (let i = 0; i < STARTUP_PINGS && !mux.isClosed; i++) await mux.ping();
+    })().catch(() => undefined);
     this.#armIdle();
   }
 

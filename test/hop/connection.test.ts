@@ -3,10 +3,10 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Reason, type RidproxyError } from '../../src/errors.js';
 import { MAX_DATA_FRAME, MAX_VC_WINDOW, VirtualCircuit } from '../../src/hop/circuit.js';
-import { HopConnection } from '../../src/hop/connection.js';
+import { HopConnection, STARTUP_PINGS } from '../../src/hop/connection.js';
 import { Identity } from '../../src/id/identity.js';
-import { FrameType, HELLO_SIZE, encodeHeader, encodePreface } from '../../src/wire/index.js';
-import { socketTo, waitFor } from '../helpers.js';
+import { FrameDecoder, FrameType, HELLO_SIZE, encodeHeader, encodePreface } from '../../src/wire/index.js';
+import { delay, socketTo, waitFor } from '../helpers.js';
 import { RawHandshake } from './raw-hop.js';
 
 /** A connected TCP socket pair on 127.0.0.1. */
@@ -110,6 +110,27 @@ describe('HopConnection', () => {
     const err = (await a.closed) as RidproxyError;
     expect(err).toMatchObject({ code: 'ERR_TIMEOUT', reason: Reason.Timeout });
     b.socket.resume();
+  });
+
+  it(`measures the round trip with ${STARTUP_PINGS} pings back to back when it starts, and keeps the least as its base`, async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    // What the initiator sends, as the acceptor's socket receives it.
+    const pings: number[] = [];
+    const decoder = new FrameDecoder({ onPreface: () => undefined, onFrame: (frame) => frame.type === FrameType.Ping && pings.push(performance.now()) });
+    pair.b.on('data', (chunk: Buffer) => decoder.push(chunk));
+    const [a, b] = await Promise.all([
+      HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 }),
+      HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
+    ]);
+    b.start(() => undefined);
+    a.start(() => undefined);
+    await waitFor(() => pings.length >= STARTUP_PINGS, `${STARTUP_PINGS} pings`);
+    await delay(200);
+    // No more without a keepalive: the startup pings are a fixed few, each sent when the last came back.
+    expect(pings).toHaveLength(STARTUP_PINGS);
+    expect(a.baseRtt).toBeGreaterThan(0);
+    expect(a.baseRtt).toBeLessThanOrEqual(a.rtt!);
   });
 
   it('tells the peer why when going away, and carries that reason into the close', async () => {
