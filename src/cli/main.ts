@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, type Option } from 'commander';
 import { useConfigSources } from './config.js';
 import { describe } from './describe.js';
+import { drainLogs } from './logger.js';
 import { registerConnect } from './commands/connect.js';
 import { registerKeygen } from './commands/keygen.js';
 import { registerNames } from './commands/names.js';
@@ -90,6 +91,8 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = err.exitCode;
       return;
     }
+    // After the log lines that led to it, some of which may still wait to be written.
+    drainLogs();
     process.stderr.write(`proxy: ${describe(err)}\n`);
     process.exitCode = 1;
   }

@@ -13,10 +13,10 @@ export function wholeNumber(value: string): number {
   return parsed;
 }
 
-/** As wholeNumber, for limits where 0 would refuse everything (no connection, no VC, no flow). */
+/** As wholeNumber, for options 0 has no meaning for (most limits: 0 would refuse every connection, VC or flow). */
 export function positiveInteger(value: string): number {
   const parsed = wholeNumber(value);
-  if (parsed === 0) throw new InvalidArgumentError('0 would refuse everything; give a positive whole number');
+  if (parsed === 0) throw new InvalidArgumentError('give a whole number of at least 1');
   return parsed;
 }
 

@@ -7,7 +7,8 @@ const LOGGER = fileURLToPath(new URL('../../dist/src/cli/logger.js', import.meta
 const LINES = 20_000;
 
 // A process whose stderr nobody reads: it logs 20 MB (more than the 16 MiB the logger holds),
-// says so on stdout, then logs one more line once the parent reads again and has drained it.
+// says so on stdout, then logs one more line when told (the parent has read most of the backlog
+// by then) and exits by itself, which writes whatever is still waiting.
 const CHILD = `
 import { createLogger } from ${JSON.stringify(LOGGER)};
 const { log, announce } = createLogger({ level: 'info', pretty: false });
@@ -15,10 +16,10 @@ announce('ready\\n');
 const pad = 'x'.repeat(1000);
 for (let i = 0; i < ${LINES}; i++) log.info({ i, pad }, 'line');
 process.stdout.write('filled\\n');
-process.stdin.once('data', () => setTimeout(() => {
+process.stdin.once('data', () => {
   log.info('after');
-  process.exit(0);
-}, 1000));
+  process.stdin.destroy();
+});
 `;
 
 describe('createLogger', () => {
@@ -30,6 +31,7 @@ describe('createLogger', () => {
     await waitFor(() => stdout.includes('filled\n'), 'the child to log every line', 30_000);
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await waitFor(() => stderr.length > 15 * 1024 * 1024, 'most of the backlog to be read', 30_000);
     child.stdin.write('go\n');
     expect(await exited).toBe(0);
     const lines = stderr
