@@ -15,6 +15,26 @@ import type { RemoteRoutes } from './remote.js';
 import type { ProxyEvents, ProxyRefusedEvent } from './events.js';
 import { MAX_STATUS_SERVERS, sendStatus, sendStatusRefusal, statusRefusal, type ProxyServerReport, type ProxyStatusReport } from './status.js';
 
+/**
+ * What a connection waiting for a handshake slot may have read ahead: far more than an
+ * initiator's first flight (preface and Hello), so a FIN behind it is seen; past it, the socket
+ * is left unread until its turn.
+ */
+const MAX_READ_AHEAD = 4096;
+
+interface WaitingConnection {
+  group: string;
+  address: string;
+  since: number;
+  /** It sent something: it may take a slot. */
+  spoke: boolean;
+  /** Read ahead while waiting, handed back to the socket at its turn. */
+  received: Buffer[];
+  receivedBytes: number;
+  onReadable(): void;
+  onEnd(): void;
+}
+
 export * from './options.js';
 export type { RemoteRoute, RemoteRoutes } from './remote.js';
 export type { ProxyConnection } from './proxy-connection.js';
@@ -76,7 +96,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
    * Accepted connections waiting for a handshake slot, oldest first (a Map keeps insertion order
    * and lets one that closes leave from anywhere in the line).
    */
-  private readonly waiting = new Map<Socket, { group: string; address: string; since: number; spoke: boolean }>();
+  private readonly waiting = new Map<Socket, WaitingConnection>();
   /** The waiting connections that have spoken, in the order they did: the ones a free slot goes to (never a scan past silent ones). */
   private readonly ready = new Set<Socket>();
   /** Due when the oldest waiting connection has waited handshakeTimeout ms. */
@@ -349,18 +369,38 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       this.ready.delete(socket);
       this.admission.release(group);
     });
-    // Nothing is read or sent until its turn: the socket holds what the peer sent, and the
-    // handshake timeout starts once the proxy works on it, so waiting costs the peer no attempt.
-    // A connection gets a slot only once it has spoken (the initiator's Hello comes first), so
-    // silent ones cannot take every slot; they wait, and go at the wait bound.
-    const entry = { group, address, since: Date.now(), spoke: false };
+    // Nothing is sent until its turn, and the handshake timeout starts once the proxy works on
+    // it, so waiting costs the peer no attempt. What the peer sends meanwhile (its first flight)
+    // is read ahead into a small buffer, so that a peer giving up (its FIN) leaves the line at
+    // once rather than getting a handshake it no longer wants. A connection gets a slot only once
+    // it has spoken (the initiator's Hello comes first), so silent ones cannot take every slot;
+    // they wait, and go at the wait bound.
+    const entry: WaitingConnection = {
+      group,
+      address,
+      since: Date.now(),
+      spoke: false,
+      received: [],
+      receivedBytes: 0,
+      onReadable: () => {
+        for (let chunk: Buffer | null; entry.receivedBytes < MAX_READ_AHEAD && (chunk = socket.read() as Buffer | null) !== null; ) {
+          entry.received.push(chunk);
+          entry.receivedBytes += chunk.length;
+        }
+        if (entry.spoke || entry.receivedBytes === 0) return;
+        entry.spoke = true;
+        this.ready.add(socket);
+        this.admitWaiting();
+      },
+      onEnd: () => {
+        this.waiting.delete(socket);
+        this.ready.delete(socket);
+        socket.destroy();
+      },
+    };
     this.waiting.set(socket, entry);
-    socket.once('readable', () => {
-      if (!this.waiting.has(socket)) return;
-      entry.spoke = true;
-      this.ready.add(socket);
-      this.admitWaiting();
-    });
+    socket.on('readable', entry.onReadable);
+    socket.once('end', entry.onEnd);
     this.waitTimer ??= setTimeout(() => this.expireWaiting(), this.options.handshakeTimeout).unref();
   }
 
@@ -369,11 +409,16 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     if (this.closing) return;
     for (const socket of this.ready) {
       if (this.handshaking.size >= this.options.maxHandshakes) return;
-      const { group, address } = this.waiting.get(socket)!;
+      const { group, address, received, onReadable, onEnd } = this.waiting.get(socket)!;
       this.ready.delete(socket);
       this.waiting.delete(socket);
       // Destroyed but its 'close' not yet delivered: it would only hold a slot for nothing.
-      if (!socket.destroyed) this.handshake(socket, group, address);
+      if (socket.destroyed) continue;
+      socket.off('readable', onReadable);
+      socket.off('end', onEnd);
+      // The handshake reads from the start: what was read ahead goes back first.
+      if (received.length > 0) socket.unshift(received.length === 1 ? received[0] : Buffer.concat(received));
+      this.handshake(socket, group, address);
     }
   }
 

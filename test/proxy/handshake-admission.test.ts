@@ -84,6 +84,29 @@ describe('handshake admission', () => {
     expect(events).toEqual([]);
   });
 
+  it('forgets a waiting connection whose peer hangs up before its turn, and hands the next one what it sent while waiting', async () => {
+    const proxy = await net.proxy({ maxHandshakes: 1 });
+    const events = refusals(proxy);
+    const holder = await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 0 });
+    const quitter = await stalled(proxy, { handshakesInProgress: 1, handshakesQueued: 1 });
+    const quitterReceived = closed(quitter);
+    const manager = net.manager();
+    const registering = manager.proxyListen('main', proxy.endpoint);
+    await waitFor(() => proxy.stats().handshakesQueued === 2, 'the manager to wait behind the raw connection');
+
+    // A client whose own handshake timeout ran out closes its end (a FIN, not a reset): it leaves
+    // the line now, not at the proxy's handshake timeout (10 s), and gets no handshake.
+    quitter.end();
+    await waitFor(() => proxy.stats().handshakesQueued === 1, 'the connection that hung up to leave the line', 2000);
+    expect((await quitterReceived).length).toBe(0);
+
+    // The manager's preface and Hello, read ahead while it waited, reach its handshake intact.
+    holder.destroy();
+    await registering;
+    expect(proxy.stats()).toMatchObject({ registrations: 1, handshakesInProgress: 0, handshakesQueued: 0 });
+    expect(events).toEqual([]);
+  });
+
   it('closes a connection that waited handshakeTimeout for a slot, as a connection refusal', async () => {
     const proxy = await net.proxy({ maxHandshakes: 1, handshakeTimeout: 1000 });
     const events = refusals(proxy);
