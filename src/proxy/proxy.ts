@@ -26,9 +26,7 @@ interface WaitingConnection {
   group: string;
   address: string;
   since: number;
-  /** It sent something: it may take a slot. */
-  spoke: boolean;
-  /** Read ahead while waiting, handed back to the socket at its turn. */
+  /** Read ahead while waiting, handed back to the socket at its turn; a connection that has sent something may take a slot. */
   received: Buffer[];
   receivedBytes: number;
   onReadable(): void;
@@ -365,8 +363,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     this.sockets.add(socket);
     socket.once('close', () => {
       this.sockets.delete(socket);
-      this.waiting.delete(socket);
-      this.ready.delete(socket);
+      this.leaveLine(socket);
       this.admission.release(group);
     });
     // Nothing is sent until its turn, and the handshake timeout starts once the proxy works on
@@ -379,24 +376,20 @@ export class Proxy extends EventEmitter<ProxyEvents> {
       group,
       address,
       since: Date.now(),
-      spoke: false,
       received: [],
       receivedBytes: 0,
       onReadable: () => {
+        const spoke = entry.receivedBytes > 0;
         for (let chunk: Buffer | null; entry.receivedBytes < MAX_READ_AHEAD && (chunk = socket.read() as Buffer | null) !== null; ) {
           entry.received.push(chunk);
           entry.receivedBytes += chunk.length;
         }
-        if (entry.spoke || entry.receivedBytes === 0) return;
-        entry.spoke = true;
+        if (spoke || entry.receivedBytes === 0) return;
         this.ready.add(socket);
         this.admitWaiting();
       },
-      onEnd: () => {
-        this.waiting.delete(socket);
-        this.ready.delete(socket);
-        socket.destroy();
-      },
+      // Its 'close' takes it out of the line; until then admitWaiting skips it as destroyed.
+      onEnd: () => socket.destroy(),
     };
     this.waiting.set(socket, entry);
     socket.on('readable', entry.onReadable);
@@ -409,9 +402,7 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     if (this.closing) return;
     for (const socket of this.ready) {
       if (this.handshaking.size >= this.options.maxHandshakes) return;
-      const { group, address, received, onReadable, onEnd } = this.waiting.get(socket)!;
-      this.ready.delete(socket);
-      this.waiting.delete(socket);
+      const { group, address, received, onReadable, onEnd } = this.leaveLine(socket)!;
       // Destroyed but its 'close' not yet delivered: it would only hold a slot for nothing.
       if (socket.destroyed) continue;
       socket.off('readable', onReadable);
@@ -422,6 +413,14 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     }
   }
 
+  /** Takes a connection out of the waiting line, wherever it is in it. */
+  private leaveLine(socket: Socket): WaitingConnection | undefined {
+    const entry = this.waiting.get(socket);
+    this.waiting.delete(socket);
+    this.ready.delete(socket);
+    return entry;
+  }
+
   /**
    * Closes the connections that waited handshakeTimeout ms for a slot: their peers gave up on
    * them by now or soon will, and a handshake for a peer that is gone is wasted work.
@@ -430,16 +429,15 @@ export class Proxy extends EventEmitter<ProxyEvents> {
     this.waitTimer = undefined;
     const timeout = this.options.handshakeTimeout;
     const now = Date.now();
-    for (const [socket, { group, address, since, spoke }] of this.waiting) {
+    for (const [socket, { group, address, since, receivedBytes }] of this.waiting) {
       if (now - since < timeout) {
         this.waitTimer = setTimeout(() => this.expireWaiting(), since + timeout - now).unref();
         return;
       }
-      this.waiting.delete(socket);
-      this.ready.delete(socket);
+      this.leaveLine(socket);
       this.counters.connectionsRefused++;
       socket.destroy();
-      const reason = spoke
+      const reason = receivedBytes > 0
         ? `waited ${timeout} ms for one of the proxy's ${this.options.maxHandshakes} handshake slots`
         : `sent nothing within the handshake timeout of ${timeout} ms`;
       this.refused({ kind: 'connection', code: 'ERR_TIMEOUT', reason, address, addressGroup: group });
