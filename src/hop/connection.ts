@@ -30,9 +30,9 @@ import {
 import { deriveTokenKey, generateEphemeral, signProof, tokenMac, tokenMacMatches, transcriptHash, verifyProof, type EphemeralKey, type HopRole, type TokenPurpose } from './handshake.js';
 
 /**
- * Round trips measured back to back when a connection starts. The first is slow (code not yet
- * optimised, the peer still busy with its side of the handshake); the least of a few, taken while
- * every window is at its floor and can queue little, is the path's (baseRtt).
+ * Round trips measured back to back when a connection's first VC opens. The first is slow (code
+ * not yet optimised, the peer perhaps still busy with its side of the handshake); the least of a
+ * few, taken while every window is at its floor and can queue little, is the path's (baseRtt).
  */
 export const STARTUP_PINGS = 3;
 
@@ -124,8 +124,9 @@ export class HopConnection extends EventEmitter {
   private resolveClosed!: (err: RidproxyError | undefined) => void;
   private keepAliveTimer: NodeJS.Timeout | undefined;
   private pingSentAt = 0;
-  /** Pings still to send back to back after the first (see STARTUP_PINGS). */
-  private startupPingsLeft = STARTUP_PINGS - 1;
+  /** Pings still to send back to back, each when the last came back (see STARTUP_PINGS). */
+  private startupPingsLeft = 0;
+  private rttMeasurementStarted = false;
   private lastFrameAt = performance.now();
   private rttMs: number | undefined;
   private baseRttMs: number | undefined;
@@ -196,6 +197,9 @@ export class HopConnection extends EventEmitter {
       let transcript: Buffer | undefined;
       let settled = false;
       let connection: HopConnection | undefined;
+      // The responder's preface waits for the initiator's Hello and leaves with its own Hello and
+      // Proof: one write for the whole of its side, and nothing at all for a probe.
+      let prefaceSent = options.initiator;
 
       const fail = (err: RidproxyError): void => {
         if (settled) return;
@@ -203,7 +207,9 @@ export class HopConnection extends EventEmitter {
         cleanup();
         if (!(err instanceof ConnectionClosedError) && socket.writable) {
           const reason = err instanceof AuthenticationError ? Reason.Authentication : err instanceof TimeoutError ? Reason.Timeout : Reason.Protocol;
-          socket.end(frameBytes(FrameType.GoAway, 0, encodeReason(reason, err.message)));
+          const goAway = frameBytes(FrameType.GoAway, 0, encodeReason(reason, err.message));
+          // The peer reads a GoAway only after a preface.
+          socket.end(prefaceSent ? goAway : Buffer.concat([encodePreface(), goAway]));
           socket.destroySoon();
         } else {
           socket.destroy();
@@ -241,11 +247,18 @@ export class HopConnection extends EventEmitter {
             peerHello = peer;
             if (options.initiator) {
               transcript = transcriptHash(ownHello!, peer.bytes);
+              // Held until the check phase of this turn of the event loop: the owner's first
+              // frames (a Register, an OpenVc), sent as soon as this resolves, then leave with
+              // the Proof in one write, and the responder gets them in one read.
+              socket.cork();
               socket.write(frameBytes(FrameType.Proof, 0, signProof(identity, role, transcript)));
+              setImmediate(() => socket.uncork());
             } else {
               const own = hello();
               transcript = transcriptHash(peer.bytes, own);
+              prefaceSent = true;
               socket.cork();
+              socket.write(encodePreface());
               socket.write(frameBytes(FrameType.Hello, 0, own));
               socket.write(frameBytes(FrameType.Proof, 0, signProof(identity, role, transcript)));
               socket.uncork();
@@ -295,10 +308,7 @@ export class HopConnection extends EventEmitter {
       socket.on('close', onClose);
       socket.on('error', onError);
       socket.setNoDelay(true);
-      socket.cork();
-      socket.write(encodePreface());
-      if (options.initiator) socket.write(frameBytes(FrameType.Hello, 0, hello()));
-      socket.uncork();
+      if (options.initiator) socket.write(Buffer.concat([encodePreface(), frameBytes(FrameType.Hello, 0, hello())]));
     });
   }
 
@@ -327,16 +337,13 @@ export class HopConnection extends EventEmitter {
       if (this.isClosed) return;
       this.deliver(frame);
     }
-    // VC windows are tuned by this round trip: measure it now, not at the first keepalive. Sent
-    // here rather than on construction, so a write that fails reaches an owner already listening.
-    if (!this.isClosed && this.pingSentAt === 0) this.ping();
   }
 
   get routingId(): RoutingId {
     return this.localRoutingId;
   }
 
-  /** Round-trip time in milliseconds of the last ping: one goes out when the owner starts the connection, then one per keepalive. */
+  /** Round-trip time in milliseconds of the last ping: the first go out with the connection's first VC, then one per keepalive. */
   get rtt(): number | undefined {
     return this.rttMs;
   }
@@ -390,6 +397,7 @@ export class HopConnection extends EventEmitter {
     const vci = this.nextVciValue;
     if (vci > 0xffff_fffe) throw new ProtocolError('ERR_PROTOCOL', `VC ids exhausted on the connection to ${this.peerLabel}`);
     this.nextVciValue += 2;
+    this.measureRtt();
     return vci;
   }
 
@@ -404,7 +412,23 @@ export class HopConnection extends EventEmitter {
   notePeerVci(vci: number): boolean {
     if (vci % 2 === this.nextVciValue % 2 || vci <= this.peerHighestVci) return false;
     this.peerHighestVci = vci;
+    this.measureRtt();
     return true;
+  }
+
+  /**
+   * Starts the STARTUP_PINGS with the connection's first VC, the first thing whose windows are
+   * timed by the round trip. Not at the handshake: most connections only register, and a storm
+   * of servers registering again after a proxy restart would pay for pings nothing uses.
+   */
+  private measureRtt(): void {
+    if (this.rttMeasurementStarted) return;
+    this.rttMeasurementStarted = true;
+    this.startupPingsLeft = STARTUP_PINGS;
+    // A keepalive ping on its way counts as the first.
+    if (this.pingSentAt !== 0) return;
+    this.startupPingsLeft--;
+    this.ping();
   }
 
   /** Announces that this side opens and accepts no new VCs; existing ones may finish. */

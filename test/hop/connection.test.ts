@@ -5,7 +5,7 @@ import { Reason, type RidproxyError } from '../../src/errors.js';
 import { MAX_DATA_FRAME, MAX_VC_WINDOW, VirtualCircuit } from '../../src/hop/circuit.js';
 import { HopConnection, STARTUP_PINGS } from '../../src/hop/connection.js';
 import { Identity } from '../../src/id/identity.js';
-import { FrameDecoder, FrameType, HELLO_SIZE, encodeHeader, encodePreface } from '../../src/wire/index.js';
+import { FrameDecoder, FrameType, HELLO_SIZE, encodeHeader, encodePreface, type Frame } from '../../src/wire/index.js';
 import { delay, socketTo, waitFor } from '../helpers.js';
 import { RawHandshake } from './raw-hop.js';
 
@@ -51,6 +51,68 @@ describe('HopConnection', () => {
     expect(b.peerRoutingId.equals(a.routingId)).toBe(true);
     expect([a.allocateVci(), a.allocateVci()]).toEqual([1, 3]);
     expect([b.allocateVci(), b.allocateVci()]).toEqual([2, 4]);
+  });
+
+  /** Counts the writes a socket hands to the kernel: a corked batch is one _writev. */
+  function countWrites(socket: Socket): { readonly count: number } {
+    const counter = { count: 0 };
+    const proto = Object.getPrototypeOf(socket) as Record<'_write' | '_writev', (...args: unknown[]) => unknown>;
+    const write = proto._write;
+    const writev = proto._writev;
+    Object.assign(socket, {
+      _write(...args: unknown[]) {
+        counter.count++;
+        return write.apply(socket, args);
+      },
+      _writev(...args: unknown[]) {
+        counter.count++;
+        return writev.apply(socket, args);
+      },
+    });
+    return counter;
+  }
+
+  it("answers with preface, Hello and Proof in one write, sends a silent peer nothing, and sends its Proof with the owner's first frame", async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const initiatorWrites = countWrites(pair.a);
+    const responderWrites = countWrites(pair.b);
+    let responderSent = 0;
+    pair.a.on('data', (chunk: Buffer) => (responderSent += chunk.length));
+    const responding = HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 });
+    await delay(100);
+    // A port scan, or a peer that has not spoken yet, is sent nothing: not even a preface.
+    expect(responderSent).toBe(0);
+    expect(responderWrites.count).toBe(0);
+    const [a, b] = await Promise.all([
+      HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 }).then((hop) => {
+        hop.send(FrameType.Register, 0);
+        return hop;
+      }),
+      responding,
+    ]);
+    const received: Frame[] = [];
+    b.start((frame) => received.push(frame));
+    a.start(() => undefined);
+    await waitFor(() => received.length > 0, 'the Register');
+    expect(received[0].type).toBe(FrameType.Register);
+    expect(responderWrites.count).toBe(1);
+    // Preface and Hello, then the Proof and the Register together.
+    expect(initiatorWrites.count).toBe(2);
+  });
+
+  it('sends a GoAway that follows its preface when it refuses before answering', async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const responding = HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0, handshakeTimeout: 100 });
+    const frames: Frame[] = [];
+    let preface = false;
+    const decoder = new FrameDecoder({ onPreface: () => (preface = true), onFrame: (frame) => frames.push(frame) });
+    pair.a.on('data', (chunk: Buffer) => decoder.push(chunk));
+    await expect(responding).rejects.toMatchObject({ code: 'ERR_TIMEOUT' });
+    await waitFor(() => frames.length > 0, 'the GoAway');
+    expect(preface).toBe(true);
+    expect(frames[0].type).toBe(FrameType.GoAway);
   });
 
   it('refuses a peer that reflects our own key back at us', async () => {
@@ -112,7 +174,7 @@ describe('HopConnection', () => {
     b.socket.resume();
   });
 
-  it(`measures the round trip with ${STARTUP_PINGS} pings back to back when it starts, and keeps the least as its base`, async () => {
+  it(`measures the round trip with ${STARTUP_PINGS} pings back to back when its first VC opens, and keeps the least as its base`, async () => {
     const pair = await socketPair();
     pairs.push(pair);
     // What the initiator sends, as the acceptor's socket receives it.
@@ -125,6 +187,12 @@ describe('HopConnection', () => {
     ]);
     b.start(() => undefined);
     a.start(() => undefined);
+    // A connection that only registers pays for no pings.
+    await delay(100);
+    expect(pings).toHaveLength(0);
+    expect(a.baseRtt).toBeUndefined();
+    a.allocateVci();
+    a.allocateVci();
     await waitFor(() => pings.length >= STARTUP_PINGS, `${STARTUP_PINGS} pings`);
     await delay(200);
     // No more without a keepalive: the startup pings are a fixed few, each sent when the last came back.
