@@ -6,7 +6,7 @@
  * If the CLI is not built, cliProblem() says why and the path is reported as SKIPPED.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,11 +37,23 @@ export function cliProblem(): string | undefined {
  */
 const PROFILE_DIR = process.env.BENCH_CPU_PROF;
 
-/** A CLI process: bin/proxy.js run by this Node. */
+/**
+ * The node flags of bin/proxy.js's `#!/usr/bin/env -S node <flags>` line: what `npx proxy` runs
+ * with. The bench runs the launcher through this Node (so that it can add profiling flags,
+ * which NODE_OPTIONS does not take), with the same flags.
+ */
+function launcherFlags(): string[] {
+  const shebang = readFileSync(BIN, 'utf8').split('\n', 1)[0]!;
+  const flags = /^#!\/usr\/bin\/env -S node(?: (.*))?$/.exec(shebang);
+  if (!flags) throw new Error(`${BIN} starts with ${JSON.stringify(shebang)}, not #!/usr/bin/env -S node ...`);
+  return flags[1]?.split(' ') ?? [];
+}
+
+/** A CLI process: bin/proxy.js run by this Node, as its #! line runs it. */
 export function cliProcess(label: string, args: string[]): OutputProcess {
-  if (PROFILE_DIR === undefined) return new OutputProcess(label, process.execPath, [BIN, ...args]);
+  if (PROFILE_DIR === undefined) return new OutputProcess(label, process.execPath, [...launcherFlags(), BIN, ...args]);
   const profile = ['--cpu-prof', `--cpu-prof-dir=${join(PROFILE_DIR, `cli-${args[0]}`)}`];
-  return new OutputProcess(label, process.execPath, [...profile, BIN, ...args], true);
+  return new OutputProcess(label, process.execPath, [...launcherFlags(), ...profile, BIN, ...args], true);
 }
 
 /** The endpoint a CLI process prints as the first line of its stdout. */

@@ -107,7 +107,7 @@ describe('CLI end to end', () => {
     expect((await stdio.exited).code).toBe(0);
 
     // The same on a pipe, as ssh gives a ProxyCommand (the runner's pipes are sockets, which end otherwise): cat sees EOF while connect still runs.
-    const piped = spawn('bash', ['-c', `node ${LAUNCHER} connect ${serverEndpoint} --stdio --log-level warn | { cat; echo ' <eof>'; }`], {
+    const piped = spawn('bash', ['-c', `${LAUNCHER} connect ${serverEndpoint} --stdio --log-level warn | { cat; echo ' <eof>'; }`], {
       env: { ...process.env, XDG_CONFIG_HOME: config },
     });
     let output = '';

@@ -29,9 +29,9 @@ function inheritedEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('RIDPROXY_')));
 }
 
-/** Runs `proxy <args>` as a user would: a real process running the built launcher. */
+/** Runs `proxy <args>` as a user would: a real process running the built launcher, executed as npx does (its #! line picks node and its flags). */
 export function runCli(args: string[], options: { config: string; env?: Record<string, string> }): CliProcess {
-  const child = spawn(process.execPath, [LAUNCHER, ...args], {
+  const child = spawn(LAUNCHER, args, {
     env: { ...inheritedEnv(), ...options.env, XDG_CONFIG_HOME: options.config, NO_COLOR: '1' },
     stdio: ['pipe', 'pipe', 'pipe'],
   });

@@ -45,7 +45,8 @@ describe('deploy/', () => {
 
   it("the image's command, run with its environment, prints the endpoint, keeps the identity in the state directory, survives SIGHUP and stops on SIGTERM", async () => {
     const entrypoint = JSON.parse(finalStage('ENTRYPOINT')[0]!) as string[];
-    expect(entrypoint).toEqual(['node', '/opt/ridproxy/bin/proxy.js']);
+    // The launcher itself, so that its #! line's node flags apply (runCli runs it the same way).
+    expect(entrypoint).toEqual(['/opt/ridproxy/bin/proxy.js']);
     const command = JSON.parse(finalStage('CMD')[0]!) as string[];
     const state = isolatedConfig();
     // The same command, on a free loopback port instead of the image's 0.0.0.0:8100.

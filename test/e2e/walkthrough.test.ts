@@ -54,7 +54,7 @@ afterAll(async () => {
 
 /** Runs one walkthrough line with bash, as a user would paste it, `npx proxy` being the launcher npx runs. */
 function shell(line: string, cwd: string, config: string): Shell {
-  const command = line.replaceAll('npx proxy ', `node ${ROOT}bin/proxy.js `);
+  const command = line.replaceAll('npx proxy ', `${ROOT}bin/proxy.js `);
   const child = spawn('bash', ['-c', command], {
     cwd,
     env: { ...process.env, XDG_CONFIG_HOME: config, NO_COLOR: '1' },
