@@ -424,11 +424,9 @@ export class HopConnection extends EventEmitter {
   private measureRtt(): void {
     if (this.rttMeasurementStarted) return;
     this.rttMeasurementStarted = true;
-    this.startupPingsLeft = STARTUP_PINGS;
+    this.startupPingsLeft = STARTUP_PINGS - 1;
     // A keepalive ping on its way counts as the first.
-    if (this.pingSentAt !== 0) return;
-    this.startupPingsLeft--;
-    this.ping();
+    if (this.pingSentAt === 0) this.ping();
   }
 
   /** Announces that this side opens and accepts no new VCs; existing ones may finish. */

@@ -201,6 +201,26 @@ describe('HopConnection', () => {
     expect(a.baseRtt).toBeLessThanOrEqual(a.rtt!);
   });
 
+  it(`counts a keepalive ping already on its way as the first of the ${STARTUP_PINGS}`, async () => {
+    const pair = await socketPair();
+    pairs.push(pair);
+    const pings: number[] = [];
+    const decoder = new FrameDecoder({ onPreface: () => undefined, onFrame: (frame) => frame.type === FrameType.Ping && pings.push(performance.now()) });
+    pair.b.on('data', (chunk: Buffer) => decoder.push(chunk));
+    const [a, b] = await Promise.all([
+      HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 }),
+      HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
+    ]);
+    b.start(() => undefined);
+    a.start(() => undefined);
+    // What the keepalive timer does, without waiting for it: a ping is out when the first VC opens.
+    (a as unknown as { ping(): void }).ping();
+    a.allocateVci();
+    await waitFor(() => pings.length >= STARTUP_PINGS, `${STARTUP_PINGS} pings`);
+    await delay(200);
+    expect(pings).toHaveLength(STARTUP_PINGS);
+  });
+
   it('tells the peer why when going away, and carries that reason into the close', async () => {
     const [a, b] = await established();
     a.start(() => undefined);
