@@ -174,10 +174,10 @@ describe('HopConnection', () => {
     b.socket.resume();
   });
 
-  it(`measures the round trip with ${STARTUP_PINGS} pings back to back when its first VC opens, and keeps the least as its base`, async () => {
+  /** Two started connections without keepalives, and when each Ping the initiator sent reached the acceptor's socket. */
+  async function startedCountingPings(): Promise<{ a: HopConnection; pings: number[] }> {
     const pair = await socketPair();
     pairs.push(pair);
-    // What the initiator sends, as the acceptor's socket receives it.
     const pings: number[] = [];
     const decoder = new FrameDecoder({ onPreface: () => undefined, onFrame: (frame) => frame.type === FrameType.Ping && pings.push(performance.now()) });
     pair.b.on('data', (chunk: Buffer) => decoder.push(chunk));
@@ -187,6 +187,11 @@ describe('HopConnection', () => {
     ]);
     b.start(() => undefined);
     a.start(() => undefined);
+    return { a, pings };
+  }
+
+  it(`measures the round trip with ${STARTUP_PINGS} pings back to back when its first VC opens, and keeps the least as its base`, async () => {
+    const { a, pings } = await startedCountingPings();
     // A connection that only registers pays for no pings.
     await delay(100);
     expect(pings).toHaveLength(0);
@@ -202,17 +207,7 @@ describe('HopConnection', () => {
   });
 
   it(`counts a keepalive ping already on its way as the first of the ${STARTUP_PINGS}`, async () => {
-    const pair = await socketPair();
-    pairs.push(pair);
-    const pings: number[] = [];
-    const decoder = new FrameDecoder({ onPreface: () => undefined, onFrame: (frame) => frame.type === FrameType.Ping && pings.push(performance.now()) });
-    pair.b.on('data', (chunk: Buffer) => decoder.push(chunk));
-    const [a, b] = await Promise.all([
-      HopConnection.establish({ socket: pair.a, identity: Identity.generate(), initiator: true, keepAliveInterval: 0 }),
-      HopConnection.establish({ socket: pair.b, identity: Identity.generate(), initiator: false, keepAliveInterval: 0 }),
-    ]);
-    b.start(() => undefined);
-    a.start(() => undefined);
+    const { a, pings } = await startedCountingPings();
     // What the keepalive timer does, without waiting for it: a ping is out when the first VC opens.
     (a as unknown as { ping(): void }).ping();
     a.allocateVci();
