@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { once } from 'node:events';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { cannotListen } from '../errors.js';
@@ -198,7 +198,9 @@ export async function exposeMetrics(
   log: Logger,
 ): Promise<() => void> {
   const server = await serveMetrics(address.host, address.port, scrape, contentType, healthy, log);
-  log.info({ metrics: `http://${formatAddress(address.host, address.port)}/metrics` }, 'serving metrics');
+  // With port 0 the log line is the only place the chosen port can be read from.
+  const { port } = server.address() as AddressInfo;
+  log.info({ metrics: `http://${formatAddress(address.host, port)}/metrics` }, 'serving metrics');
   return () => {
     server.close();
     server.closeAllConnections();

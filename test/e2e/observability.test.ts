@@ -318,6 +318,16 @@ describe('proxy start --metrics', () => {
     expect(proxy.child.exitCode).toBe(null);
   });
 
+  it('logs the port it chose for --metrics with port 0, and serves there', async () => {
+    const proxy = runCli(['start', '--listen', '127.0.0.1:0', '--metrics', '127.0.0.1:0'], { config: isolatedConfig() });
+    await proxy.firstLine;
+    const url = logLines(proxy).find((line) => line.msg === 'serving metrics')?.metrics;
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+    const port = portOf(String(url));
+    expect(port).toBeGreaterThan(0);
+    expect(await httpGet(port, '/healthz')).toMatchObject({ status: 200 });
+  });
+
   it('refuses a --metrics address in use with one line and exit status 1', async () => {
     const config = isolatedConfig();
     const busy = createHttpServer();
