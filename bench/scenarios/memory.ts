@@ -65,7 +65,8 @@ async function libraryMemory(ctx: Context, table: SampleTable, detail: SampleTab
   try {
     // The defaults cap connections from one address (all of ours are from 127.0.0.1) and in
     // total below what this scenario registers, and the window budgets (commitments, not memory
-    // in use: idle VCs buffer nothing) admit only a few hundred VCs; raise only those caps.
+    // in use: idle VCs buffer nothing; in total, per connection, per client routing id and per
+    // source address) admit only a few hundred VCs; raise only those caps.
     const cap = servers + CLIENT_MANAGERS + 100;
     const budget = vcs * VC_BUDGET;
     const limits = {
@@ -75,6 +76,8 @@ async function libraryMemory(ctx: Context, table: SampleTable, detail: SampleTab
       maxVcsPerConnection: vcs,
       bufferBudget: budget,
       connectionBufferBudget: budget,
+      identityBufferBudget: budget,
+      addressBufferBudget: budget,
     };
     // startLibraryPath registers one server of its own; it is counted.
     const path = await startLibraryPath(limits);
