@@ -7,7 +7,10 @@
  * For each profile: which process it is, the time sampled, the share spent busy (not idle), the
  * garbage collector's share of the busy time, and the top entries by self time (as a share of the
  * busy time), each named by function and by file relative to the repository (or `node:` module),
- * so the output holds no machine paths.
+ * so the output holds no machine paths. Then the self time of Node's stream, event, socket and tick
+ * machinery (categories `node streams, events, net` and `node ticks, timers`) by the nearest
+ * ridproxy frame above it: what each of ridproxy's layers pays for the Node streams it uses
+ * ("(no ridproxy frame)" is socket I/O called from libuv, and timers).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
@@ -20,6 +23,7 @@ interface CallFrame {
 interface ProfileNode {
   id: number;
   callFrame: CallFrame;
+  children?: number[];
 }
 interface CpuProfile {
   nodes: ProfileNode[];
@@ -44,7 +48,12 @@ interface ProfileSummary {
   /** Self time by kind of code (categoryOf), as shares of the busy time. */
   categories: Array<[string, number]>;
   top: ProfileEntry[];
+  /** Stream, event and tick machinery by the nearest ridproxy frame above it, as shares of the busy time. */
+  machineryByCaller: ProfileEntry[];
+  machineryShare: number;
 }
+
+const MACHINERY = new Set(['node streams, events, net', 'node ticks, timers']);
 
 /**
  * What kind of work a frame is: the collector, node:crypto (its JS and the native calls it
@@ -107,6 +116,15 @@ function processOf(path: string, profile: CpuProfile, root: string): string {
 function summarise(path: string, root: string, top: number): ProfileSummary {
   const profile = JSON.parse(readFileSync(path, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const parentOf = new Map<number, ProfileNode>();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parentOf.set(child, node);
+  const callerOf = (node: ProfileNode): string => {
+    for (let up = parentOf.get(node.id); up !== undefined; up = parentOf.get(up.id)) {
+      if (categoryOf(up.callFrame) === 'ridproxy src') return entryName(up.callFrame);
+    }
+    return '(no ridproxy frame)';
+  };
+  const machinery = new Map<string, number>();
   const self = new Map<string, number>();
   const byCategory = new Map<string, number>();
   let total = 0;
@@ -126,11 +144,19 @@ function summarise(path: string, root: string, top: number): ProfileSummary {
     if (fn === '(garbage collector)') gc += dt;
     const category = categoryOf(node.callFrame);
     byCategory.set(category, (byCategory.get(category) ?? 0) + dt);
+    if (MACHINERY.has(category)) {
+      const caller = callerOf(node);
+      machinery.set(caller, (machinery.get(caller) ?? 0) + dt);
+    }
     const name = entryName(node.callFrame);
     self.set(name, (self.get(name) ?? 0) + dt);
   }
   const busy = total - idle;
-  const entries = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top);
+  const ranked = (shares: Map<string, number>): ProfileEntry[] =>
+    [...shares.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([name, us]) => ({ name, share: busy > 0 ? us / busy : 0 }));
   return {
     process: processOf(path, profile, root),
     file: relative(root, path),
@@ -138,7 +164,9 @@ function summarise(path: string, root: string, top: number): ProfileSummary {
     busyMs: busy / 1000,
     gcShare: busy > 0 ? gc / busy : 0,
     categories: [...byCategory.entries()].sort((a, b) => b[1] - a[1]).map(([name, us]) => [name, busy > 0 ? us / busy : 0]),
-    top: entries.map(([name, us]) => ({ name, share: busy > 0 ? us / busy : 0 })),
+    top: ranked(self),
+    machineryByCaller: ranked(machinery),
+    machineryShare: busy > 0 ? [...machinery.values()].reduce((sum, us) => sum + us, 0) / busy : 0,
   };
 }
 
@@ -162,6 +190,8 @@ function main(argv: string[]): void {
     );
     process.stdout.write(`  by kind: ${s.categories.map(([name, share]) => `${name} ${percent(share)}`).join(', ')}\n`);
     for (const entry of s.top) process.stdout.write(`  ${percent(entry.share).padStart(6)}  ${entry.name}\n`);
+    process.stdout.write(`  streams, events, ticks (${percent(s.machineryShare)} of busy) by the nearest ridproxy frame above:\n`);
+    for (const entry of s.machineryByCaller) process.stdout.write(`  ${percent(entry.share).padStart(6)}  ${entry.name}\n`);
   }
 }
 
