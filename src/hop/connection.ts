@@ -28,6 +28,7 @@ import {
   type Hello,
 } from '../wire/index.js';
 import { deriveTokenKey, generateEphemeral, signProof, tokenMac, tokenMacMatches, transcriptHash, verifyProof, type EphemeralKey, type HopRole, type TokenPurpose } from './handshake.js';
+import type { SocketReads } from './socket-reads.js';
 
 /**
  * Round trips measured back to back when a connection's first VC opens. The first is slow (code
@@ -60,6 +61,8 @@ export interface HopConnectionOptions {
    * presents another key is refused before this side sends its proof.
    */
   expectedPeer?: RoutingId;
+  /** Set when `socket` was dialed with `reads.onread`: its bytes come from there, not from 'data'. */
+  reads?: SocketReads;
 }
 
 export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
@@ -179,6 +182,11 @@ export class HopConnection extends EventEmitter {
     const { socket, identity } = options;
     const label = options.peerLabel ?? `${socket.remoteAddress}:${socket.remotePort}`;
     const role: HopRole = options.initiator ? 'initiator' : 'responder';
+    const { reads } = options;
+    const onBytes = (handler: (chunk: Buffer) => void): void => {
+      if (reads !== undefined) reads.handler = handler;
+      else socket.on('data', handler);
+    };
     const peerRole: HopRole = options.initiator ? 'responder' : 'initiator';
     // The responder makes its key and Hello only once the initiator's Hello has arrived: a scan,
     // a probe or a silent connection then costs it no key generation and no signature.
@@ -288,7 +296,7 @@ export class HopConnection extends EventEmitter {
           settled = true;
           cleanup();
           const established = connection;
-          socket.on('data', (next: Buffer) => established.receive(next));
+          onBytes((next: Buffer) => established.receive(next));
           resolve(established);
         }
       };
@@ -300,11 +308,12 @@ export class HopConnection extends EventEmitter {
       );
       const cleanup = (): void => {
         clearTimeout(timer);
-        socket.off('data', onData);
+        if (reads !== undefined) reads.handler = ignoreBytes;
+        else socket.off('data', onData);
         socket.off('close', onClose);
         socket.off('error', onError);
       };
-      socket.on('data', onData);
+      onBytes(onData);
       socket.on('close', onClose);
       socket.on('error', onError);
       socket.setNoDelay(true);
@@ -607,6 +616,9 @@ export class HopConnection extends EventEmitter {
 
 /** Errors a socket reports after its owner has already given up on it (EPIPE, ECONNRESET). */
 export function ignoreSocketError(): void {}
+
+/** Where a dialed socket's bytes go once its handshake has failed: the socket is on its way out. */
+function ignoreBytes(): void {}
 
 function frameBytes(type: FrameType, vci: number, payload: Buffer): Buffer {
   return Buffer.concat([encodeHeader(type, vci, payload.length), payload]);

@@ -2,8 +2,9 @@ import { connect } from 'node:net';
 import { InvalidArgumentError, UnreachableError, abortReason } from '../errors.js';
 import type { Endpoint } from '../id/endpoint.js';
 import { HopConnection, type HopConnectionOptions } from './connection.js';
+import { SocketReads } from './socket-reads.js';
 
-export interface DialHopOptions extends Omit<HopConnectionOptions, 'socket' | 'initiator' | 'peerLabel'> {
+export interface DialHopOptions extends Omit<HopConnectionOptions, 'socket' | 'reads' | 'initiator' | 'peerLabel'> {
   /** Cancels the connect and the handshake; the rejection is the signal's reason. */
   signal?: AbortSignal;
   /** How the peer is named in errors; default its address. */
@@ -21,7 +22,8 @@ export async function dialHop(target: Endpoint, options: DialHopOptions): Promis
   if (!target.hasAddress) {
     throw new InvalidArgumentError('ERR_INVALID_ENDPOINT', `endpoint ${target} names no address to connect to; it names a process that listens nowhere, reachable only over a VC it opened`);
   }
-  const socket = connect({ host: target.host, port: target.port, noDelay: true });
+  const reads = new SocketReads();
+  const socket = connect({ host: target.host, port: target.port, noDelay: true, onread: reads.onread });
   const abort = (): void => {
     socket.destroy();
   };
@@ -44,6 +46,7 @@ export async function dialHop(target: Endpoint, options: DialHopOptions): Promis
     return await HopConnection.establish({
       ...options,
       socket,
+      reads,
       initiator: true,
       expectedPeer: options.expectedPeer ?? target.hopRoutingId,
       peerLabel: options.peerLabel ?? target.address,
