@@ -182,12 +182,12 @@ export class HopConnection extends EventEmitter {
     const { socket, identity } = options;
     const label = options.peerLabel ?? `${socket.remoteAddress}:${socket.remotePort}`;
     const role: HopRole = options.initiator ? 'initiator' : 'responder';
+    const peerRole: HopRole = options.initiator ? 'responder' : 'initiator';
     const { reads } = options;
     const onBytes = (handler: (chunk: Buffer) => void): void => {
       if (reads !== undefined) reads.handler = handler;
       else socket.on('data', handler);
     };
-    const peerRole: HopRole = options.initiator ? 'responder' : 'initiator';
     // The responder makes its key and Hello only once the initiator's Hello has arrived: a scan,
     // a probe or a silent connection then costs it no key generation and no signature.
     let ephemeral: EphemeralKey | undefined;
